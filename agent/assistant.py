@@ -1,0 +1,125 @@
+"""Wires settings into the graph: embedder, knowledge base, chat model, breaker, audit sink.
+
+Both the CLI and (later) the Signal service ask questions through `Assistant.ask`, so
+there is one place where the graph's context is assembled.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+from agent.audit import JsonLinesAuditSink, UserHasher, load_or_create_pepper
+from agent.resilience import BreakerState, CircuitBreaker
+from agent.settings import Settings
+from graph.builder import build_graph, model_retry_policy
+from graph.context import AuditSink, GraphContext
+from graph.state import Citation, FallbackReason
+from knowledge.embeddings import Embedder, LocalEmbedder, OpenAIEmbedder
+from knowledge.index import EmbeddingInfo, KnowledgeIndex, KnowledgeIndexError, open_index
+from knowledge.retrieval import KnowledgeBase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    reply: str
+    citations: list[Citation] = field(default_factory=list)
+    fallback_reason: FallbackReason | None = None
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    cfg = settings.embeddings
+    if cfg.provider == "local":
+        return LocalEmbedder(cfg.model, batch_size=cfg.batch_size)
+    api_key = cfg.api_key.get_secret_value() if cfg.api_key else "not-needed"
+    return OpenAIEmbedder(cfg.model, base_url=cfg.base_url, api_key=api_key,
+                          timeout=settings.llm.timeout, batch_size=cfg.batch_size)
+
+
+def embedding_info(settings: Settings, embedder: Embedder) -> EmbeddingInfo:
+    return EmbeddingInfo(provider=settings.embeddings.provider, model=embedder.model_name,
+                         dimension=embedder.dimension)
+
+
+def build_chat_model(settings: Settings) -> BaseChatModel | None:
+    """ChatOpenAI with an explicit timeout and no SDK retries (the graph retries)."""
+    cfg = settings.llm
+    if not cfg.model:
+        return None
+    from langchain_openai import ChatOpenAI
+
+    api_key = cfg.api_key.get_secret_value() if cfg.api_key else "not-needed"
+    return ChatOpenAI(model=cfg.model, base_url=cfg.base_url, api_key=api_key,
+                      timeout=cfg.timeout, max_retries=0, temperature=cfg.temperature,
+                      max_completion_tokens=cfg.max_tokens)
+
+
+def load_knowledge(settings: Settings, embedder: Embedder) -> KnowledgeIndex:
+    """Open and verify the index for the configured embedder (raises KnowledgeIndexError)."""
+    index = open_index(settings.index_path, embedding_info(settings, embedder))
+    if index.restored_from_last_good:
+        log.warning("index_restored_from_last_good")
+    return index
+
+
+class Assistant:
+    """Answers one question through the graph; owns nothing but the wiring."""
+
+    def __init__(self, settings: Settings, *, embedder: Embedder | None = None,
+                 chat_model: BaseChatModel | None = None, audit: AuditSink | None = None,
+                 index: KnowledgeIndex | None = None,
+                 breaker: CircuitBreaker | None = None) -> None:
+        self.settings = settings
+        self.embedder = embedder or build_embedder(settings)
+        self.chat_model = chat_model if chat_model is not None else build_chat_model(settings)
+        pepper = load_or_create_pepper(
+            settings.data_dir,
+            settings.audit.pepper.get_secret_value() if settings.audit.pepper else None)
+        self.hash_user = UserHasher(pepper)
+        self.audit = audit or JsonLinesAuditSink(settings.data_dir / "audit.jsonl")
+        self.breaker = breaker or CircuitBreaker(
+            settings.breaker.failure_threshold, settings.breaker.window,
+            settings.breaker.cooldown, on_change=_log_breaker)
+        self.index = index
+        self.graph = build_graph(retry_policy=model_retry_policy(
+            settings.llm.max_attempts, settings.llm.retry_initial_interval))
+
+    def knowledge(self) -> KnowledgeBase | None:
+        if self.index is None:
+            return None
+        cfg = self.settings.retrieval
+        return KnowledgeBase(self.index, self.embedder, mode=cfg.mode, candidates=cfg.candidates,
+                             min_similarity=cfg.min_similarity, min_coverage=cfg.min_coverage)
+
+    def context(self) -> GraphContext:
+        cfg = self.settings
+        return GraphContext(
+            knowledge=self.knowledge(), audit=self.audit, chat_model=self.chat_model,
+            model_name=cfg.llm.model or "extractive", breaker=self.breaker,
+            top_k=cfg.retrieval.top_k, max_input_chars=cfg.max_input_chars,
+            max_attempts=cfg.llm.max_attempts, max_retry_after=cfg.llm.max_retry_after)
+
+    def open_index(self) -> None:
+        """Load the index (raises KnowledgeIndexError; callers decide degraded or exit)."""
+        self.index = load_knowledge(self.settings, self.embedder)
+
+    async def ask(self, question: str, user_id: str = "local", *,
+                  context: GraphContext | None = None) -> Answer:
+        result: Mapping[str, Any] = await self.graph.ainvoke(
+            {"question": question, "user": self.hash_user(user_id)},
+            context=context or self.context())
+        return Answer(reply=result["reply"], citations=list(result.get("citations") or []),
+                      fallback_reason=result.get("fallback_reason"))
+
+
+def _log_breaker(state: BreakerState) -> None:
+    log.warning("model_circuit_%s", state.value)
+
+
+__all__ = ["Answer", "Assistant", "KnowledgeIndexError", "build_chat_model", "build_embedder"]

@@ -1,0 +1,68 @@
+"""The audit trail (OBS-2): content-free JSON lines, user ids as HMAC-SHA256 with a pepper."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+PEPPER_FILE = ".audit-pepper"
+
+
+class UserHasher:
+    """Keyed hash of Signal ids: stable per deployment, useless without the pepper."""
+
+    def __init__(self, pepper: bytes) -> None:
+        if len(pepper) < 16:
+            raise ValueError("the audit pepper must be at least 16 bytes")
+        self._pepper = pepper
+
+    def __call__(self, user_id: str) -> str:
+        return hmac.new(self._pepper, user_id.encode(), hashlib.sha256).hexdigest()
+
+
+def load_or_create_pepper(data_dir: Path, configured: str | None) -> bytes:
+    """The configured pepper, else one generated once and kept (0600) in the data dir."""
+    if configured:
+        return configured.encode()
+    path = data_dir / PEPPER_FILE
+    if path.exists():
+        return path.read_bytes().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pepper = secrets.token_hex(32).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pepper)
+    return pepper
+
+
+class JsonLinesAuditSink:
+    """Appends one JSON object per event; thread-safe; never receives message text."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def emit(self, event: Mapping[str, Any]) -> None:
+        line = json.dumps({"ts": round(time.time(), 3), **event}, separators=(",", ":"),
+                          ensure_ascii=True)
+        with self._lock, self.path.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+
+class MemoryAuditSink:
+    """Keeps events in a list (tests, benchmarks)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def emit(self, event: Mapping[str, Any]) -> None:
+        self.events.append(dict(event))

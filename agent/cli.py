@@ -1,0 +1,199 @@
+"""The `signal-rag` command line: ingest, ask, chat, graph, index verify.
+
+Exit codes: 0 ok, 1 finished with document errors, 2 usage or configuration error,
+3 index missing or damaged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from agent.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from agent.assistant import Assistant
+
+EXIT_OK, EXIT_DOCUMENT_ERRORS, EXIT_CONFIG, EXIT_INDEX = 0, 1, 2, 3
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Answer questions from your documents, on Signal or in the terminal.")
+index_app = typer.Typer(no_args_is_help=True, help="Inspect the index.")
+app.add_typer(index_app, name="index")
+err = Console(stderr=True)
+
+
+class GraphFormat(StrEnum):
+    mermaid = "mermaid"
+    ascii = "ascii"
+    png = "png"
+    svg = "svg"
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    from agent.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    return settings
+
+
+@app.command()
+def ingest(path: Annotated[Path, typer.Argument(help="Folder (or file) of documents.")],
+           rebuild: Annotated[bool, typer.Option("--rebuild",
+                                                 help="Re-embed everything.")] = False) -> None:
+    """Index Markdown, text, HTML and PDF documents; only changed ones are re-embedded."""
+    from agent.assistant import build_embedder
+    from knowledge.embeddings import EmbeddingError
+    from knowledge.index import KnowledgeIndexError
+    from knowledge.ingest import NoDocumentsError
+    from knowledge.ingest import ingest as run_ingest
+
+    settings = _settings()
+    embedder = build_embedder(settings)
+    columns = (TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("embedding", total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        try:
+            report = run_ingest(path, settings.index_path, embedder,
+                                provider=settings.embeddings.provider,
+                                chunk_size=settings.retrieval.chunk_size,
+                                chunk_overlap=settings.retrieval.chunk_overlap,
+                                rebuild=rebuild, progress=on_progress)
+        except NoDocumentsError as exc:
+            _fail(str(exc), EXIT_CONFIG)
+        except EmbeddingError as exc:
+            _fail(str(exc), EXIT_CONFIG)
+        except KnowledgeIndexError as exc:
+            _fail(str(exc), EXIT_INDEX)
+    if report.rebuilt_reason:
+        err.print(f"[yellow]warning:[/] the previous index was unusable and was rebuilt "
+                  f"({report.rebuilt_reason})", highlight=False)
+    for problem in report.errors:
+        err.print(f"[yellow]skipped:[/] {problem}", highlight=False)
+    typer.echo(f"Ingested {path}: {report.summary()}. Index: {settings.index_path}")
+    if report.errors:
+        raise typer.Exit(EXIT_DOCUMENT_ERRORS)
+
+
+def _assistant(settings: Settings) -> Assistant:
+    from agent.assistant import Assistant
+    from knowledge.embeddings import EmbeddingError
+    from knowledge.index import KnowledgeIndexError
+
+    assistant = Assistant(settings)
+    try:
+        assistant.open_index()
+    except KnowledgeIndexError as exc:
+        _fail(f"{exc}", EXIT_INDEX)
+    except EmbeddingError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    return assistant
+
+
+@app.command()
+def ask(question: Annotated[str, typer.Argument(help="The question to answer.")]) -> None:
+    """Answer one question and print the reply with its sources."""
+    assistant = _assistant(_settings())
+    typer.echo(asyncio.run(assistant.ask(question)).reply)
+
+
+@app.command()
+def chat() -> None:
+    """Chat in the terminal; with piped input, answer one question per line."""
+    assistant = _assistant(_settings())
+    interactive = sys.stdin.isatty()
+    asyncio.run(_chat_loop(assistant, interactive))
+
+
+async def _chat_loop(assistant: Assistant, interactive: bool) -> None:
+    out = Console()
+    if interactive:
+        out.print("[bold]signal-rag[/] — ask about the documents; Ctrl-D or 'exit' to quit.")
+    while True:
+        try:
+            line = out.input("[bold cyan]you>[/] ") if interactive else sys.stdin.readline()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if not interactive and line == "":
+            break
+        question = line.strip()
+        if interactive and question.lower() in {"exit", "quit"}:
+            break
+        if not question:
+            continue
+        answer = await assistant.ask(question)
+        if interactive:
+            out.print(f"[bold green]bot>[/] {answer.reply}\n", highlight=False, markup=False)
+        else:
+            sys.stdout.write(answer.reply + "\n\n")
+            sys.stdout.flush()
+
+
+@app.command("graph")
+def graph_command(
+        fmt: Annotated[GraphFormat, typer.Option("--format", "-f")] = GraphFormat.mermaid,
+        output: Annotated[Path | None, typer.Option("--output", "-o",
+                                                    help="Write to a file.")] = None) -> None:
+    """Draw the LangGraph state machine offline (Mermaid, ASCII, PNG or SVG)."""
+    from graph.builder import build_graph
+    from graph.drawing import draw
+
+    drawing = draw(build_graph(), fmt.value)
+    data = drawing.encode() if isinstance(drawing, str) else drawing
+    if output is not None:
+        output.write_bytes(data)
+    elif isinstance(drawing, str):
+        typer.echo(drawing.rstrip("\n"))
+    elif sys.stdout.isatty():
+        _fail(f"{fmt.value} is binary: use --output FILE", EXIT_CONFIG)
+    else:
+        sys.stdout.buffer.write(data)
+
+
+@index_app.command("verify")
+def index_verify() -> None:
+    """Check the index manifest and the sha256 of every index file."""
+    from knowledge.index import KnowledgeIndexError, verify_index
+
+    settings = _settings()
+    try:
+        manifest = verify_index(settings.index_path)
+    except KnowledgeIndexError as exc:
+        _fail(str(exc), EXIT_INDEX)
+    configured = (settings.embeddings.provider, settings.embeddings.model)
+    built = (manifest.embedding.provider, manifest.embedding.model)
+    if configured != built:
+        _fail(f"index at {settings.index_path} was built with {built[0]} {built[1]!r} but "
+              f"{configured[0]} {configured[1]!r} is configured", EXIT_INDEX)
+    typer.echo(f"Index OK: {settings.index_path} — {len(manifest.documents)} documents, "
+               f"{manifest.chunk_count} chunks, {manifest.embedding.model} "
+               f"({manifest.embedding.dimension} dimensions), {len(manifest.files)} files "
+               "verified")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Settings from the environment (prefix SIGNAL_RAG_, nested with __) and Docker secrets.
+
+Built once at start-up by `load_settings`, never at import. Invalid or missing values
+raise `ConfigError` whose message names the environment variable to fix.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SIGNAL_RAG_"
+DEFAULT_SECRETS_DIR = Path("/run/secrets")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid or missing; the CLI exits with code 2."""
+
+
+class LLMSettings(BaseModel):
+    """The chat model. With no `model`, the offline extractive answerer is used."""
+
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    model: str | None = None
+    timeout: float = Field(30.0, gt=0, le=600)
+    max_attempts: int = Field(3, ge=1, le=10)
+    retry_initial_interval: float = Field(0.5, gt=0, le=60)
+    max_retry_after: float = Field(30.0, ge=0, le=600)
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(512, ge=16, le=8192)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
+class EmbeddingSettings(BaseModel):
+    provider: Literal["local", "openai"] = "local"
+    model: str = "all-MiniLM-L6-v2"
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    batch_size: int = Field(64, ge=1, le=4096)
+
+
+class RetrievalSettings(BaseModel):
+    mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
+    top_k: int = Field(4, ge=1, le=20)
+    candidates: int = Field(50, ge=1, le=1000)
+    min_similarity: float = Field(0.3, ge=-1, le=1)
+    min_coverage: float = Field(0.6, ge=0, le=1)
+    chunk_size: int = Field(1000, ge=100, le=20000)
+    chunk_overlap: int = Field(200, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> RetrievalSettings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("chunk_overlap must be smaller than chunk_size")
+        return self
+
+
+class BreakerSettings(BaseModel):
+    failure_threshold: int = Field(5, ge=1)
+    window: float = Field(60.0, gt=0)
+    cooldown: float = Field(30.0, gt=0)
+
+
+class AuditSettings(BaseModel):
+    pepper: SecretStr | None = None
+    """HMAC key for user ids; generated and kept in the data dir when not set."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__",
+                                      extra="ignore", validate_default=True)
+
+    data_dir: Path = Path("data")
+    index_dir: Path | None = None
+    max_input_chars: int = Field(2000, ge=1, le=100_000)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    llm: LLMSettings = LLMSettings()
+    embeddings: EmbeddingSettings = EmbeddingSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    breaker: BreakerSettings = BreakerSettings()
+    audit: AuditSettings = AuditSettings()
+
+    @model_validator(mode="after")
+    def _derive(self) -> Settings:
+        if self.index_dir is None:
+            self.index_dir = self.data_dir / "index"
+        if self.llm.api_key is None and os.environ.get("OPENAI_API_KEY"):
+            self.llm.api_key = SecretStr(os.environ["OPENAI_API_KEY"])
+        if self.llm.model and self.llm.base_url is None and self.llm.api_key is None:
+            raise ValueError(
+                "SIGNAL_RAG_LLM__MODEL is set for the OpenAI API but no key is configured: "
+                "set SIGNAL_RAG_LLM__API_KEY (or OPENAI_API_KEY), or set "
+                "SIGNAL_RAG_LLM__BASE_URL for a local server")
+        if self.embeddings.provider == "openai":
+            if self.embeddings.api_key is None:
+                self.embeddings.api_key = self.llm.api_key
+            if self.embeddings.base_url is None:
+                self.embeddings.base_url = self.llm.base_url
+            if self.embeddings.model == EmbeddingSettings().model:
+                raise ValueError("SIGNAL_RAG_EMBEDDINGS__MODEL must name the endpoint's "
+                                 "embedding model when SIGNAL_RAG_EMBEDDINGS__PROVIDER=openai")
+        return self
+
+    @property
+    def index_path(self) -> Path:
+        assert self.index_dir is not None  # set by _derive
+        return self.index_dir
+
+
+def env_name(location: tuple[int | str, ...]) -> str:
+    """Map a pydantic error location to the environment variable a user would set."""
+    parts = [str(p) for p in location if not isinstance(p, int)]
+    return ENV_PREFIX + "__".join(p.upper() for p in parts) if parts else ENV_PREFIX + "*"
+
+
+def load_settings(secrets_dir: Path | None = None, **overrides: Any) -> Settings:
+    """Read settings from the environment and Docker secrets files, or raise ConfigError."""
+    directory = secrets_dir
+    if directory is None:
+        configured = os.environ.get(ENV_PREFIX + "SECRETS_DIR")
+        directory = Path(configured) if configured else DEFAULT_SECRETS_DIR
+    kwargs: dict[str, Any] = dict(overrides)
+    if directory.is_dir():
+        kwargs["_secrets_dir"] = directory
+    elif os.environ.get(ENV_PREFIX + "SECRETS_DIR"):
+        raise ConfigError(f"{ENV_PREFIX}SECRETS_DIR: {directory} is not a directory")
+    try:
+        return Settings(**kwargs)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            message = error["msg"].removeprefix("Value error, ")
+            if error["loc"]:
+                problems.append(f"{env_name(error['loc'])}: {message}")
+            else:
+                problems.append(message)
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,56 @@
+"""Assemble the StateGraph: six nodes, routers for every way off the happy path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import RetryPolicy
+
+from graph.context import GraphContext
+from graph.nodes.audit import audit
+from graph.nodes.fallback import fallback
+from graph.nodes.generate import generate, should_retry
+from graph.nodes.retrieve import retrieve
+from graph.nodes.sanitize import sanitize
+from graph.nodes.threat_check import threat_check
+from graph.routing import (
+    route_after_generate,
+    route_after_retrieve,
+    route_after_sanitize,
+    route_after_threat_check,
+)
+from graph.state import GraphInput, GraphOutput, GraphState
+
+NODES = ("sanitize", "threat_check", "retrieve", "generate", "fallback", "audit")
+
+
+def model_retry_policy(max_attempts: int = 3, initial_interval: float = 0.5,
+                       max_interval: float = 8.0) -> RetryPolicy:
+    """Exponential backoff with jitter for the model call; pass the same `max_attempts`
+    to `GraphContext` so the node knows its last attempt."""
+    return RetryPolicy(initial_interval=initial_interval, backoff_factor=2.0,
+                       max_interval=max_interval, max_attempts=max_attempts, jitter=True,
+                       retry_on=should_retry)
+
+
+def build_graph(*, retry_policy: RetryPolicy | None = None, checkpointer: Any = None
+                ) -> CompiledStateGraph[GraphState, GraphContext, GraphInput, GraphOutput]:
+    builder = StateGraph(GraphState, context_schema=GraphContext, input_schema=GraphInput,
+                         output_schema=GraphOutput)
+    builder.add_node("sanitize", sanitize)
+    builder.add_node("threat_check", threat_check)
+    builder.add_node("retrieve", retrieve)
+    builder.add_node("generate", generate, retry_policy=retry_policy or model_retry_policy())
+    builder.add_node("fallback", fallback)
+    builder.add_node("audit", audit)
+
+    builder.add_edge(START, "sanitize")
+    builder.add_conditional_edges("sanitize", route_after_sanitize)
+    builder.add_conditional_edges("threat_check", route_after_threat_check)
+    builder.add_conditional_edges("retrieve", route_after_retrieve)
+    builder.add_conditional_edges("generate", route_after_generate)
+    builder.add_edge("fallback", "audit")
+    builder.add_edge("audit", END)
+    return builder.compile(checkpointer=checkpointer, name="signal-rag")

@@ -1,0 +1,76 @@
+"""The offline answerer: quotes the passage sentences that best match the question.
+
+Used when no chat model is configured (GR-2) and by the fallback when the model is
+unavailable. It never writes anything the documents do not say, and cites every line.
+"""
+
+from __future__ import annotations
+
+import re
+
+from graph.citations import citation_number, number_sources
+from graph.state import Citation, Passage
+from knowledge.lexical import terms
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9`*/])")
+_BLOCK_START = re.compile(r"^\s*(#{1,6}\s|[-*+]\s|\d+[.)]\s|>|\|)")
+_MARKUP = re.compile(r"^\s*(#{1,6}\s+|[-*+]\s+|\d+[.)]\s+|>\s*)")
+_INLINE = re.compile(r"(\*\*|__|`)")
+_FRAGMENT_END = re.compile(r"(:|,|;|\b(or|and|but|with|the|a|to))$", re.IGNORECASE)
+MAX_SENTENCE_CHARS = 400
+
+
+def _blocks(text: str) -> list[str]:
+    """Paragraphs and list items with hard-wrapped lines joined back together."""
+    blocks: list[str] = []
+    current: list[str] = []
+    for line in text.splitlines():
+        if not line.strip() or _BLOCK_START.match(line):
+            if current:
+                blocks.append(" ".join(current))
+            current = [line.strip()] if line.strip() else []
+        else:
+            current.append(line.strip())
+    if current:
+        blocks.append(" ".join(current))
+    return blocks
+
+
+def _sentences(text: str) -> list[str]:
+    found = []
+    for block in _blocks(text):
+        if block.lstrip().startswith("#"):
+            continue  # headings are labels, not answers
+        cleaned = _INLINE.sub("", _MARKUP.sub("", block)).strip()
+        for piece in _SENTENCE_END.split(cleaned):
+            sentence = piece.strip()
+            if len(sentence) >= 20 and not _FRAGMENT_END.search(sentence):
+                found.append(sentence[:MAX_SENTENCE_CHARS])
+    return found
+
+
+def extractive_answer(question: str, passages: list[Passage], *, max_sentences: int = 3
+                      ) -> tuple[str, list[Citation]]:
+    """Pick up to `max_sentences` sentences by stemmed-term overlap with the question."""
+    wanted = set(terms(question))
+    citations = number_sources(passages)
+    scored: list[tuple[float, int, str, int]] = []
+    for rank, passage in enumerate(passages):
+        for position, sentence in enumerate(_sentences(passage["text"])):
+            words = terms(sentence)
+            overlap = len(wanted.intersection(words))
+            # Favour overlap, then better-ranked passages, then earlier sentences.
+            score = overlap / (1 + 0.02 * len(words)) - 0.15 * rank - 0.01 * position
+            scored.append((score, rank, sentence, citation_number(citations, passage)))
+    scored.sort(key=lambda item: (-item[0], item[1]))
+    chosen: list[tuple[str, int]] = []
+    for score, _, sentence, number in scored:
+        if len(chosen) == max_sentences:
+            break
+        if chosen and score <= 0:
+            break
+        if all(sentence != existing for existing, _ in chosen):
+            chosen.append((sentence, number))
+    used = sorted({number for _, number in chosen})
+    body = "\n".join(f"• {sentence} [{number}]" for sentence, number in chosen)
+    return body, [c for c in citations if c["number"] in used]

@@ -1,0 +1,91 @@
+"""Node `generate`: answer from the passages with the chat model, or extractively offline.
+
+Retries live in exactly one layer: the node's `RetryPolicy` (see `builder.py`); the model
+client is built with `max_retries=0`. Only timeouts, connection errors, 429 and 5xx are
+retried; a Retry-After header is honoured up to `max_retry_after`. On the last attempt,
+or on a non-retryable error, the node routes to the fallback instead of raising, so the
+user still gets exactly one reply. Every failure is counted by the circuit breaker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from graph.citations import format_reply, keep_cited
+from graph.context import GraphContext
+from graph.extractive import extractive_answer
+from graph.nodes.timing import elapsed_ms
+from graph.prompts import build_messages
+from graph.state import GraphState
+
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+def should_retry(exc: BaseException) -> bool:
+    """The RetryPolicy filter: transient failures only; never 4xx other than 429 (and 408/409)."""
+    import openai
+
+    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in RETRYABLE_STATUS or exc.status_code >= 500
+    return isinstance(exc, TimeoutError | ConnectionError)
+
+
+def retry_after_seconds(exc: BaseException) -> float | None:
+    """The server's Retry-After in seconds, if it sent one we can read."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    for name in ("retry-after-ms", "retry-after"):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value)
+        except ValueError:
+            continue  # an HTTP date: let the policy's own backoff decide
+        return seconds / 1000.0 if name == "retry-after-ms" else seconds
+    return None
+
+
+async def generate(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    started = ctx.clock()
+    passages = state["passages"]
+
+    def done(**update: Any) -> dict[str, Any]:
+        return {**update, "timings": {"generate": elapsed_ms(ctx.clock, started)}}
+
+    if ctx.chat_model is None:
+        answer, citations = extractive_answer(state["text"], passages)
+        return done(answer=answer, citations=citations, reply=format_reply(answer, citations),
+                    model="extractive", fallback_reason=None)
+    if not ctx.breaker.allow():
+        return done(fallback_reason="circuit_open", model=ctx.model_name)
+
+    messages, numbered = build_messages(state["text"], passages)
+    try:
+        response = await ctx.chat_model.ainvoke(messages)
+    except Exception as exc:
+        ctx.breaker.record_failure()
+        info = runtime.execution_info
+        attempt = info.node_attempt if info is not None else 1
+        if should_retry(exc) and attempt < ctx.max_attempts:
+            wait = retry_after_seconds(exc)
+            if wait is None or wait <= ctx.max_retry_after:
+                if wait:
+                    await ctx.sleep(wait)
+                raise  # the node's RetryPolicy runs the next attempt
+        return done(fallback_reason="model_error", error=type(exc).__name__,
+                    model=ctx.model_name)
+    ctx.breaker.record_success()
+    text = response.content if isinstance(response.content, str) else str(response.content)
+    answer, citations = keep_cited(text, numbered)
+    if not answer:
+        return done(fallback_reason="model_error", error="EmptyAnswer", model=ctx.model_name)
+    return done(answer=answer, citations=citations, reply=format_reply(answer, citations),
+                model=ctx.model_name, fallback_reason=None)

@@ -1,0 +1,89 @@
+"""The graph's state: what flows between nodes for one question."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, TypedDict
+
+FallbackReason = Literal[
+    "empty",              # nothing left after sanitising
+    "too_long",           # over the input limit
+    "threat",             # a threat rule matched
+    "guard_error",        # a guard itself failed: fail closed
+    "index_unavailable",  # no verified index loaded (degraded mode)
+    "no_context",         # nothing above the relevance floor
+    "circuit_open",       # the model's circuit breaker is open
+    "model_error",        # the model failed after retries, or refused the request
+]
+
+
+FIRST_NODE = "sanitize"
+
+
+def merge_timings(left: dict[str, float], right: dict[str, float]) -> dict[str, float]:
+    """Reducer: each node adds its own latency; the first node starts a new run's timings.
+
+    With a checkpointer the state outlives a run, so without the reset a blocked message
+    would report the previous run's retrieve and generate latencies as its own.
+    """
+    if FIRST_NODE in right:
+        return dict(right)
+    return {**left, **right}
+
+
+class Passage(TypedDict):
+    """A retrieved chunk as plain data, so checkpoints serialise it without pickling."""
+
+    source: str
+    title: str
+    page: int | None
+    text: str
+    similarity: float
+
+
+class Citation(TypedDict):
+    number: int
+    title: str
+    source: str
+    page: int | None
+
+
+class GraphInput(TypedDict):
+    """What callers may pass in."""
+
+    question: str
+    """The user's message as received."""
+    user: str
+    """An opaque user key (HMAC of the Signal id): never the raw id or phone number."""
+
+
+class GraphState(TypedDict, total=False):
+    question: str
+    """The user's message as received (never logged)."""
+    user: str
+    """Opaque user key, used in audit events."""
+    text: str
+    """The sanitised question that retrieval and the model see."""
+    fallback_reason: FallbackReason | None
+    """Why the run left the happy path; None while it is on it."""
+    guard_rules: list[str]
+    """Names of the guard rules that matched (safe to log)."""
+    passages: list[Passage]
+    """Passages above the relevance floor, best first."""
+    answer: str
+    """The answer body without the sources list."""
+    citations: list[Citation]
+    """Numbered sources the answer refers to."""
+    reply: str
+    """The full text to send back: answer plus numbered sources."""
+    model: str
+    """Which answerer produced the reply ("extractive" or the model name)."""
+    error: str | None
+    """Exception class name of a failure (never its message: it may echo input)."""
+    timings: Annotated[dict[str, float], merge_timings]
+    """Per-node latency in milliseconds."""
+
+
+class GraphOutput(TypedDict, total=False):
+    reply: str
+    citations: list[Citation]
+    fallback_reason: FallbackReason | None
