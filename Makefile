@@ -49,7 +49,7 @@ bench: install-dev
 	$(BIN)/python -m benchmarks
 
 graph-doc: install
-	$(BIN)/python -m agent.docs_graph --write
+	$(BIN)/python scripts/update_graph_doc.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

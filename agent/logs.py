@@ -29,7 +29,7 @@ def configure_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     for noisy in ("httpx", "httpcore", "openai", "sentence_transformers", "transformers",
-                  "faiss", "bm25s"):
+                  "faiss", "bm25s", "langgraph"):  # langgraph logs retried exceptions' text
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 ENV_PREFIX = "SIGNAL_RAG_"
 DEFAULT_SECRETS_DIR = Path("/run/secrets")
@@ -79,6 +84,7 @@ class AuditSettings(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__",
+                                      secrets_nested_delimiter="__",
                                       extra="ignore", validate_default=True)
 
     data_dir: Path = Path("data")
@@ -90,6 +96,16 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = RetrievalSettings()
     breaker: BreakerSettings = BreakerSettings()
     audit: AuditSettings = AuditSettings()
+
+    @classmethod
+    def settings_customise_sources(
+            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Docker secrets may set nested values too: a file `signal_rag_llm__api_key`."""
+        return (init_settings, env_settings, dotenv_settings,
+                NestedSecretsSettingsSource(file_secret_settings))
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:

@@ -27,11 +27,11 @@ NODES = ("sanitize", "threat_check", "retrieve", "generate", "fallback", "audit"
 
 
 def model_retry_policy(max_attempts: int = 3, initial_interval: float = 0.5,
-                       max_interval: float = 8.0) -> RetryPolicy:
+                       max_interval: float = 8.0, *, jitter: bool = True) -> RetryPolicy:
     """Exponential backoff with jitter for the model call; pass the same `max_attempts`
     to `GraphContext` so the node knows its last attempt."""
     return RetryPolicy(initial_interval=initial_interval, backoff_factor=2.0,
-                       max_interval=max_interval, max_attempts=max_attempts, jitter=True,
+                       max_interval=max_interval, max_attempts=max_attempts, jitter=jitter,
                        retry_on=should_retry)
 
 
