@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from langgraph.types import RetryPolicy
 
 from agent.audit import JsonLinesAuditSink, UserHasher, load_or_create_pepper
 from agent.resilience import BreakerState, CircuitBreaker
@@ -74,7 +75,8 @@ class Assistant:
     def __init__(self, settings: Settings, *, embedder: Embedder | None = None,
                  chat_model: BaseChatModel | None = None, audit: AuditSink | None = None,
                  index: KnowledgeIndex | None = None,
-                 breaker: CircuitBreaker | None = None) -> None:
+                 breaker: CircuitBreaker | None = None,
+                 retry_policy: RetryPolicy | None = None) -> None:
         self.settings = settings
         self.embedder = embedder or build_embedder(settings)
         self.chat_model = chat_model if chat_model is not None else build_chat_model(settings)
@@ -87,7 +89,7 @@ class Assistant:
             settings.breaker.failure_threshold, settings.breaker.window,
             settings.breaker.cooldown, on_change=_log_breaker)
         self.index = index
-        self.graph = build_graph(retry_policy=model_retry_policy(
+        self.graph = build_graph(retry_policy=retry_policy or model_retry_policy(
             settings.llm.max_attempts, settings.llm.retry_initial_interval))
 
     def knowledge(self) -> KnowledgeBase | None:

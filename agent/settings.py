@@ -153,6 +153,9 @@ def load_settings(secrets_dir: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(f"{ENV_PREFIX}SECRETS_DIR: {directory} is not a directory")
     try:
         return Settings(**kwargs)
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"{ENV_PREFIX}SECRETS_DIR: cannot read the secrets files in "
+                          f"{directory} ({type(exc).__name__})") from None
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

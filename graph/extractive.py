@@ -17,6 +17,7 @@ _BLOCK_START = re.compile(r"^\s*(#{1,6}\s|[-*+]\s|\d+[.)]\s|>|\|)")
 _MARKUP = re.compile(r"^\s*(#{1,6}\s+|[-*+]\s+|\d+[.)]\s+|>\s*)")
 _INLINE = re.compile(r"(\*\*|__|`)")
 _FRAGMENT_END = re.compile(r"(:|,|;|\b(or|and|but|with|the|a|to))$", re.IGNORECASE)
+_LIST_TAIL = re.compile(r"(\s*[,;]|\s+(or|and))+$", re.IGNORECASE)
 MAX_SENTENCE_CHARS = 400
 
 
@@ -41,9 +42,12 @@ def _sentences(text: str) -> list[str]:
     for block in _blocks(text):
         if block.lstrip().startswith("#"):
             continue  # headings are labels, not answers
+        list_item = bool(_MARKUP.match(block))
         cleaned = _INLINE.sub("", _MARKUP.sub("", block)).strip()
         for piece in _SENTENCE_END.split(cleaned):
             sentence = piece.strip()
+            if list_item:  # "- the user: an HMAC of the id, and" is a complete statement
+                sentence = _LIST_TAIL.sub("", sentence)
             if len(sentence) >= 20 and not _FRAGMENT_END.search(sentence):
                 found.append(sentence[:MAX_SENTENCE_CHARS])
     return found

@@ -32,7 +32,7 @@ class HashingEmbedder:
     def _one(self, text: str) -> np.ndarray:
         vector = np.zeros(self._dimension, dtype=np.float32)
         for term in terms(text) or ["<empty>"]:
-            bucket = int(hashlib.md5(term.encode()).hexdigest(), 16) % self._dimension  # noqa: S324
+            bucket = int(hashlib.md5(term.encode()).hexdigest(), 16) % self._dimension
             vector[bucket] += 1.0
         return vector
 

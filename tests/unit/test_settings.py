@@ -95,3 +95,9 @@ def test_openai_embeddings_need_a_model_name(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("SIGNAL_RAG_EMBEDDINGS__PROVIDER", "openai")
     with pytest.raises(ConfigError, match="SIGNAL_RAG_EMBEDDINGS__MODEL"):
         load_settings(NO_SECRETS)
+
+
+def test_unreadable_secret_file_is_a_config_error(tmp_path: Path):
+    (tmp_path / "signal_rag_data_dir").write_bytes(b"\x93\xff binary")
+    with pytest.raises(ConfigError, match="SIGNAL_RAG_SECRETS_DIR"):
+        load_settings(tmp_path)

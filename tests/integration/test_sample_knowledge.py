@@ -1,0 +1,54 @@
+"""The offline demo on the bundled documents: real model, real index, the whole graph."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.assistant import Assistant
+from agent.audit import MemoryAuditSink
+
+QUESTIONS = [
+    ("How many wrong passphrase attempts before I'm locked out, and for how long?",
+     "user-guide.md", "1 hour"),
+    ("What are the default chunk size and overlap?", "faq.md", "200 characters"),
+    ("How is the user id recorded in the audit log?", "data-handling.md", "HMAC"),
+    ("What does exit code 3 mean?", "operations.html", "missing or damaged"),
+    ("What is the default data directory?", "operations.html", "./data"),
+    ("Will the bot answer in a group if I don't mention it?", "user-guide.md", "mention"),
+]
+UNANSWERABLE = ["What will the weather be like in Berlin tomorrow?",
+                "How long should I boil an egg for a soft yolk?"]
+
+
+@pytest.fixture
+def assistant(settings_for, local_embedder, sample_index) -> Assistant:
+    return Assistant(settings_for(), embedder=local_embedder, index=sample_index,
+                     audit=MemoryAuditSink())
+
+
+@pytest.mark.parametrize(("question", "source", "fact"), QUESTIONS)
+async def test_answers_cite_the_right_document(assistant: Assistant, question: str,
+                                               source: str, fact: str):
+    answer = await assistant.ask(question)
+    assert answer.fallback_reason is None
+    assert answer.citations, "an answer must cite"
+    assert answer.citations[0]["source"] == source
+    body = answer.reply.split("\n\nSources:")[0]
+    assert fact in body
+    assert f"({source}" in answer.reply.split("Sources:")[1]
+
+
+@pytest.mark.parametrize("question", UNANSWERABLE)
+async def test_unanswerable_question_gets_i_dont_know(assistant: Assistant, question: str):
+    answer = await assistant.ask(question)
+    assert answer.fallback_reason == "no_context"
+    assert answer.reply.startswith("I don't know")
+    assert answer.citations == []
+    assert "[1]" not in answer.reply and "Sources" not in answer.reply
+
+
+async def test_audit_event_has_no_text_and_hashes_the_user(assistant: Assistant):
+    await assistant.ask("What is the default data directory?", user_id="+15551234567")
+    [event] = assistant.audit.events  # type: ignore[attr-defined]
+    assert "+15551234567" not in repr(event) and "directory" not in repr(event)
+    assert len(event["user"]) == 64 and event["route"] == "answered"
