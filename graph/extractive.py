@@ -7,6 +7,7 @@ unavailable. It never writes anything the documents do not say, and cites every 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from graph.citations import citation_number, number_sources
 from graph.state import Citation, Passage
@@ -53,6 +54,16 @@ def _sentences(text: str) -> list[str]:
     return found
 
 
+@lru_cache(maxsize=4096)
+def _scored_sentences(text: str) -> tuple[tuple[str, frozenset[str], int], ...]:
+    """Each sentence with its stemmed terms and length; cached per passage text."""
+    result = []
+    for sentence in _sentences(text):
+        words = terms(sentence)
+        result.append((sentence, frozenset(words), len(words)))
+    return tuple(result)
+
+
 def extractive_answer(question: str, passages: list[Passage], *, max_sentences: int = 3
                       ) -> tuple[str, list[Citation]]:
     """Pick up to `max_sentences` sentences by stemmed-term overlap with the question."""
@@ -60,11 +71,10 @@ def extractive_answer(question: str, passages: list[Passage], *, max_sentences: 
     citations = number_sources(passages)
     scored: list[tuple[float, int, str, int]] = []
     for rank, passage in enumerate(passages):
-        for position, sentence in enumerate(_sentences(passage["text"])):
-            words = terms(sentence)
-            overlap = len(wanted.intersection(words))
+        for position, (sentence, words, length) in enumerate(_scored_sentences(passage["text"])):
+            overlap = len(wanted & words)
             # Favour overlap, then better-ranked passages, then earlier sentences.
-            score = overlap / (1 + 0.02 * len(words)) - 0.15 * rank - 0.01 * position
+            score = overlap / (1 + 0.02 * length) - 0.15 * rank - 0.01 * position
             scored.append((score, rank, sentence, citation_number(citations, passage)))
     scored.sort(key=lambda item: (-item[0], item[1]))
     chosen: list[tuple[str, int]] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 _RULES: dict[str, str] = {
     "override_instructions": (
@@ -39,8 +40,12 @@ class ThreatVerdict:
     """Names of the rules that matched (safe to log: no text)."""
 
 
+@lru_cache(maxsize=8192)
 def detect(text: str) -> ThreatVerdict:
-    """Match the rule set against the raw and the folded text."""
+    """Match the rule set against the raw and the folded text.
+
+    Cached: the same passages are retrieved again and again, and the check is pure.
+    """
     folded = _FOLD.sub(" ", text.lower())
     hits = tuple(name for name, rule in _COMPILED.items()
                  if rule.search(text) or rule.search(folded))

@@ -1,0 +1,236 @@
+"""`make bench`: ingest throughput against the raw model, and graph overhead per question.
+
+Every figure is paired with a baseline measured in the same run on the same machine, and
+reported as a ratio, because these machines are shared and noisy:
+
+- ingest: `signal-rag`'s incremental ingest (load, chunk, embed, write, verify) against the
+  embedding model's own `encode` on exactly the same chunk texts (PERF-4);
+- graph: the full graph with an instant chat model, minus the query-embedding call of the
+  same run, against a no-op graph of the same shape (PERF-1);
+- re-ingest of an unchanged corpus must embed nothing.
+
+Usage: python -m benchmarks [--scifact DIR] [--scifact-docs N] [--questions N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "examples" / "knowledge"
+DEFAULT_SCIFACT = ROOT.parent / "shared" / "datasets" / "scifact"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+class TimedEmbedder:
+    """Wraps an embedder and records how long each query embedding took."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.query_seconds: list[float] = []
+
+    @property
+    def model_name(self) -> str:
+        return str(self.inner.model_name)
+
+    @property
+    def dimension(self) -> int:
+        return int(self.inner.dimension)
+
+    def embed_documents(self, texts: Sequence[str]) -> Any:
+        return self.inner.embed_documents(texts)
+
+    def embed_query(self, text: str) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.inner.embed_query(text)
+        finally:
+            self.query_seconds.append(time.perf_counter() - started)
+
+
+def write_scifact_docs(scifact: Path, limit: int, target: Path) -> list[str]:
+    """Write the first `limit` SciFact abstracts as Markdown files; return the queries."""
+    target.mkdir(parents=True, exist_ok=True)
+    with (scifact / "corpus.jsonl").open(encoding="utf-8") as corpus:
+        for line in itertools.islice(corpus, limit):
+            row = json.loads(line)
+            (target / f"{row['_id']}.md").write_text(f"# {row['title']}\n\n{row['text']}\n",
+                                                     encoding="utf-8")
+    with (scifact / "queries.jsonl").open(encoding="utf-8") as queries:
+        return [json.loads(line)["text"] for line in queries]
+
+
+def bench_ingest(name: str, docs: Path, embedder: Any, repeats: int) -> dict[str, Any]:
+    from knowledge.chunking import chunk_pages, make_splitter
+    from knowledge.documents import discover, load
+    from knowledge.ingest import ingest
+
+    splitter = make_splitter()
+    texts = [c.text for p in discover(docs)
+             for c in chunk_pages(load(p, p.relative_to(docs).as_posix()), splitter)]
+    raw_model = embedder._load()  # the sentence-transformers model itself, already warm
+    raw, ours, reingest = [], [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        raw_model.encode(texts, batch_size=64, normalize_embeddings=True,
+                         show_progress_bar=False)
+        raw.append(time.perf_counter() - started)
+        with tempfile.TemporaryDirectory() as tmp:
+            index_dir = Path(tmp) / "index"
+            started = time.perf_counter()
+            report = ingest(docs, index_dir, embedder, provider="local")
+            ours.append(time.perf_counter() - started)
+            assert report.chunks_embedded == len(texts), (report.chunks_embedded, len(texts))
+            started = time.perf_counter()
+            again = ingest(docs, index_dir, embedder, provider="local")
+            reingest.append(time.perf_counter() - started)
+            assert again.chunks_embedded == 0
+    raw_s, ours_s = statistics.median(raw), statistics.median(ours)
+    return {"corpus": name, "chunks": len(texts), "raw_encode_s": raw_s, "ingest_s": ours_s,
+            "raw_chunks_per_s": len(texts) / raw_s, "ingest_chunks_per_s": len(texts) / ours_s,
+            "ratio_ingest_vs_raw": ours_s / raw_s, "reingest_s": statistics.median(reingest),
+            "reingest_embedded": 0, "repeats": repeats}
+
+
+def noop_graph() -> Any:
+    """Same six nodes and edges, nodes that do nothing: LangGraph's own floor."""
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
+    class S(TypedDict, total=False):
+        question: str
+        reply: str
+
+    def node(_state: S) -> dict[str, Any]:
+        return {}
+
+    builder = StateGraph(S)
+    for name in ("sanitize", "threat_check", "retrieve", "generate", "fallback", "audit"):
+        builder.add_node(name, node)
+    builder.add_edge(START, "sanitize")
+    builder.add_conditional_edges("sanitize", lambda _s: "threat_check",
+                                  ["threat_check", "fallback"])
+    builder.add_conditional_edges("threat_check", lambda _s: "retrieve", ["retrieve", "fallback"])
+    builder.add_conditional_edges("retrieve", lambda _s: "generate", ["generate", "fallback"])
+    builder.add_conditional_edges("generate", lambda _s: "audit", ["audit", "fallback"])
+    builder.add_edge("fallback", "audit")
+    builder.add_edge("audit", END)
+    return builder.compile()
+
+
+async def bench_graph(name: str, index_dir: Path, embedder: Any,
+                      questions: list[str]) -> dict[str, Any]:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    from agent.audit import MemoryAuditSink
+    from graph.builder import build_graph
+    from graph.context import GraphContext
+    from knowledge.index import EmbeddingInfo, open_index
+    from knowledge.retrieval import KnowledgeBase
+
+    timed = TimedEmbedder(embedder)
+    index = open_index(index_dir, EmbeddingInfo("local", embedder.model_name, 384))
+    instant = GenericFakeChatModel(messages=itertools.cycle([AIMessage("Instant answer [1].")]))
+    ctx = GraphContext(knowledge=KnowledgeBase(index, timed, min_similarity=-1.0),
+                       audit=MemoryAuditSink(), chat_model=instant, model_name="instant")
+    graph, noop = build_graph(), noop_graph()
+    for question in questions[:5]:  # warm-up
+        await graph.ainvoke({"question": question, "user": "bench"}, context=ctx)
+        await noop.ainvoke({"question": question})
+    timed.query_seconds.clear()
+    totals, embeds, noops = [], [], []
+    for question in questions:
+        started = time.perf_counter()
+        result = await graph.ainvoke({"question": question, "user": "bench"}, context=ctx)
+        totals.append(time.perf_counter() - started)
+        embeds.append(timed.query_seconds[-1])
+        assert result["reply"]
+        started = time.perf_counter()
+        await noop.ainvoke({"question": question})
+        noops.append(time.perf_counter() - started)
+    assert len(embeds) == len(totals), "the query must be embedded exactly once per message"
+    overhead = [(t - e) * 1000 for t, e in zip(totals, embeds, strict=True)]
+    noop_ms = [n * 1000 for n in noops]
+    return {"index": name, "chunks": len(index.chunks), "questions": len(questions),
+            "overhead_p50_ms": statistics.median(overhead),
+            "overhead_p95_ms": percentile(overhead, 95),
+            "embed_p50_ms": statistics.median(embeds) * 1000,
+            "noop_p50_ms": statistics.median(noop_ms), "noop_p95_ms": percentile(noop_ms, 95),
+            "ratio_p95_vs_noop": percentile(overhead, 95) / percentile(noop_ms, 95)}
+
+
+def print_table(title: str, rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for key in rows[0]:
+        table.add_column(key, justify="right")
+    for row in rows:
+        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()])
+    Console(width=220).print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scifact", type=Path, default=DEFAULT_SCIFACT)
+    parser.add_argument("--scifact-docs", type=int, default=300,
+                        help="abstracts to ingest (all 5183: ~7 min per pass on 2 cores)")
+    parser.add_argument("--questions", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3, help="ingest repeats (samples)")
+    args = parser.parse_args()
+
+    from agent.logs import configure_logging
+    from knowledge.embeddings import LocalEmbedder
+    from knowledge.ingest import ingest
+
+    configure_logging("WARNING")
+    embedder = LocalEmbedder()
+    _ = embedder.dimension  # load once, outside every measurement
+    ingest_rows, graph_rows = [], []
+    sample_questions = [line.strip() for line in (ROOT / "benchmarks" / "questions.txt")
+                        .read_text(encoding="utf-8").splitlines() if line.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        ingest_rows.append(bench_ingest("samples", SAMPLES, embedder, args.repeats))
+        sample_index = Path(tmp) / "samples-index"
+        ingest(SAMPLES, sample_index, embedder, provider="local")
+        questions = list(itertools.islice(itertools.cycle(sample_questions), args.questions))
+        graph_rows.append(asyncio.run(bench_graph("samples", sample_index, embedder, questions)))
+        if (args.scifact / "corpus.jsonl").is_file():
+            docs = Path(tmp) / "scifact-docs"
+            queries = write_scifact_docs(args.scifact, args.scifact_docs, docs)
+            ingest_rows.append(bench_ingest(f"scifact[:{args.scifact_docs}]", docs, embedder, 1))
+            scifact_index = Path(tmp) / "scifact-index"
+            ingest(docs, scifact_index, embedder, provider="local")
+            graph_rows.append(asyncio.run(bench_graph(
+                f"scifact[:{args.scifact_docs}]", scifact_index, embedder,
+                queries[:args.questions])))
+        else:
+            print(f"SciFact not found at {args.scifact}: skipped")
+    print_table("Ingest throughput vs the raw model (PERF-4: ratio <= 1.10)", ingest_rows)
+    print_table("Graph overhead per question minus the embedding call, instant model "
+                "(PERF-1: p95 ratio <= 1.5 vs no-op graph)", graph_rows)
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps({"ingest": ingest_rows, "graph": graph_rows},
+                                                indent=2), encoding="utf-8")
+    print(f"results: {out / 'latest.json'}")
+
+
+if __name__ == "__main__":
+    main()
