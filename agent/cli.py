@@ -143,7 +143,8 @@ async def _chat_loop(assistant: Assistant, interactive: bool) -> None:
             continue
         answer = await assistant.ask(question)
         if interactive:
-            out.print(f"[bold green]bot>[/] {answer.reply}\n", highlight=False, markup=False)
+            out.print("[bold green]bot>[/] ", end="")
+            out.print(f"{answer.reply}\n", highlight=False, markup=False)
         else:
             sys.stdout.write(answer.reply + "\n\n")
             sys.stdout.flush()

@@ -36,9 +36,21 @@ def keep_cited(answer: str, citations: list[Citation]) -> tuple[str, list[Citati
     def _check(match: re.Match[str]) -> str:
         return match.group(0) if int(match.group(1)) in valid else ""
 
-    cleaned = _MARKER.sub(_check, answer)
-    used = {int(n) for n in _MARKER.findall(cleaned)}
-    return cleaned.strip(), [c for c in citations if c["number"] in used]
+    return renumber(_MARKER.sub(_check, answer).strip(), citations)
+
+
+def renumber(answer: str, citations: list[Citation]) -> tuple[str, list[Citation]]:
+    """Number sources by first appearance in the answer, so a reader meets [1] first,
+    and keep only the sources the answer cites."""
+    order: dict[int, int] = {}
+    for found in _MARKER.findall(answer):
+        order.setdefault(int(found), len(order) + 1)
+    by_number = {c["number"]: c for c in citations}
+    kept = [Citation(number=new, title=by_number[old]["title"], source=by_number[old]["source"],
+                     page=by_number[old]["page"])
+            for old, new in order.items() if old in by_number]
+    text = _MARKER.sub(lambda m: f"[{order[int(m.group(1))]}]", answer)
+    return text, kept
 
 
 def format_source(citation: Citation) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from graph.citations import citation_number, number_sources
+from graph.citations import citation_number, number_sources, renumber
 from graph.state import Citation, Passage
 from knowledge.lexical import terms
 
@@ -85,6 +85,5 @@ def extractive_answer(question: str, passages: list[Passage], *, max_sentences: 
             break
         if all(sentence != existing for existing, _ in chosen):
             chosen.append((sentence, number))
-    used = sorted({number for _, number in chosen})
     body = "\n".join(f"• {sentence} [{number}]" for sentence, number in chosen)
-    return body, [c for c in citations if c["number"] in used]
+    return renumber(body, citations)

@@ -271,3 +271,13 @@ def test_audit_sink_failure_does_not_lose_the_reply():
 
     assert audit({"user": "u", "fallback_reason": "threat"},  # type: ignore[typeddict-item]
                  runtime(context(audit=Broken()))) == {}
+
+
+def test_citations_are_numbered_by_first_appearance():
+    from graph.citations import keep_cited
+
+    citations = [{"number": 1, "title": "A", "source": "a.md", "page": None},
+                 {"number": 2, "title": "B", "source": "b.md", "page": 2}]
+    text, kept = keep_cited("First [2]. Then [1] and [2] again; bogus [9].", citations)  # type: ignore[arg-type]
+    assert text == "First [1]. Then [2] and [1] again; bogus ."
+    assert [(c["number"], c["source"]) for c in kept] == [(1, "b.md"), (2, "a.md")]
