@@ -28,6 +28,9 @@ _RULES: dict[str, str] = {
         r"\b(ignoriere|vergiss)\b.{0,40}\b(vorherigen|bisherigen|alle|obigen)\b.{0,30}"
         r"\b(anweisungen|regeln|befehle)\b"),
 }
+# Word rules run on the folded text only; punctuation rules on the raw text only: one pass
+# each, which halves the cost of checking every retrieved passage.
+_RAW_ONLY = frozenset({"delimiter_injection"})
 _COMPILED = {name: re.compile(pattern, re.IGNORECASE | re.MULTILINE | re.DOTALL)
              for name, pattern in _RULES.items()}
 _FOLD = re.compile(r"[\s_*`~\"'.,;:!?()\[\]{}-]+")
@@ -48,5 +51,5 @@ def detect(text: str) -> ThreatVerdict:
     """
     folded = _FOLD.sub(" ", text.lower())
     hits = tuple(name for name, rule in _COMPILED.items()
-                 if rule.search(text) or rule.search(folded))
+                 if rule.search(text if name in _RAW_ONLY else folded))
     return ThreatVerdict(blocked=bool(hits), rules=hits)
