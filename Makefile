@@ -9,7 +9,7 @@ TORCH_PIP_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 DATA_DIR ?= $(or $(SIGNAL_RAG_DATA_DIR),data)
 EXAMPLES := examples/knowledge
 
-.PHONY: run install install-dev test lint bench graph-doc signal-cli clean help
+.PHONY: run install install-dev test test-deps lint bench graph-doc signal-cli clean help
 
 help:
 	@echo "make run    - set up, ingest the bundled sample documents, chat in the terminal"
@@ -43,7 +43,11 @@ run: install
 signal-cli:
 	PYTHON=$(PYTHON) bash scripts/fetch-signal-cli.sh >/dev/null
 
-test: install-dev signal-cli
+# Debian's redis-server for the shared rate-limit tests (no-op when already installed).
+test-deps:
+	bash scripts/install-test-deps.sh
+
+test: install-dev signal-cli test-deps
 	$(BIN)/python -m pytest --cov --cov-report=term tests
 
 lint: install-dev

@@ -1,0 +1,161 @@
+"""Crash safety of the inbox/outbox for real: `kill -9` at random points (SIG-2, RES-2).
+
+A child process plays the bot: the daemon delivers N messages (and, after every restart,
+delivers all of them again, so redelivery dedupe is exercised too), each is accepted,
+claimed, answered with 1-3 parts through the store, and the parts go to a fake daemon
+that appends each send to a log file and fsyncs it before returning — so the log is the
+ground truth of what users received. Some sends fail transiently once and are retried.
+The parent kills the child with SIGKILL at random moments, restarts it, and finally lets
+it finish; then every message must be answered exactly once, with at most one duplicate
+part per kill, and no message content left in the database.
+
+This file is also the child program: `python -m tests.integration.test_store_crash`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from agent.store import InboxKey, InboxMessage, ReplyPart, Store
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+MESSAGES = 500
+SENDERS = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(4)]
+KILLS = 12
+MAX_KILL_DELAY_S = 0.25
+KILL_PHASE_BUDGET_S = 15.0  # then the final run; bounded by construction, not asserted
+
+
+def message(i: int) -> tuple[str, int]:
+    return SENDERS[i % len(SENDERS)], 1_700_000_000_000 + i
+
+
+def expected_parts(timestamp: int) -> list[str]:
+    return [f"answer {timestamp} part {part}" for part in range(1 + timestamp % 3)]
+
+
+# --- the child: a minimal bot loop over the store --------------------------------------
+
+
+def child_main(db_path: str, log_path: str) -> None:
+    store = Store(db_path)
+    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    print("ready", flush=True)
+
+    def deliver_outbox() -> None:
+        while due := store.due_outbox():
+            for item in due:  # one part at a time, each marked before the next is sent
+                if item.id % 4 == 0 and item.attempts == 0:
+                    store.mark_retry(item.id, time.time(), "TransientSendError")
+                    continue
+                recipient = item.recipient or "?"
+                line = f"{recipient} {item.key.msg_timestamp} {item.part} {item.text}\n"
+                os.write(log, line.encode())  # the daemon accepted the send...
+                os.fsync(log)
+                store.mark_sent(item.id, time.time_ns() // 1_000_000)  # ...and we record it
+
+    def answer(claimed: InboxMessage) -> None:
+        assert claimed.payload is not None
+        parts = [ReplyPart(text, recipient=claimed.key.sender_uuid)
+                 for text in expected_parts(int(claimed.payload["ts"]))]
+        store.record_reply(claimed.key, parts)
+        deliver_outbox()
+
+    deliver_outbox()  # recovery: replies queued before the crash
+    for claimed in store.claim_pending():  # recovery: messages not answered yet
+        answer(claimed)
+    for i in range(MESSAGES):  # the daemon (re)delivers everything
+        sender, timestamp = message(i)
+        if store.accept(sender, timestamp, sender, {"text": f"question {i}", "ts": timestamp}):
+            fresh = store.claim(InboxKey(sender, timestamp))
+            assert fresh is not None
+            answer(fresh)
+    deliver_outbox()
+    store.close()
+    print("done", flush=True)
+
+
+# --- the parent: kill, restart, check --------------------------------------------------
+
+
+def start_child(db_path: Path, log_path: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.test_store_crash", str(db_path),
+         str(log_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready", "child did not start"
+    return proc
+
+
+def test_kill_9_at_random_points_answers_every_message_once(tmp_path: Path) -> None:
+    seed = int(os.environ.get("STORE_CRASH_SEED", time.time_ns() % 1_000_000))
+    rng = random.Random(seed)
+    context = f"(reproduce with STORE_CRASH_SEED={seed})"
+    db_path, log_path = tmp_path / "bot.sqlite3", tmp_path / "sent.log"
+    started = time.monotonic()
+
+    kills = 0
+    for _ in range(KILLS):
+        if time.monotonic() - started > KILL_PHASE_BUDGET_S:  # a very slow machine
+            break
+        proc = start_child(db_path, log_path)
+        try:
+            time.sleep(rng.uniform(0.0, MAX_KILL_DELAY_S))
+            if proc.poll() is not None:  # finished before the kill: nothing left to crash
+                break
+            os.kill(proc.pid, signal.SIGKILL)
+            assert proc.wait() == -signal.SIGKILL
+            kills += 1
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            assert proc.stdout is not None
+            proc.stdout.close()
+
+    final = start_child(db_path, log_path)
+    try:
+        out, _ = final.communicate(timeout=10)
+    finally:
+        if final.poll() is None:
+            final.kill()
+            final.wait()
+    assert final.returncode == 0 and out.strip() == "done", context
+    assert kills >= 3, f"only {kills} kills landed before the work was done {context}"
+
+    # What users received: every part of every answer, duplicates only from kills.
+    sent = Counter(log_path.read_text().splitlines())
+    expected = Counter(
+        f"{sender} {timestamp} {part} {text}"
+        for sender, timestamp in map(message, range(MESSAGES))
+        for part, text in enumerate(expected_parts(timestamp)))
+    assert set(sent) == set(expected), f"missing or unexpected sends {context}"
+    duplicates = sent - expected
+    print(f"{kills} kills, {sum(duplicates.values())} duplicate parts {context}")
+    assert sum(duplicates.values()) <= kills, f"{duplicates} after {kills} kills {context}"
+
+    # What the database keeps: everything closed, no content left.
+    db = sqlite3.connect(db_path)
+    inbox = db.execute("SELECT status, COUNT(*), COUNT(payload) FROM inbox "
+                       "GROUP BY status").fetchall()
+    outbox = db.execute("SELECT status, COUNT(*), COUNT(text) FROM outbox "
+                        "GROUP BY status").fetchall()
+    db.close()
+    assert inbox == [("answered", MESSAGES, 0)], context
+    assert outbox == [("sent", sum(expected.values()), 0)], context
+
+
+if __name__ == "__main__":
+    child_main(sys.argv[1], sys.argv[2])

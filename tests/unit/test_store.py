@@ -1,0 +1,273 @@
+"""The durable inbox/outbox: dedupe, the one-transaction reply, retries, forgetting."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.store import InboxKey, ReplyPart, Store, StoreError
+
+ALICE = "a1a1a1a1-0000-4000-8000-000000000001"
+BOB = "b2b2b2b2-0000-4000-8000-000000000002"
+GROUP = "Z3JvdXAtaWQ="
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "bot.sqlite3"
+
+
+@pytest.fixture
+def store(db_path: Path, clock: FakeClock) -> Iterator[Store]:
+    with Store(db_path, clock=clock) as opened:
+        yield opened
+
+
+def accept(store: Store, sender: str = ALICE, ts: int = 1, text: str = "hi") -> InboxKey:
+    assert store.accept(sender, ts, sender, {"text": text})
+    return InboxKey(sender, ts)
+
+
+def test_pragmas_and_file_mode(store: Store, db_path: Path) -> None:
+    db = sqlite3.connect(db_path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    db.close()
+    assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
+
+
+def test_redelivery_is_deduplicated(store: Store) -> None:
+    assert store.accept(ALICE, 100, ALICE, {"text": "question"})
+    assert not store.accept(ALICE, 100, ALICE, {"text": "question"})
+    assert store.accept(ALICE, 101, ALICE, {"text": "another"})
+    assert store.accept(BOB, 100, BOB, {"text": "same timestamp, other sender"})
+    assert store.counts().inbox["pending"] == 3
+    # Still deduplicated once answered: the row outlives its content.
+    key = InboxKey(ALICE, 100)
+    store.claim(key)
+    store.record_reply(key, [ReplyPart("answer", recipient=ALICE)])
+    assert not store.accept(ALICE, 100, ALICE, {"text": "question"})
+
+
+def test_claim_returns_the_payload_and_counts_attempts(store: Store) -> None:
+    key = accept(store, text="what is compost?")
+    first = store.claim(key)
+    assert first is not None
+    assert first.payload == {"text": "what is compost?"}
+    assert (first.status, first.attempts, first.chat_id) == ("processing", 1, ALICE)
+    again = store.claim(key)
+    assert again is not None and again.attempts == 2
+    assert store.claim(InboxKey(BOB, 9)) is None
+
+
+def test_claim_pending_recovers_open_messages_oldest_first(store: Store,
+                                                           clock: FakeClock) -> None:
+    k1 = accept(store, ts=1)
+    clock.now += 1
+    k2 = accept(store, BOB, ts=2)
+    clock.now += 1
+    k3 = accept(store, ts=3)
+    store.claim(k2)
+    store.claim(k3)
+    store.record_reply(k3, [ReplyPart("done", recipient=ALICE)])
+    recovered = store.claim_pending()
+    assert [m.key for m in recovered] == [k1, k2]
+    assert [m.attempts for m in recovered] == [1, 2]
+    assert all(m.status == "processing" and m.payload for m in recovered)
+    assert [m.key for m in store.claim_pending(limit=1)] == [k1]
+
+
+def test_record_reply_is_one_transaction_and_deletes_the_content(store: Store,
+                                                                 clock: FakeClock) -> None:
+    key = accept(store, text="secret question")
+    store.claim(key)
+    parts = [ReplyPart("part one", group_id=GROUP, quote_author=ALICE, quote_timestamp=1),
+             ReplyPart("part two", group_id=GROUP)]
+    assert store.record_reply(key, parts)
+    message = store.get(key)
+    assert message is not None
+    assert message.status == "answered" and message.payload is None
+    due = store.due_outbox()
+    assert [(i.part, i.text, i.group_id, i.recipient) for i in due] == [
+        (0, "part one", GROUP, None)]  # part two waits for part one
+    assert (due[0].quote_author, due[0].quote_timestamp) == (ALICE, 1)
+    # A second answer for the same message is refused and writes nothing.
+    assert not store.record_reply(key, [ReplyPart("second answer", group_id=GROUP)])
+    assert store.counts().outbox["pending"] == 2
+
+
+def test_record_reply_rolls_back_when_a_part_cannot_be_written(store: Store) -> None:
+    key = accept(store)
+    store.claim(key)
+    with pytest.raises(sqlite3.IntegrityError):
+        store.record_reply(key, [ReplyPart("ok", recipient=ALICE),
+                                 ReplyPart(None, recipient=ALICE)])  # type: ignore[arg-type]
+    message = store.get(key)
+    assert message is not None and message.status == "processing" and message.payload
+    assert store.counts().outbox["pending"] == 0
+
+
+def test_reply_part_validation(store: Store) -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        ReplyPart("x")
+    with pytest.raises(ValueError, match="exactly one"):
+        ReplyPart("x", recipient=ALICE, group_id=GROUP)
+    with pytest.raises(ValueError, match="at least one part"):
+        store.record_reply(accept(store), [])
+
+
+def test_ignored_messages_lose_their_content_and_get_no_reply(store: Store) -> None:
+    key = accept(store)
+    assert store.mark_ignored(key)
+    message = store.get(key)
+    assert message is not None and message.status == "ignored" and message.payload is None
+    assert not store.record_reply(key, [ReplyPart("late", recipient=ALICE)])
+    assert store.claim(key) is None
+    assert store.due_outbox() == []
+
+
+def test_sending_deletes_the_text_and_keeps_the_timestamp(store: Store) -> None:
+    key = accept(store)
+    store.record_reply(key, [ReplyPart("one", recipient=ALICE),
+                             ReplyPart("two", recipient=ALICE)])
+    first = store.due_outbox()[0]
+    assert store.mark_sent(first.id, 1_700_000_000_123)
+    assert not store.mark_sent(first.id, 1)  # only pending rows move
+    second = store.due_outbox()
+    assert [i.text for i in second] == ["two"]
+    store.mark_sent(second[0].id, 1_700_000_000_456)
+    assert store.due_outbox() == []
+    db = sqlite3.connect(store._path)
+    rows = db.execute("SELECT text, status, sent_timestamp, attempts FROM outbox").fetchall()
+    db.close()
+    assert rows == [(None, "sent", 1_700_000_000_123, 1), (None, "sent", 1_700_000_000_456, 1)]
+
+
+def test_retry_scheduling_follows_the_clock(store: Store, clock: FakeClock) -> None:
+    key = accept(store)
+    store.record_reply(key, [ReplyPart("answer", recipient=ALICE)])
+    item = store.due_outbox()[0]
+    assert store.mark_retry(item.id, clock.now + 30, "ConnectError")
+    assert store.due_outbox() == []
+    assert store.next_due_at() == clock.now + 30
+    assert store.due_outbox(now=clock.now + 29.9) == []
+    clock.now += 30
+    (again,) = store.due_outbox()
+    assert again.id == item.id and again.attempts == 1 and again.text == "answer"
+    assert store.mark_retry(again.id, clock.now + 60, "X" * 500)
+    clock.now += 60
+    assert store.mark_failed(item.id, "UntrustedIdentityError")
+    assert store.due_outbox() == [] and store.next_due_at() is None
+    counts = store.counts()
+    assert counts.outbox == {"pending": 0, "sent": 0, "failed_permanent": 1}
+    db = sqlite3.connect(store._path)
+    text, error, attempts = db.execute("SELECT text, last_error, attempts FROM outbox").fetchone()
+    db.close()
+    assert (text, error, attempts) == (None, "UntrustedIdentityError", 3)
+
+
+def test_a_failed_part_does_not_block_the_next(store: Store) -> None:
+    key = accept(store)
+    store.record_reply(key, [ReplyPart("one", recipient=ALICE),
+                             ReplyPart("two", recipient=ALICE)])
+    store.mark_failed(store.due_outbox()[0].id, "SendError")
+    assert [i.text for i in store.due_outbox()] == ["two"]
+
+
+def test_forget_user_deletes_everything_about_them(store: Store) -> None:
+    answered = accept(store, ts=1)
+    store.record_reply(answered, [ReplyPart("unsent reply", recipient=ALICE)])
+    accept(store, ts=2)  # still pending
+    in_group = accept(store, ts=3)
+    store.record_reply(in_group, [ReplyPart("group reply", group_id=GROUP)])
+    request = accept(store, ts=4, text="/forget")
+    bob = accept(store, BOB, ts=1)
+    store.record_reply(bob, [ReplyPart("bob's reply", recipient=BOB)])
+
+    assert store.forget_user(ALICE, keep=request) == 5  # 3 inbox + 2 outbox rows
+    assert store.get(answered) is None and store.get(in_group) is None
+    assert store.get(request) is not None
+    assert store.record_reply(request, [ReplyPart("forgotten", recipient=ALICE)])
+    assert [i.text for i in store.due_outbox()] == ["bob's reply", "forgotten"]
+    assert store.forget_user(ALICE) == 2
+    assert store.counts().inbox == {"pending": 0, "processing": 0, "answered": 1,
+                                    "ignored": 0}
+    assert store.get(bob) is not None
+
+
+def test_purge_keeps_open_rows_and_undelivered_replies(store: Store, clock: FakeClock) -> None:
+    done = accept(store, ts=1)
+    store.record_reply(done, [ReplyPart("sent", recipient=ALICE)])
+    store.mark_sent(store.due_outbox()[0].id, 5)
+    undelivered = accept(store, ts=2)
+    store.record_reply(undelivered, [ReplyPart("still pending", recipient=ALICE)])
+    ignored = accept(store, ts=3)
+    store.mark_ignored(ignored)
+    still_open = accept(store, ts=4)
+    clock.now += 3600
+    recent = accept(store, ts=5)
+    store.mark_ignored(recent)
+
+    assert store.purge_answered(older_than=1800) == 3  # done + its part, ignored
+    assert store.get(done) is None and store.get(ignored) is None
+    assert store.get(undelivered) is not None and store.get(still_open) is not None
+    assert store.get(recent) is not None
+    assert store.counts().outbox["pending"] == 1
+
+
+def test_counts_for_health(store: Store, clock: FakeClock) -> None:
+    assert store.counts().oldest_unanswered_age is None
+    accept(store, ts=1)
+    clock.now += 12.5
+    key = accept(store, ts=2)
+    store.claim(key)
+    counts = store.counts()
+    assert counts.inbox["pending"] == 1 and counts.inbox["processing"] == 1
+    assert counts.oldest_unanswered_age == 12.5
+
+
+def test_state_survives_reopening_the_file(db_path: Path, clock: FakeClock) -> None:
+    with Store(db_path, clock=clock) as first:
+        k1 = accept(first, ts=1, text="open question")
+        first.claim(k1)
+        k2 = accept(first, ts=2)
+        first.record_reply(k2, [ReplyPart("queued", recipient=ALICE)])
+    with Store(db_path, clock=clock) as second:
+        assert not second.accept(ALICE, 1, ALICE, {"text": "open question"})
+        (recovered,) = second.claim_pending()
+        assert recovered.key == k1 and recovered.attempts == 2
+        assert recovered.payload == {"text": "open question"}
+        assert [i.text for i in second.due_outbox()] == ["queued"]
+
+
+def test_refuses_a_newer_schema(db_path: Path) -> None:
+    Store(db_path).close()
+    db = sqlite3.connect(db_path)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(StoreError, match="newer"):
+        Store(db_path)
+
+
+def test_payload_round_trips_unicode(store: Store) -> None:
+    payload = {"text": "Grüße 👋", "attachments": [], "mentions": [{"uuid": BOB, "start": 0}]}
+    store.accept(ALICE, 7, GROUP, payload)
+    claimed = store.claim(InboxKey(ALICE, 7))
+    assert claimed is not None and claimed.payload == payload and claimed.chat_id == GROUP
