@@ -1,23 +1,34 @@
 """The real signal-cli 0.13.19 daemon, no account, on loopback: what our transport relies on.
 
 Needs `make signal-cli` (scripts/fetch-signal-cli.sh); skips without it, fails under CI.
-The daemon starts once per module (4-7 s); the keep-alive test waits ~31 s by design.
-docs/signal-cli.md records the facts these tests pin down.
+The daemon starts once per module (4-7 s); the keep-alive test waits ~31 s by design, and
+the reconnect test of our own client (agent.signal) ~25 s (its own daemon, a restart, and
+the 15 s until the new event stream's status line). docs/signal-cli.md records the facts
+these tests pin down.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from agent.signal import (
+    Backoff,
+    HttpTransport,
+    SignalInvalidParams,
+    SignalRpcError,
+    SocketTransport,
+    create_transport,
+)
 from tests.integration.signal_cli_daemon import (
     SIGNAL_CLI_VERSION,
     SignalCliDaemon,
@@ -417,3 +428,121 @@ def test_kill9_with_open_stream_then_restart_on_same_port(daemon: SignalCliDaemo
     assert httpx.get(f"{daemon.http_url}/api/v1/check", timeout=10).status_code == 200
     with httpx.Client(base_url=daemon.http_url, timeout=10.0) as http:
         assert rpc(http, request("version"))["result"] == {"version": SIGNAL_CLI_VERSION}
+
+
+# --- our client (agent.signal) against the real daemon ----------------------------------
+
+
+def transport_url(daemon: SignalCliDaemon, wire: str) -> str:
+    return daemon.http_url if wire == "http" else f"tcp://{daemon.host}:{daemon.tcp_port}"
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+class RecordingSleeper:
+    """Our reconnect loop's sleeper: records the backoff, waits 50 ms instead."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("wire", ["http", "tcp"])
+async def test_our_client_calls_and_maps_errors(daemon: SignalCliDaemon, wire: str) -> None:
+    transport = create_transport(transport_url(daemon, wire), timeout=10.0)
+    try:
+        assert await transport.check()
+        assert await transport.call("version") == {"version": SIGNAL_CLI_VERSION}
+        assert await transport.call("listAccounts") == []
+        # Concurrent calls: on TCP their replies come back out of order, matched by id.
+        methods = ["version", "listAccounts"] * 10
+        results = await asyncio.gather(*(transport.call(m) for m in methods))
+        assert results == [
+            {"version": SIGNAL_CLI_VERSION} if m == "version" else [] for m in methods]
+        with pytest.raises(SignalInvalidParams) as invalid:
+            await transport.send("hi", recipients=["+15550000001"])
+        assert invalid.value.code == -32602
+        assert invalid.value.daemon_message == "Method requires valid account parameter"
+        with pytest.raises(SignalRpcError) as unknown:
+            await transport.call("noSuchMethod")
+        assert unknown.value.code == -32601
+    finally:
+        await transport.aclose()
+
+
+@pytest.mark.parametrize("wire", ["http", "tcp"])
+async def test_our_client_with_an_unknown_account(daemon: SignalCliDaemon, wire: str) -> None:
+    transport = create_transport(transport_url(daemon, wire), account="+15550000000",
+                                 timeout=10.0)
+    try:
+        with pytest.raises(SignalInvalidParams) as info:
+            await transport.send_typing(recipient="+15550000001")
+        assert info.value.daemon_message == "Specified account does not exist"
+    finally:
+        await transport.aclose()
+
+
+async def test_our_event_stream_for_an_unknown_account_keeps_retrying(
+    daemon: SignalCliDaemon,
+) -> None:
+    # 400 at once: a configuration error, but the loop backs off and retries, never dies.
+    sleeper = RecordingSleeper()
+    transport = create_transport(daemon.http_url, account="+15550000000", sleep=sleeper)
+
+    async def read() -> None:
+        async for _ in transport.events():
+            pass
+
+    reader = asyncio.create_task(read())
+    try:
+        await wait_until(lambda: transport.status.failed_attempts >= 3, timeout=10.0)
+        assert transport.status.last_error == "SignalProtocolError"
+        assert not reader.done() and len(sleeper.delays) >= 2
+    finally:
+        reader.cancel()
+        await transport.aclose()
+
+
+async def test_our_client_reconnects_and_resubscribes_after_restart(tmp_path: Path) -> None:
+    """~25 s: start, kill -9 and restart a manual-mode daemon under both transports."""
+    sleeper = RecordingSleeper()
+    options: dict[str, Any] = {"sleep": sleeper, "timeout": 10.0, "connect_timeout": 2.0,
+                               "backoff": Backoff(initial=0.1, cap=1.0)}
+    with signal_cli_daemon(http=True, tcp=True, receive_mode="manual", workdir=tmp_path) as d:
+        http = create_transport(d.http_url, **options)
+        tcp = create_transport(transport_url(d, "tcp"), **options)
+        assert isinstance(http, HttpTransport) and isinstance(tcp, SocketTransport)
+
+        async def read(transport: HttpTransport | SocketTransport) -> None:
+            async for _ in transport.events():
+                pass
+
+        readers = [asyncio.create_task(read(t)) for t in (http, tcp)]
+        try:
+            # The first explicit subscription of a fresh manual-mode daemon is id 0.
+            await wait_until(lambda: tcp.status.subscription == 0, timeout=10.0)
+            await asyncio.to_thread(d.restart)  # kill -9, same ports; our loop keeps running
+            await wait_until(lambda: tcp.status.reconnects == 1 and tcp.status.connected
+                             and tcp.status.subscription is not None, timeout=20.0)
+            # A new daemon counts from 0 again: the id proves we subscribed on it.
+            assert tcp.status.subscription == 0 and tcp.status.connects == 2
+            # The stream opened before the kill never saw its status line (that comes with
+            # the first keep-alive); after the restart it connects once 15 s have passed.
+            assert http.status.failed_attempts >= 1 and not http.status.connected
+            await wait_until(lambda: http.status.connected, timeout=KEEPALIVE_S + 10.0)
+            assert http.status.connects == 1 and http.status.stale_timeouts == 0
+            assert sleeper.delays and max(sleeper.delays) <= 1.0
+            assert not any(reader.done() for reader in readers)
+        finally:
+            for reader in readers:
+                reader.cancel()
+            await http.aclose()
+            await tcp.aclose()
