@@ -517,8 +517,12 @@ async def test_watchdog_replaces_a_silent_connection(
     await eventually(lambda: transport.status.stale_timeouts >= 1, timeout=3.0)
     assert transport.status.last_error == "StaleStream"
     sim.go_silent(False)
+    # Deliver only once a connection is alive again: a message pushed into a stream the
+    # watchdog is just abandoning would be lost (SSE has no redelivery; see docs).
+    await asyncio.sleep(0.6)  # past stale_after: a connection being dropped is gone by now
+    await eventually(lambda: transport.status.connected, timeout=5.0)
     sim.deliver(direct_message("after the silence"))
-    assert [e.text for e in await collector.wait(1)] == ["after the silence"]
+    assert [e.text for e in await collector.wait(1, timeout=10.0)] == ["after the silence"]
     assert any(r.__dict__.get("stale") is True for r in caplog.records)
     if wire == "tcp":
         assert sim.count("version") >= 2  # pings while idle, and the one nobody answered
