@@ -82,6 +82,61 @@ class AuditSettings(BaseModel):
     """HMAC key for user ids; generated and kept in the data dir when not set."""
 
 
+class SignalSettings(BaseModel):
+    """The signal-cli daemon the `serve` command talks to."""
+
+    url: str = "http://127.0.0.1:8080"
+    account: str | None = None
+    """The bot's number; sent with every call (required for multi-account daemons)."""
+    bot_uuid: str | None = None
+    """The bot's service id, to recognise @-mentions and quotes of the bot in groups."""
+    receive_mode: Literal["manual", "on-start"] = "manual"
+    """For tcp:// and unix:// daemons started with the same --receive-mode."""
+    stale_after: float = Field(35.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://", "tcp://", "unix://")):
+            raise ValueError("must start with http://, https://, tcp:// or unix://")
+        return value
+
+
+def _split(value: str) -> frozenset[str]:
+    return frozenset(item.strip() for item in value.split(",") if item.strip())
+
+
+class AccessSettings(BaseModel):
+    """Who may use the bot (ACC-1, ACC-2)."""
+
+    passphrase: SecretStr | None = None
+    allowed: str = ""
+    """Comma-separated service UUIDs or E.164 numbers; empty means anyone who activates."""
+    admins: str = ""
+    command_prefix: str = Field("/", min_length=1, max_length=3)
+
+    @property
+    def allowed_set(self) -> frozenset[str]:
+        return _split(self.allowed)
+
+    @property
+    def admin_set(self) -> frozenset[str]:
+        return _split(self.admins)
+
+
+class LimitsSettings(BaseModel):
+    storage_url: str = "memory://"
+    """`memory://` for one process, `redis://host:port` shared by several replicas."""
+    rates: str = "10/minute;100/hour"
+
+    @field_validator("storage_url")
+    @classmethod
+    def _known_storage(cls, value: str) -> str:
+        if not value.startswith(("memory://", "redis://", "rediss://")):
+            raise ValueError("must be memory://, redis:// or rediss://")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__",
                                       secrets_nested_delimiter="__",
@@ -96,6 +151,9 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = RetrievalSettings()
     breaker: BreakerSettings = BreakerSettings()
     audit: AuditSettings = AuditSettings()
+    signal: SignalSettings = SignalSettings()
+    access: AccessSettings = AccessSettings()
+    limits: LimitsSettings = LimitsSettings()
 
     @classmethod
     def settings_customise_sources(

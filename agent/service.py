@@ -1,0 +1,368 @@
+"""The Signal bot service: receive → durable inbox → answer → durable outbox → send.
+
+Every incoming message that is addressed to the bot is accepted into the inbox before
+any work (de-duplicated on sender UUID + timestamp); the reply parts and the closing of
+the inbox row are one transaction; a separate sender loop delivers the outbox in order
+and retries transient failures with backoff. After a crash, `run` first re-claims the
+open inbox rows, so no message is lost and none is answered twice (SIG-2, RES-2).
+
+Messages of one user are handled in arrival order (one asyncio lock per user, which is
+FIFO); different users run in parallel. The graph returns the reply; this module owns
+who gets an answer at all (allow list, activation, commands, rate limits) and delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.addressing import BotIdentity, address
+from agent.assistant import Assistant
+from agent.commands import (
+    Command,
+    ParsedCommand,
+    help_text,
+    info_text,
+    matches_passphrase,
+    parse_command,
+    requires_admin,
+    unknown_command_hint,
+)
+from agent.replies import split_reply
+from agent.signal import (
+    Envelope,
+    EnvelopeKind,
+    SignalError,
+    SignalInvalidParams,
+    SignalNetworkError,
+    SignalRateLimited,
+    SignalTransport,
+    SignalUnregistered,
+    SignalUntrustedIdentity,
+)
+from agent.store import InboxKey, InboxMessage, OutboxItem, ReplyPart, Store
+from agent.users import UserDirectory
+from guards.ratelimit import ActivationLockout, UserRateLimiter
+
+log = logging.getLogger(__name__)
+
+ACTIVATED = "Welcome! You can now ask me questions about the documents. Send /help for more."
+FORGOTTEN = ("Done: everything stored about you was deleted. "
+             "Send the passphrase again to start over.")
+RESET = "Conversation cleared."
+NOT_ADMIN = "That command is for administrators only."
+SLOW_DOWN = "You are sending messages too fast. Please try again in {seconds} s."
+DIRECT = "dm"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessPolicy:
+    """Who may talk to the bot (ACC-1, ACC-2)."""
+
+    passphrase: str | None = None
+    """None: no activation step (only sensible together with an allow list)."""
+    allowed: frozenset[str] = frozenset()
+    """Service UUIDs or E.164 numbers; empty means everyone (after activation)."""
+    admins: frozenset[str] = frozenset()
+    command_prefix: str = "/"
+
+
+@dataclass(slots=True)
+class ServiceStats:
+    received: int = 0
+    duplicates: int = 0
+    answered: int = 0
+    ignored: int = 0
+    sent: int = 0
+    send_retries: int = 0
+    send_failed: int = 0
+    alerts: list[str] = field(default_factory=list)
+
+
+Alert = Callable[[str], None]
+
+
+def _log_alert(kind: str) -> None:
+    log.error("operator_alert", extra={"alert": kind})
+
+
+class BotService:
+    def __init__(self, *, transport: SignalTransport, assistant: Assistant, store: Store,
+                 users: UserDirectory, limiter: UserRateLimiter, lockout: ActivationLockout,
+                 bot: BotIdentity, access: AccessPolicy, alert: Alert = _log_alert,
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 retry_initial: float = 2.0, retry_cap: float = 300.0,
+                 drain_timeout: float = 20.0) -> None:
+        self.transport = transport
+        self.assistant = assistant
+        self.store = store
+        self.users = users
+        self.limiter = limiter
+        self.lockout = lockout
+        self.bot = bot
+        self.access = access
+        self.stats = ServiceStats()
+        self._alert = alert
+        self._clock = clock
+        self._sleep = sleep
+        self._retry_initial = retry_initial
+        self._retry_cap = retry_cap
+        self._drain_timeout = drain_timeout
+        self._user_locks: dict[str, asyncio.Lock] = {}
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._citations: dict[InboxKey, list[dict[str, Any]]] = {}
+        self._wake = asyncio.Event()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set, then drain: stop receiving, finish work in flight
+        (what does not finish stays in the inbox for the next start), flush the outbox."""
+        for message in self.store.claim_pending():
+            self._spawn(self._process(message))
+        sender = asyncio.create_task(self._send_loop(stop), name="signal-sender")
+        receiver = asyncio.create_task(self._receive_loop(), name="signal-receiver")
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({receiver, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        receiver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiver
+        stopped.cancel()
+        if self._in_flight:
+            _, pending = await asyncio.wait(self._in_flight, timeout=self._drain_timeout)
+            for task in pending:  # the inbox keeps these; they are re-claimed on start
+                task.cancel()
+        self._wake.set()
+        try:
+            await asyncio.wait_for(sender, timeout=self._drain_timeout)
+        except TimeoutError:
+            log.warning("outbox_drain_timeout")
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    # ----------------------------------------------------------------- receiving
+
+    async def _receive_loop(self) -> None:
+        async for envelope in self.transport.events():
+            try:
+                self.handle(envelope)
+            except Exception as exc:  # noqa: BLE001 - one bad message never stops the bot
+                log.error("envelope_failed", extra={"error": type(exc).__name__,
+                                                    "kind": envelope.kind.value})
+
+    def handle(self, envelope: Envelope) -> None:
+        """Persist what needs an answer and schedule it; record feedback; ignore the rest."""
+        uuid = envelope.source_uuid
+        if uuid is None or self._is_self(uuid, envelope.source_number):
+            return
+        if envelope.kind is EnvelopeKind.REACTION and envelope.reaction is not None:
+            reaction = envelope.reaction
+            if self._is_self(reaction.target_author_uuid, reaction.target_author_number):
+                self.users.record_feedback(self.assistant.hash_user(uuid),
+                                           reaction.target_sent_timestamp, reaction.emoji,
+                                           removed=reaction.is_remove)
+            return
+        if envelope.kind is not EnvelopeKind.DATA or not envelope.text:
+            # Edits, deletes, receipts, typing, sync, stories and calls need no answer:
+            # an edited question is not re-answered (the original already was).
+            return
+        addressing = address(envelope, self.bot, command_prefix=self.access.command_prefix)
+        if not addressing.addressed:
+            return  # group chatter: never stored, never answered
+        self.stats.received += 1
+        payload = {"text": addressing.text, "group_id": envelope.group_id,
+                   "number": envelope.source_number, "expires": envelope.expires_in_seconds}
+        key = InboxKey(uuid, envelope.timestamp)
+        if not self.store.accept(uuid, envelope.timestamp, envelope.group_id or DIRECT, payload):
+            self.stats.duplicates += 1
+            return
+        message = self.store.claim(key)
+        if message is not None:
+            self._spawn(self._process(message))
+
+    def _is_self(self, uuid: str | None, number: str | None) -> bool:
+        return bool((uuid and uuid == self.bot.uuid) or (number and number == self.bot.number))
+
+    # ----------------------------------------------------------------- answering
+
+    async def _process(self, message: InboxMessage) -> None:
+        uuid = message.key.sender_uuid
+        lock = self._user_locks.setdefault(uuid, asyncio.Lock())
+        async with lock:
+            try:
+                reply = await self._respond(message)
+            except Exception as exc:  # noqa: BLE001 - the message stays open for a retry
+                log.error("message_failed", extra={"error": type(exc).__name__})
+                return
+            if reply is None:
+                self.store.mark_ignored(message.key)
+                self.stats.ignored += 1
+                return
+            payload = message.payload or {}
+            group = payload.get("group_id")
+            parts = [ReplyPart(text=part, recipient=None if group else uuid, group_id=group,
+                               quote_author=uuid if group else None,
+                               quote_timestamp=message.key.msg_timestamp if group else None)
+                     for part in split_reply(reply)]
+            if self.store.record_reply(message.key, parts):
+                self.stats.answered += 1
+                self._wake.set()
+
+    async def _respond(self, message: InboxMessage) -> str | None:
+        """The reply text, or None for a deliberate silence."""
+        payload = message.payload or {}
+        uuid = message.key.sender_uuid
+        number = payload.get("number")
+        text = str(payload.get("text") or "")
+        user = self.assistant.hash_user(uuid)
+        chat = message.chat_id
+        if self.access.allowed and not ({uuid, number} & self.access.allowed):
+            return None
+        if self.access.passphrase and not self.users.is_activated(user):
+            return await self._activate(user, text)
+        command = parse_command(text, self.access.command_prefix)
+        if command is not None:
+            return self._command(command, message, user, chat, number)
+        decision = await asyncio.to_thread(self.limiter.hit, user)
+        if not decision.allowed:
+            return SLOW_DOWN.format(seconds=decision.retry_after) if decision.first_refusal \
+                else None
+        group = payload.get("group_id")
+        await self._best_effort(self.transport.send_receipt(uuid, [message.key.msg_timestamp])
+                                if not group else None)
+        await self._best_effort(self.transport.send_typing(
+            recipient=None if group else uuid, group_id=group))
+        try:
+            answer = await self.assistant.ask(text, user_id=uuid)
+        finally:
+            await self._best_effort(self.transport.send_typing(
+                recipient=None if group else uuid, group_id=group, stop=True))
+        self._citations[message.key] = [dict(c) for c in answer.citations]
+        return answer.reply
+
+    async def _activate(self, user: str, text: str) -> str | None:
+        assert self.access.passphrase is not None
+        state = await asyncio.to_thread(self.lockout.check, user)
+        if state.locked:
+            return None
+        if matches_passphrase(text, self.access.passphrase):
+            await asyncio.to_thread(self.lockout.record_success, user)
+            self.users.activate(user)
+            return ACTIVATED
+        await asyncio.to_thread(self.lockout.record_failure, user)
+        return None  # silence: a stranger learns nothing
+
+    def _command(  # noqa: PLR0911 - one return per command reads best
+            self, parsed: ParsedCommand, message: InboxMessage, user: str, chat: str,
+            number: str | None) -> str:
+        prefix = self.access.command_prefix
+        command = parsed.command
+        if requires_admin(command) and not (
+                {message.key.sender_uuid, number} & self.access.admins):
+            return NOT_ADMIN
+        if command is Command.HELP:
+            return help_text(prefix)
+        if command is Command.INFO:
+            index = self.assistant.index
+            knowledge = (f"{len(index.manifest.documents)} documents ({index.manifest.chunk_count}"
+                         " passages)" if index is not None else "no documents right now")
+            return info_text(knowledge, prefix)
+        if command is Command.RESET:
+            self.users.reset(user, chat)
+            return RESET
+        if command is Command.FORGET:
+            self.store.forget_user(message.key.sender_uuid, keep=message.key)
+            self.users.forget(user)
+            self.limiter.forget(user)
+            return FORGOTTEN
+        if command is Command.SOURCES:
+            return self._sources(user, chat)
+        if command is Command.STATUS:
+            return self._status()
+        return unknown_command_hint(prefix)
+
+    def _sources(self, user: str, chat: str) -> str:
+        sources = self.users.last_sources(user, chat)
+        if not sources:
+            return "There is no earlier answer with sources in this chat."
+        lines = [f"[{s['number']}] {s['title']} ({s['source']}"
+                 + (f", p. {s['page']})" if s.get("page") else ")") for s in sources]
+        return "Sources of the last answer:\n" + "\n".join(lines)
+
+    def _status(self) -> str:
+        counts = self.store.counts()
+        transport = self.transport.status
+        index = self.assistant.index
+        return "\n".join([
+            f"signal-cli: {transport.state}, {transport.reconnects} reconnects",
+            f"index: {'loaded' if index is not None else 'unavailable'}",
+            f"model circuit: {self.assistant.breaker.state.value}",
+            f"inbox: {counts.inbox}", f"outbox: {counts.outbox}",
+            f"answered {self.stats.answered}, ignored {self.stats.ignored}, "
+            f"sent {self.stats.sent}, failed sends {self.stats.send_failed}",
+        ])
+
+    async def _best_effort(self, call: Awaitable[Any] | None) -> None:
+        """Receipts and typing indicators are courtesy: their failure costs nothing."""
+        if call is None:
+            return
+        try:
+            await call
+        except SignalError as exc:
+            log.info("courtesy_call_failed", extra={"error": type(exc).__name__})
+
+    # ----------------------------------------------------------------- sending
+
+    async def _send_loop(self, stop: asyncio.Event) -> None:
+        while True:
+            for item in self.store.due_outbox(self._clock()):
+                await self._send_one(item)
+            if stop.is_set():
+                return  # drained what was due; the rest stays in the outbox
+            self._wake.clear()
+            due = self.store.next_due_at()
+            wait = 1.0 if due is None else min(1.0, max(0.0, due - self._clock()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    async def _send_one(self, item: OutboxItem) -> None:
+        recipients = [item.recipient] if item.recipient else []
+        try:
+            result = await self.transport.send(
+                item.text, recipients=recipients, group_id=item.group_id,
+                quote_timestamp=item.quote_timestamp, quote_author=item.quote_author)
+        except SignalRateLimited as exc:
+            # Signal's own limit (or a CAPTCHA): retrying soon makes it worse.
+            self._retry(item, max(exc.retry_after or 0, 600), exc, alert="signal_rate_limited")
+        except SignalUntrustedIdentity as exc:
+            self._retry(item, 3600, exc, alert="signal_untrusted_identity")
+        except (SignalUnregistered, SignalInvalidParams) as exc:
+            self.store.mark_failed(item.id, type(exc).__name__)
+            self.stats.send_failed += 1
+        except (SignalNetworkError, SignalError) as exc:
+            delay = min(self._retry_cap, self._retry_initial * 2 ** item.attempts)
+            self._retry(item, delay, exc)
+        else:
+            self.store.mark_sent(item.id, result.timestamp or 0)
+            self.stats.sent += 1
+            if item.part == 0 and result.timestamp:
+                user = self.assistant.hash_user(item.key.sender_uuid)
+                self.users.remember_answer(user, item.group_id or DIRECT, result.timestamp,
+                                           self._citations.pop(item.key, []))
+
+    def _retry(self, item: OutboxItem, delay: float, exc: Exception,
+               alert: str | None = None) -> None:
+        self.store.mark_retry(item.id, self._clock() + delay, type(exc).__name__)
+        self.stats.send_retries += 1
+        if alert:
+            self.stats.alerts.append(alert)
+            self._alert(alert)

@@ -1,0 +1,231 @@
+"""The bot service end to end through the daemon simulator, with the real graph and index
+(fake embedder for speed): activation, answers, silence, limits, groups, daemon outages."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.addressing import BotIdentity
+from agent.assistant import Assistant
+from agent.audit import MemoryAuditSink
+from agent.service import ACTIVATED, AccessPolicy, BotService
+from agent.settings import load_settings
+from agent.signal import create_transport
+from agent.signal.reconnect import Backoff
+from agent.store import Store
+from agent.users import UserDirectory
+from guards.ratelimit import ActivationLockout, UserRateLimiter
+from knowledge.index import EmbeddingInfo, open_index
+from tests.fakes.embeddings import HashingEmbedder
+from tests.fakes.signal_daemon import (
+    ALICE_UUID,
+    BOB_NUMBER,
+    BOB_UUID,
+    BOT_NUMBER,
+    BOT_UUID,
+    GROUP_ID,
+    OBJECT_REPLACEMENT,
+    FakeSignalDaemon,
+    direct_message,
+    fake_signal_daemon,
+    group_message,
+    reaction_message,
+)
+
+PASSPHRASE = "open sesame 42"
+QUESTION = "How often should I oil the bicycle chain?"
+
+
+@pytest.fixture
+def sim() -> Iterator[FakeSignalDaemon]:
+    with fake_signal_daemon(keepalive_interval=0.2, tcp=False) as daemon:
+        yield daemon
+
+
+@pytest.fixture
+def assistant(built_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Assistant:
+    for name in list(os.environ):
+        if name.startswith("SIGNAL_RAG_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("SIGNAL_RAG_DATA_DIR", str(tmp_path / "data"))
+    settings = load_settings(tmp_path / "no-secrets")
+    settings.retrieval.min_similarity = 0.1
+    embedder = HashingEmbedder()
+    index = open_index(built_index, EmbeddingInfo("test", embedder.model_name, 64))
+    return Assistant(settings, embedder=embedder, index=index, audit=MemoryAuditSink())
+
+
+Running = tuple[BotService, asyncio.Event, "asyncio.Task[None]"]
+
+
+@pytest.fixture
+async def start(sim: FakeSignalDaemon, assistant: Assistant,
+                tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    running: list[tuple[BotService, asyncio.Event, asyncio.Task[None]]] = []
+
+    async def launch(*, rates: str = "10/minute;100/hour", access: AccessPolicy | None = None,
+                     limits_uri: str = "memory://") -> BotService:
+        transport = create_transport(sim.http_url, account=BOT_NUMBER, stale_after=2.0,
+                                     backoff=Backoff(initial=0.05, cap=0.2))
+        service = BotService(
+            transport=transport, assistant=assistant, store=Store(tmp_path / "inbox.sqlite3"),
+            users=UserDirectory(tmp_path / "users.sqlite3"),
+            limiter=UserRateLimiter(rates, limits_uri), lockout=ActivationLockout(limits_uri),
+            bot=BotIdentity(uuid=BOT_UUID, number=BOT_NUMBER),
+            access=access or AccessPolicy(passphrase=PASSPHRASE), retry_initial=0.05,
+            retry_cap=0.2, drain_timeout=5.0)
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        running.append((service, stop, task))
+        await asyncio.sleep(0.3)  # the event stream is open
+        return service
+
+    yield launch
+    for service, stop, task in running:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+        await service.transport.aclose()
+        service.store.close()
+        service.users.close()
+
+
+def texts(sim: FakeSignalDaemon) -> list[str]:
+    return [str(params["message"]) for params in sim.sent("send")]
+
+
+async def activate(sim: FakeSignalDaemon, **sender: Any) -> None:
+    before = sim.count("send")
+    sim.deliver(direct_message(PASSPHRASE, **sender))
+    await sim.wait_for("send", before + 1)
+
+
+async def test_activation_then_a_cited_answer(sim: FakeSignalDaemon, start: Any) -> None:
+    service = await start()
+    sim.deliver(direct_message("hello?"))          # not activated: silence
+    sim.deliver(direct_message("wrong passphrase"))  # wrong: silence
+    await activate(sim)
+    assert texts(sim) == [ACTIVATED]
+    sim.deliver(direct_message(QUESTION))
+    await sim.wait_for("send", 2)
+    answer = sim.sent("send")[1]
+    assert "300 kilometres" in answer["message"] and "Sources:" in answer["message"]
+    assert "bikes.txt" in answer["message"]
+    assert answer["recipient"] == [ALICE_UUID] and "quoteTimestamp" not in answer
+    assert sim.count("sendTyping") >= 2 and sim.count("sendReceipt") == 1
+    assert service.stats.ignored == 2
+
+
+async def test_non_activated_user_gets_nothing(sim: FakeSignalDaemon, start: Any) -> None:
+    service = await start()
+    for _ in range(3):
+        sim.deliver(direct_message(QUESTION))
+    await asyncio.sleep(1.0)
+    assert sim.count("send") == 0 and sim.count("sendReceipt") == 0
+    assert service.stats.ignored == 3
+
+
+async def test_eleventh_message_in_a_minute_is_refused_once(sim: FakeSignalDaemon,
+                                                            start: Any) -> None:
+    await start()
+    await activate(sim)
+    for _ in range(12):
+        sim.deliver(direct_message(QUESTION))
+    await sim.wait_for("send", 1 + 11)
+    await asyncio.sleep(0.5)
+    sent = texts(sim)[1:]
+    assert len(sent) == 11, "12th message is silently refused"
+    assert sum("300 kilometres" in t for t in sent) == 10
+    assert sent[-1].startswith("You are sending messages too fast. Please try again in")
+
+
+async def test_group_message_needs_a_mention(sim: FakeSignalDaemon, start: Any) -> None:
+    await start()
+    await activate(sim)
+    chatter = group_message("nice weather for oiling the chain today")
+    sim.deliver(chatter)
+    asked = group_message(f"{OBJECT_REPLACEMENT} {QUESTION}", mentions=[(BOT_UUID, BOT_NUMBER)])
+    sim.deliver(asked)
+    await sim.wait_for("send", 2)
+    await asyncio.sleep(0.5)
+    assert sim.count("send") == 2
+    reply = sim.sent("send")[1]
+    assert reply["groupId"] == GROUP_ID
+    assert reply["quoteTimestamp"] == asked["timestamp"] and reply["quoteAuthor"] == ALICE_UUID
+
+
+async def test_redelivered_message_is_answered_once(sim: FakeSignalDaemon, start: Any) -> None:
+    service = await start()
+    await activate(sim)
+    message = direct_message(QUESTION)
+    sim.deliver(message)
+    sim.deliver(message)
+    await sim.wait_for("send", 2)
+    await asyncio.sleep(0.5)
+    assert sim.count("send") == 2 and service.stats.duplicates == 1
+
+
+async def test_daemon_restart_with_20_pending_answers_each_once(sim: FakeSignalDaemon,
+                                                                start: Any) -> None:
+    service = await start()
+    await activate(sim)
+    await activate(sim, source_uuid=BOB_UUID, source_number=BOB_NUMBER)
+    sim.stop_listening()  # the daemon dies; 20 messages wait for it (manual receive mode)
+    for i in range(20):
+        bob = {"source_uuid": BOB_UUID, "source_number": BOB_NUMBER} if i % 2 else {}
+        sim.deliver(direct_message(f"{QUESTION} ({i})", **bob))
+    sim.resume()
+    await asyncio.wait_for(_until(lambda: service.stats.received == 2 + 20), timeout=20)
+    sim.restart(down_for=1.0)  # and dies again while answers are going out
+    await sim.wait_for("send", 2 + 20, timeout=30)
+    await asyncio.sleep(1.0)
+    answers = texts(sim)[2:]
+    assert len(answers) == 20, "each of the 20 answered exactly once"
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    while not predicate():
+        await asyncio.sleep(0.02)
+
+
+async def test_reaction_on_an_answer_is_stored_as_feedback(sim: FakeSignalDaemon, start: Any,
+                                                           assistant: Assistant) -> None:
+    service = await start()
+    await activate(sim)
+    sim.deliver(direct_message(QUESTION))
+    await sim.wait_for("send", 2)
+    await asyncio.sleep(0.3)
+    answer_ts = service.users.last_answer_timestamp(assistant.hash_user(ALICE_UUID), "dm")
+    assert answer_ts is not None
+    sim.deliver(reaction_message("\N{THUMBS UP SIGN}", target_timestamp=answer_ts))
+    sim.deliver(reaction_message("\N{THUMBS DOWN SIGN}", target_timestamp=123,
+                                 target_author_uuid=BOB_UUID, target_author_number=BOB_NUMBER))
+    await asyncio.sleep(0.5)
+    assert service.users.feedback() == [(answer_ts, "\N{THUMBS UP SIGN}")]
+    assert sim.count("send") == 2, "reactions are not answered"
+
+
+async def test_commands_sources_forget_and_admin_only_status(sim: FakeSignalDaemon,
+                                                             start: Any) -> None:
+    await start()
+    await activate(sim)
+    sim.deliver(direct_message(QUESTION))
+    await sim.wait_for("send", 2)
+    await asyncio.sleep(0.3)
+    # One at a time: /forget also deletes replies to this user that are not sent yet.
+    for count, command in enumerate(("/sources", "/status", "/nonsense", "/forget"), start=3):
+        sim.deliver(direct_message(command))
+        await sim.wait_for("send", count)
+    sources, status, unknown, forgotten = texts(sim)[2:6]
+    assert "bikes.txt" in sources
+    assert "administrators only" in status
+    assert "/help" in unknown
+    assert forgotten.startswith("Done")
+    sim.deliver(direct_message(QUESTION))  # forgotten means not activated any more
+    await asyncio.sleep(0.8)
+    assert sim.count("send") == 6
