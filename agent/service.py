@@ -118,6 +118,7 @@ class BotService:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._citations: dict[InboxKey, list[dict[str, Any]]] = {}
         self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -126,7 +127,7 @@ class BotService:
         (what does not finish stays in the inbox for the next start), flush the outbox."""
         for message in self.store.claim_pending():
             self._spawn(self._process(message))
-        sender = asyncio.create_task(self._send_loop(stop), name="signal-sender")
+        sender = asyncio.create_task(self._send_loop(), name="signal-sender")
         receiver = asyncio.create_task(self._receive_loop(), name="signal-receiver")
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({receiver, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -138,6 +139,7 @@ class BotService:
             _, pending = await asyncio.wait(self._in_flight, timeout=self._drain_timeout)
             for task in pending:  # the inbox keeps these; they are re-claimed on start
                 task.cancel()
+        self._drained.set()  # the sender flushes what is due, then returns
         self._wake.set()
         try:
             await asyncio.wait_for(sender, timeout=self._drain_timeout)
@@ -322,15 +324,18 @@ class BotService:
 
     # ----------------------------------------------------------------- sending
 
-    async def _send_loop(self, stop: asyncio.Event) -> None:
+    async def _send_loop(self) -> None:
         while True:
-            for item in self.store.due_outbox(self._clock()):
+            due = self.store.due_outbox(self._clock())
+            for item in due:
                 await self._send_one(item)
-            if stop.is_set():
+            if due:
+                continue  # sending a part makes the next part of that reply due
+            if self._drained.is_set():
                 return  # drained what was due; the rest stays in the outbox
             self._wake.clear()
-            due = self.store.next_due_at()
-            wait = 1.0 if due is None else min(1.0, max(0.0, due - self._clock()))
+            next_at = self.store.next_due_at()
+            wait = 1.0 if next_at is None else min(1.0, max(0.0, next_at - self._clock()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
 

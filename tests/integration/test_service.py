@@ -229,3 +229,23 @@ async def test_commands_sources_forget_and_admin_only_status(sim: FakeSignalDaem
     sim.deliver(direct_message(QUESTION))  # forgotten means not activated any more
     await asyncio.sleep(0.8)
     assert sim.count("send") == 6
+
+
+async def test_long_answer_is_split_and_sent_in_order(sim: FakeSignalDaemon, start: Any,
+                                                     assistant: Assistant) -> None:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    paragraphs = [f"Paragraph {i}: " + "the chain needs oil. " * 40 + "[1]" for i in range(5)]
+    assistant.chat_model = GenericFakeChatModel(
+        messages=iter([AIMessage("\n\n".join(paragraphs))]))
+    await start()
+    await activate(sim)
+    sim.deliver(direct_message(QUESTION))
+    await sim.wait_for("send", 4, timeout=10)
+    await asyncio.sleep(0.5)
+    parts = texts(sim)[1:]
+    assert len(parts) == 3
+    assert [p.rsplit(" ", 1)[-1] for p in parts] == ["(1/3)", "(2/3)", "(3/3)"]
+    assert all(len(p) <= 2000 for p in parts)
+    assert "Sources:" in parts[-1]

@@ -1,0 +1,133 @@
+"""`signal-rag serve` as a real process against the daemon simulator and the fake model
+server: SIGTERM drains and exits 0; `kill -9` mid-answer loses nothing and sends once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.openai_server import CHAT_PATH, FakeOpenAIServer, Reply, Slow
+from tests.fakes.signal_daemon import (
+    BOT_NUMBER,
+    BOT_UUID,
+    FakeSignalDaemon,
+    direct_message,
+    fake_signal_daemon,
+)
+from tests.integration.conftest import EXAMPLES
+
+CLI = [sys.executable, "-m", "agent.cli"]
+PASSPHRASE = "let me in please"
+QUESTION = "What does exit code 3 mean?"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def model() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer(embedding_dim=32) as server:
+        yield server
+
+
+@pytest.fixture
+def sim() -> Iterator[FakeSignalDaemon]:
+    with fake_signal_daemon(keepalive_interval=0.5, tcp=False) as daemon:
+        yield daemon
+
+
+@pytest.fixture
+def env(tmp_path: Path, model: FakeOpenAIServer, sim: FakeSignalDaemon) -> dict[str, str]:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    values = {k: v for k, v in os.environ.items()
+              if not k.startswith("SIGNAL_RAG_") and k != "OPENAI_API_KEY"}
+    values.update(
+        SIGNAL_RAG_DATA_DIR=str(tmp_path / "data"), SIGNAL_RAG_SECRETS_DIR=str(secrets),
+        SIGNAL_RAG_LOG_LEVEL="INFO",
+        SIGNAL_RAG_EMBEDDINGS__PROVIDER="openai", SIGNAL_RAG_EMBEDDINGS__MODEL="embed-test",
+        SIGNAL_RAG_LLM__BASE_URL=model.base_url, SIGNAL_RAG_LLM__MODEL="chat-test",
+        SIGNAL_RAG_LLM__API_KEY="sk-test", SIGNAL_RAG_RETRIEVAL__MIN_SIMILARITY="-1",
+        SIGNAL_RAG_SIGNAL__URL=sim.http_url, SIGNAL_RAG_SIGNAL__ACCOUNT=BOT_NUMBER,
+        SIGNAL_RAG_SIGNAL__BOT_UUID=BOT_UUID, SIGNAL_RAG_ACCESS__PASSPHRASE=PASSPHRASE)
+    ingest = subprocess.run([*CLI, "ingest", str(EXAMPLES)], env=values, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert ingest.returncode == 0, ingest.stderr
+    return values
+
+
+def start_serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as handle:
+        return subprocess.Popen([*CLI, "serve"], env=env, stdout=handle,
+                                stderr=subprocess.STDOUT)
+
+
+def answers(sim: FakeSignalDaemon) -> list[str]:
+    return [str(p["message"]) for p in sim.sent("send")]
+
+
+def activate(sim: FakeSignalDaemon) -> None:
+    sim.deliver(direct_message(PASSPHRASE))
+    wait_until(lambda: sim.count("send") >= 1)
+
+
+def test_sigterm_finishes_the_answer_in_flight_and_exits_0(
+        env: dict[str, str], sim: FakeSignalDaemon, model: FakeOpenAIServer,
+        tmp_path: Path) -> None:
+    process = start_serve(env, tmp_path / "serve.log")
+    try:
+        activate(sim)
+        model.enqueue(Slow(2.0, "Exit code 3 means the index is missing or damaged [1]."))
+        sim.deliver(direct_message(QUESTION))
+        wait_until(lambda: model.count(CHAT_PATH) >= 1)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert time.monotonic() - started < 30
+    finally:
+        if process.poll() is None:
+            process.kill()
+    sent = answers(sim)
+    assert len(sent) == 2 and sent[1].startswith("Exit code 3 means"), sent
+    log = (tmp_path / "serve.log").read_text()
+    assert QUESTION not in log and PASSPHRASE not in log, "no message text in logs"
+
+
+def test_kill_9_mid_answer_then_restart_sends_exactly_one_answer(
+        env: dict[str, str], sim: FakeSignalDaemon, model: FakeOpenAIServer,
+        tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    process = start_serve(env, log)
+    try:
+        activate(sim)
+        model.enqueue(Slow(30.0, "too late"))
+        sim.deliver(direct_message(QUESTION))
+        wait_until(lambda: model.count(CHAT_PATH) >= 1)
+        process.kill()  # SIGKILL while the model is answering
+        process.wait(timeout=10)
+        assert len(answers(sim)) == 1
+        model.default = Reply("Exit code 3 means the index is missing or damaged [1].")
+        process = start_serve(env, log)
+        wait_until(lambda: len(answers(sim)) >= 2)
+        time.sleep(2.0)
+        sent = answers(sim)
+        assert len(sent) == 2, sent
+        assert sent[1].startswith("Exit code 3 means")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
