@@ -237,8 +237,8 @@ def main() -> None:
                     "(PERF-2: >= 50 answers/s, 0 lost)", bot_rows)
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
-    (out / "latest.json").write_text(json.dumps({"ingest": ingest_rows, "graph": graph_rows, "bot": bot_rows},
-                                                indent=2), encoding="utf-8")
+    results = {"ingest": ingest_rows, "graph": graph_rows, "bot": bot_rows}
+    (out / "latest.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(f"results: {out / 'latest.json'}")
 
 

@@ -95,7 +95,6 @@ async def run_bot_benchmark(index_dir: Path, embedder: Any, *, seconds: float,
         await service.transport.aclose()
         store.close()
         directory.close()
-    total_delivered = sum(delivered.values())
     total_answered = sum(answered.values())
     return {
         "embedder": embedder.model_name, "users": users, "seconds": round(elapsed, 1),
