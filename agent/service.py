@@ -58,6 +58,9 @@ RESET = "Conversation cleared."
 NOT_ADMIN = "That command is for administrators only."
 SLOW_DOWN = "You are sending messages too fast. Please try again in {seconds} s."
 DIRECT = "dm"
+MAX_ATTEMPTS = 3
+"""Claims of one message (start-ups included) before it gets the fallback reply instead."""
+GAVE_UP = "Sorry, I could not answer that message. Please try again later."
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +204,10 @@ class BotService:
         lock = self._user_locks.setdefault(uuid, asyncio.Lock())
         async with lock:
             try:
-                reply = await self._respond(message)
+                # A message that crashed the bot on every earlier attempt must not do it
+                # forever: it gets a short apology instead (RES-2).
+                reply = GAVE_UP if message.attempts > MAX_ATTEMPTS else \
+                    await self._respond(message)
             except Exception as exc:  # noqa: BLE001 - the message stays open for a retry
                 log.error("message_failed", extra={"error": type(exc).__name__})
                 return

@@ -249,3 +249,17 @@ async def test_long_answer_is_split_and_sent_in_order(sim: FakeSignalDaemon, sta
     assert [p.rsplit(" ", 1)[-1] for p in parts] == ["(1/3)", "(2/3)", "(3/3)"]
     assert all(len(p) <= 2000 for p in parts)
     assert "Sources:" in parts[-1]
+
+
+async def test_a_message_that_keeps_crashing_gets_an_apology(sim: FakeSignalDaemon, start: Any,
+                                                             tmp_path: Path) -> None:
+    from agent.service import GAVE_UP, MAX_ATTEMPTS
+    from agent.store import InboxKey
+
+    with Store(tmp_path / "inbox.sqlite3") as store:  # earlier runs that all crashed
+        store.accept(ALICE_UUID, 1234, "dm", {"text": QUESTION, "group_id": None})
+        for _ in range(MAX_ATTEMPTS):
+            assert store.claim(InboxKey(ALICE_UUID, 1234)) is not None
+    await start()
+    await sim.wait_for("send", 1)
+    assert texts(sim) == [GAVE_UP]
