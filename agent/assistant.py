@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import RetryPolicy
 
 from agent.audit import JsonLinesAuditSink, UserHasher, load_or_create_pepper
@@ -76,7 +78,8 @@ class Assistant:
                  chat_model: BaseChatModel | None = None, audit: AuditSink | None = None,
                  index: KnowledgeIndex | None = None,
                  breaker: CircuitBreaker | None = None,
-                 retry_policy: RetryPolicy | None = None) -> None:
+                 retry_policy: RetryPolicy | None = None,
+                 checkpointer: BaseCheckpointSaver[Any] | None = None) -> None:
         self.settings = settings
         self.embedder = embedder or build_embedder(settings)
         self.chat_model = chat_model if chat_model is not None else build_chat_model(settings)
@@ -89,8 +92,10 @@ class Assistant:
             settings.breaker.failure_threshold, settings.breaker.window,
             settings.breaker.cooldown, on_change=_log_breaker)
         self.index = index
+        self.checkpointer = checkpointer
         self.graph = build_graph(retry_policy=retry_policy or model_retry_policy(
-            settings.llm.max_attempts, settings.llm.retry_initial_interval))
+            settings.llm.max_attempts, settings.llm.retry_initial_interval),
+            checkpointer=checkpointer)
 
     def knowledge(self) -> KnowledgeBase | None:
         if self.index is None:
@@ -107,15 +112,31 @@ class Assistant:
             top_k=cfg.retrieval.top_k, max_input_chars=cfg.max_input_chars,
             max_attempts=cfg.llm.max_attempts, max_retry_after=cfg.llm.max_retry_after)
 
+    @staticmethod
+    def thread_id(user: str, chat: str) -> str:
+        return f"{user}:{chat}"
+
+    async def forget_thread(self, user: str, chat: str) -> None:
+        if self.checkpointer is not None:
+            await self.checkpointer.adelete_thread(self.thread_id(user, chat))
+
     def open_index(self) -> None:
         """Load the index (raises KnowledgeIndexError; callers decide degraded or exit)."""
         self.index = load_knowledge(self.settings, self.embedder)
 
-    async def ask(self, question: str, user_id: str = "local", *,
+    async def ask(self, question: str, user_id: str = "local", *, chat: str | None = None,
                   context: GraphContext | None = None) -> Answer:
+        """Answer one question; with a checkpointer and a `chat`, the thread (hashed user +
+        chat) remembers the last exchanges."""
+        user = self.hash_user(user_id)
+        config: RunnableConfig = {}
+        extra: dict[str, Any] = {}
+        if self.checkpointer is not None and chat is not None:
+            config = {"configurable": {"thread_id": self.thread_id(user, chat)}}
+            extra["durability"] = "exit"  # one checkpoint per message, not one per node
         result: Mapping[str, Any] = await self.graph.ainvoke(
-            {"question": question, "user": self.hash_user(user_id)},
-            context=context or self.context())
+            {"question": question, "user": user}, config,
+            context=context or self.context(), **extra)
         return Answer(reply=result["reply"], citations=list(result.get("citations") or []),
                       fallback_reason=result.get("fallback_reason"))
 

@@ -153,17 +153,15 @@ async def _chat_loop(assistant: Assistant, interactive: bool) -> None:
 @app.command()
 def serve() -> None:
     """Run the Signal bot against the configured signal-cli daemon until SIGTERM."""
-    from agent.serve import build_service
+    from agent.serve import access_policy
     from agent.serve import serve as run_service
 
     settings = _settings()
     try:
-        service = build_service(settings)
+        access_policy(settings)  # fail before opening anything
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
-    except ValueError as exc:
-        _fail(f"SIGNAL_RAG_SIGNAL__URL or SIGNAL_RAG_LIMITS: {exc}", EXIT_CONFIG)
-    asyncio.run(run_service(service))
+    asyncio.run(run_service(settings))
 
 
 @app.command("graph")

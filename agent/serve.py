@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from agent.addressing import BotIdentity
 from agent.assistant import Assistant
@@ -34,9 +37,10 @@ def access_policy(settings: Settings) -> AccessPolicy:
                         admins=access.admin_set, command_prefix=access.command_prefix)
 
 
-def build_service(settings: Settings, assistant: Assistant | None = None) -> BotService:
+def build_service(settings: Settings, assistant: Assistant | None = None,
+                  checkpointer: BaseCheckpointSaver[Any] | None = None) -> BotService:
     policy = access_policy(settings)
-    assistant = assistant or Assistant(settings)
+    assistant = assistant or Assistant(settings, checkpointer=checkpointer)
     if assistant.index is None:
         try:
             assistant.open_index()
@@ -56,7 +60,19 @@ def build_service(settings: Settings, assistant: Assistant | None = None) -> Bot
         bot=BotIdentity(uuid=cfg.bot_uuid, number=cfg.account), access=policy)
 
 
-async def serve(service: BotService) -> None:
+async def serve(settings: Settings) -> None:
+    """Conversation memory lives in `memory.sqlite3` (the LangGraph SQLite checkpointer)."""
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    path = settings.data_dir / "memory.sqlite3"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.touch(mode=0o600)  # it holds conversation text
+    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+        await run(build_service(settings, checkpointer=saver))
+
+
+async def run(service: BotService) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -101,7 +101,7 @@ class BotService:
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  retry_initial: float = 2.0, retry_cap: float = 300.0,
-                 drain_timeout: float = 20.0) -> None:
+                 drain_timeout: float = 20.0, expiry_interval: float = 3600.0) -> None:
         self.transport = transport
         self.assistant = assistant
         self.store = store
@@ -117,6 +117,7 @@ class BotService:
         self._retry_initial = retry_initial
         self._retry_cap = retry_cap
         self._drain_timeout = drain_timeout
+        self._expiry_interval = expiry_interval
         self._user_locks: dict[str, asyncio.Lock] = {}
         self._in_flight: set[asyncio.Task[None]] = set()
         self._citations: dict[InboxKey, list[dict[str, Any]]] = {}
@@ -131,6 +132,7 @@ class BotService:
         for message in self.store.claim_pending():
             self._spawn(self._process(message))
         sender = asyncio.create_task(self._send_loop(), name="signal-sender")
+        expiry = asyncio.create_task(self._expire_loop(), name="memory-expiry")
         receiver = asyncio.create_task(self._receive_loop(), name="signal-receiver")
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({receiver, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -142,6 +144,7 @@ class BotService:
             _, pending = await asyncio.wait(self._in_flight, timeout=self._drain_timeout)
             for task in pending:  # the inbox keeps these; they are re-claimed on start
                 task.cancel()
+        expiry.cancel()
         self._drained.set()  # the sender flushes what is due, then returns
         self._wake.set()
         try:
@@ -239,7 +242,7 @@ class BotService:
             return await self._activate(user, text)
         command = parse_command(text, self.access.command_prefix)
         if command is not None:
-            return self._command(command, message, user, chat, number)
+            return await self._command(command, message, user, chat, number)
         decision = await asyncio.to_thread(self.limiter.hit, user)
         if not decision.allowed:
             return SLOW_DOWN.format(seconds=decision.retry_after) if decision.first_refusal \
@@ -250,7 +253,8 @@ class BotService:
         await self._best_effort(self.transport.send_typing(
             recipient=None if group else uuid, group_id=group))
         try:
-            answer = await self.assistant.ask(text, user_id=uuid)
+            answer = await self.assistant.ask(text, user_id=uuid, chat=chat)
+            self.users.touch_thread(user, chat)
         finally:
             await self._best_effort(self.transport.send_typing(
                 recipient=None if group else uuid, group_id=group, stop=True))
@@ -269,7 +273,7 @@ class BotService:
         await asyncio.to_thread(self.lockout.record_failure, user)
         return None  # silence: a stranger learns nothing
 
-    def _command(  # noqa: PLR0911 - one return per command reads best
+    async def _command(  # noqa: PLR0911 - one return per command reads best
             self, parsed: ParsedCommand, message: InboxMessage, user: str, chat: str,
             number: str | None) -> str:
         prefix = self.access.command_prefix
@@ -285,9 +289,12 @@ class BotService:
                          " passages)" if index is not None else "no documents right now")
             return info_text(knowledge, prefix)
         if command is Command.RESET:
+            await self.assistant.forget_thread(user, chat)
             self.users.reset(user, chat)
             return RESET
         if command is Command.FORGET:
+            for known_chat in self.users.chats(user):
+                await self.assistant.forget_thread(user, known_chat)
             self.store.forget_user(message.key.sender_uuid, keep=message.key)
             self.users.forget(user)
             self.limiter.forget(user)
@@ -327,6 +334,23 @@ class BotService:
             await call
         except SignalError as exc:
             log.info("courtesy_call_failed", extra={"error": type(exc).__name__})
+
+    async def expire_memory(self) -> int:
+        """Delete conversation memory idle for longer than the graph's memory TTL (ACC-4)."""
+        ttl = self.assistant.context().memory_ttl
+        expired = self.users.inactive_threads(ttl)
+        for user, chat in expired:
+            await self.assistant.forget_thread(user, chat)
+            self.users.drop_thread(user, chat)
+        return len(expired)
+
+    async def _expire_loop(self) -> None:
+        while True:
+            try:
+                await self.expire_memory()
+            except Exception as exc:  # noqa: BLE001 - retried at the next round
+                log.error("memory_expiry_failed", extra={"error": type(exc).__name__})
+            await self._sleep(self._expiry_interval)
 
     # ----------------------------------------------------------------- sending
 

@@ -22,6 +22,8 @@ CREATE TABLE IF NOT EXISTS answers (
     sent_ts INTEGER PRIMARY KEY, user TEXT NOT NULL, chat TEXT NOT NULL, at REAL NOT NULL,
     sources TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS answers_by_user ON answers (user, chat, at);
+CREATE TABLE IF NOT EXISTS threads (
+    user TEXT NOT NULL, chat TEXT NOT NULL, last_at REAL NOT NULL, PRIMARY KEY (user, chat));
 CREATE TABLE IF NOT EXISTS feedback (
     user TEXT NOT NULL, sent_ts INTEGER NOT NULL, emoji TEXT NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (user, sent_ts));
@@ -74,6 +76,26 @@ class UserDirectory:
                         "ORDER BY at DESC, sent_ts DESC LIMIT 1", user, chat)
         return list(json.loads(row[0])) if row else []
 
+    def touch_thread(self, user: str, chat: str) -> None:
+        """Note that this user's conversation in `chat` was active now (memory expiry)."""
+        self._run("INSERT OR REPLACE INTO threads (user, chat, last_at) VALUES (?, ?, ?)",
+                  user, chat, self._clock())
+
+    def chats(self, user: str) -> list[str]:
+        with self._lock:
+            return [str(r[0]) for r in self._db.execute(
+                "SELECT chat FROM threads WHERE user = ?", (user,))]
+
+    def inactive_threads(self, older_than: float) -> list[tuple[str, str]]:
+        """(user, chat) pairs idle for more than `older_than` seconds."""
+        with self._lock:
+            return [(str(r[0]), str(r[1])) for r in self._db.execute(
+                "SELECT user, chat FROM threads WHERE last_at < ?",
+                (self._clock() - older_than,))]
+
+    def drop_thread(self, user: str, chat: str) -> None:
+        self._run("DELETE FROM threads WHERE user = ? AND chat = ?", user, chat)
+
     def last_answer_timestamp(self, user: str, chat: str) -> int | None:
         row = self._one("SELECT sent_ts FROM answers WHERE user = ? AND chat = ? "
                         "ORDER BY at DESC, sent_ts DESC LIMIT 1", user, chat)
@@ -103,6 +125,6 @@ class UserDirectory:
         """Everything about the user (/forget); activation too, so they must re-activate."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            for table in ("activated", "answers", "feedback"):
+            for table in ("activated", "answers", "feedback", "threads"):
                 self._db.execute(f"DELETE FROM {table} WHERE user = ?", (user,))  # noqa: S608
             self._db.execute("COMMIT")

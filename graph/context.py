@@ -69,5 +69,8 @@ class GraphContext:
     """Must equal the generate node's RetryPolicy.max_attempts (the builder takes both)."""
     max_retry_after: float = 30.0
     """Longest Retry-After we wait for; a longer one goes to the fallback at once."""
+    memory_ttl: float = 24 * 3600.0
+    """Seconds of inactivity after which a thread's history is dropped."""
+    wall_clock: Callable[[], float] = time.time
     clock: Callable[[], float] = time.perf_counter
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep

@@ -30,6 +30,24 @@ def merge_timings(left: dict[str, float], right: dict[str, float]) -> dict[str, 
     return {**left, **right}
 
 
+MAX_EXCHANGES = 5
+"""Conversation memory: the last exchanges given to the model (ACC-4)."""
+
+
+class Exchange(TypedDict):
+    question: str
+    answer: str
+    at: float
+    """Wall-clock time of the answer, for the inactivity expiry."""
+
+
+def keep_recent(left: list[Exchange], right: list[Exchange]) -> list[Exchange]:
+    """Reducer: append new exchanges and keep the last MAX_EXCHANGES; an empty list resets."""
+    if not right:
+        return []
+    return (left + right)[-MAX_EXCHANGES:]
+
+
 class Passage(TypedDict):
     """A retrieved chunk as plain data, so checkpoints serialise it without pickling."""
 
@@ -81,6 +99,8 @@ class GraphState(TypedDict, total=False):
     """Exception class name of a failure (never its message: it may echo input)."""
     timings: Annotated[dict[str, float], merge_timings]
     """Per-node latency in milliseconds."""
+    history: Annotated[list[Exchange], keep_recent]
+    """Earlier exchanges of this thread (checkpointed); expired after inactivity."""
 
 
 class GraphOutput(TypedDict, total=False):

@@ -18,7 +18,7 @@ from graph.context import GraphContext
 from graph.extractive import extractive_answer
 from graph.nodes.timing import elapsed_ms
 from graph.prompts import build_messages
-from graph.state import GraphState
+from graph.state import Exchange, GraphState
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 
@@ -67,7 +67,7 @@ async def generate(state: GraphState, runtime: Runtime[GraphContext]) -> dict[st
     if not ctx.breaker.allow():
         return done(fallback_reason="circuit_open", model=ctx.model_name)
 
-    messages, numbered = build_messages(state["text"], passages)
+    messages, numbered = build_messages(state["text"], passages, state.get("history") or [])
     try:
         response = await ctx.chat_model.ainvoke(messages)
     except Exception as exc:
@@ -87,5 +87,6 @@ async def generate(state: GraphState, runtime: Runtime[GraphContext]) -> dict[st
     answer, citations = keep_cited(text, numbered)
     if not answer:
         return done(fallback_reason="model_error", error="EmptyAnswer", model=ctx.model_name)
+    exchange = Exchange(question=state["text"], answer=answer, at=ctx.wall_clock())
     return done(answer=answer, citations=citations, reply=format_reply(answer, citations),
-                model=ctx.model_name, fallback_reason=None)
+                model=ctx.model_name, fallback_reason=None, history=[exchange])

@@ -21,6 +21,9 @@ def sanitize(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str, Any
     ctx = runtime.context
     started = ctx.clock()
     fresh = dict(FRESH_RUN)
+    history = state.get("history") or []
+    if history and ctx.wall_clock() - history[-1]["at"] > ctx.memory_ttl:
+        fresh["history"] = []  # inactive too long: the conversation starts over
     try:
         result = clean(state["question"], ctx.max_input_chars)
     except Exception as exc:  # noqa: BLE001 - any guard failure must refuse, not crash

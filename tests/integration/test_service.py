@@ -70,12 +70,14 @@ async def start(sim: FakeSignalDaemon, assistant: Assistant,
     running: list[tuple[BotService, asyncio.Event, asyncio.Task[None]]] = []
 
     async def launch(*, rates: str = "10/minute;100/hour", access: AccessPolicy | None = None,
-                     limits_uri: str = "memory://") -> BotService:
+                     limits_uri: str = "memory://", bot: Assistant | None = None,
+                     clock: Callable[[], float] | None = None) -> BotService:
         transport = create_transport(sim.http_url, account=BOT_NUMBER, stale_after=2.0,
                                      backoff=Backoff(initial=0.05, cap=0.2))
         service = BotService(
-            transport=transport, assistant=assistant, store=Store(tmp_path / "inbox.sqlite3"),
-            users=UserDirectory(tmp_path / "users.sqlite3"),
+            transport=transport, assistant=bot or assistant,
+            store=Store(tmp_path / "inbox.sqlite3"),
+            users=UserDirectory(tmp_path / "users.sqlite3", **({"clock": clock} if clock else {})),
             limiter=UserRateLimiter(rates, limits_uri), lockout=ActivationLockout(limits_uri),
             bot=BotIdentity(uuid=BOT_UUID, number=BOT_NUMBER),
             access=access or AccessPolicy(passphrase=PASSPHRASE), retry_initial=0.05,
@@ -263,3 +265,62 @@ async def test_a_message_that_keeps_crashing_gets_an_apology(sim: FakeSignalDaem
     await start()
     await sim.wait_for("send", 1)
     assert texts(sim) == [GAVE_UP]
+
+
+
+async def test_conversation_memory_per_chat_with_reset_and_forget(
+        sim: FakeSignalDaemon, start: Any, assistant: Assistant) -> None:
+    import itertools
+
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+    from langgraph.checkpoint.memory import InMemorySaver
+    from pydantic import Field
+
+    class Recording(GenericFakeChatModel):
+        seen: list = Field(default_factory=list)
+
+        async def _agenerate(self, messages, *args, **kwargs):  # type: ignore[override]
+            self.seen.append(list(messages))
+            return await super()._agenerate(messages, *args, **kwargs)
+
+    model = Recording(messages=(AIMessage(f"Answer {i} [1].") for i in itertools.count()))
+    bot = Assistant(assistant.settings, embedder=assistant.embedder, index=assistant.index,
+                    chat_model=model, audit=MemoryAuditSink(), checkpointer=InMemorySaver())
+    await start(bot=bot)
+    await activate(sim)
+
+    async def ask(text: str, sends: int) -> int:
+        sim.deliver(direct_message(text))
+        await sim.wait_for("send", sends)
+        return len(model.seen[-1]) - 2  # messages besides the system prompt and question
+
+    assert await ask(QUESTION, 2) == 0
+    assert await ask("And the tyre pressure?", 3) == 2, "the first exchange is remembered"
+    sim.deliver(direct_message("/reset"))
+    await sim.wait_for("send", 4)
+    assert await ask(QUESTION, 5) == 0, "/reset cleared the memory"
+    sim.deliver(direct_message("/forget"))
+    await sim.wait_for("send", 6)
+    await activate(sim)
+    assert await ask(QUESTION, 8) == 0, "/forget cleared it too"
+
+
+async def test_idle_memory_is_deleted_after_a_day(sim: FakeSignalDaemon, start: Any,
+                                                  assistant: Assistant) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    now = [1_000_000.0]
+    saver = InMemorySaver()
+    bot = Assistant(assistant.settings, embedder=assistant.embedder, index=assistant.index,
+                    audit=MemoryAuditSink(), checkpointer=saver)
+    service = await start(bot=bot, clock=lambda: now[0])
+    await activate(sim)
+    sim.deliver(direct_message(QUESTION))
+    await sim.wait_for("send", 2)
+    thread = bot.thread_id(bot.hash_user(ALICE_UUID), "dm")
+    assert saver.get_tuple({"configurable": {"thread_id": thread}}) is not None
+    assert await service.expire_memory() == 0
+    now[0] += 24 * 3600 + 1
+    assert await service.expire_memory() == 1
+    assert saver.get_tuple({"configurable": {"thread_id": thread}}) is None

@@ -7,6 +7,7 @@ import openai
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
+from pydantic import Field
 
 from agent.audit import MemoryAuditSink
 from agent.resilience import BreakerState, CircuitBreaker
@@ -143,3 +144,36 @@ def test_png_and_svg_are_drawn_offline():
     assert draw(build_graph(), "png")[:8] == b"\x89PNG\r\n\x1a\n"  # type: ignore[index]
     svg = draw(build_graph(), "svg")
     assert b"<svg" in svg and b"threat_check" in svg  # type: ignore[operator]
+
+
+class RecordingModel(GenericFakeChatModel):
+    """Answers in turn and keeps the messages of every call."""
+
+    seen: list = Field(default_factory=list)
+
+    async def _agenerate(self, messages, *args, **kwargs):  # type: ignore[override]
+        self.seen.append(list(messages))
+        return await super()._agenerate(messages, *args, **kwargs)
+
+
+async def test_memory_keeps_the_last_five_exchanges_and_expires():
+    import itertools
+
+    now = [1000.0]
+    model = RecordingModel(messages=(AIMessage(f"Answer {i} [1].") for i in itertools.count()),
+                           seen=[])
+    graph = build_graph(retry_policy=FAST_RETRY, checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "user:chat"}}
+    ctx = context(chat_model=model, wall_clock=lambda: now[0])
+    for i in range(7):
+        await graph.ainvoke({"question": f"locked out {i}?", "user": "u"}, config, context=ctx)
+    last = model.seen[-1]
+    earlier = [m.content for m in last[1:-1]]
+    assert len(earlier) == 10, "five exchanges: question and answer each"
+    assert "locked out 1?" in earlier[0] and earlier[-1].startswith("Answer 5")
+    now[0] += 24 * 3600 + 1  # a day of silence
+    await graph.ainvoke({"question": "locked out again?", "user": "u"}, config, context=ctx)
+    assert len(model.seen[-1]) == 2, "only the system prompt and the new question"
+    other = {"configurable": {"thread_id": "user:other-chat"}}
+    await graph.ainvoke({"question": "locked out?", "user": "u"}, other, context=ctx)
+    assert len(model.seen[-1]) == 2, "chats do not share memory"
