@@ -9,17 +9,31 @@ open inbox rows, so no message is lost and none is answered twice (SIG-2, RES-2)
 Messages of one user are handled in arrival order (one asyncio lock per user, which is
 FIFO); different users run in parallel. The graph returns the reply; this module owns
 who gets an answer at all (allow list, activation, commands, rate limits) and delivery.
+
+Throughput (PERF-2): SQLite calls run on a small dedicated thread pool so an fsync never
+stalls the event loop; replies to different chats are sent concurrently (one chat's parts
+stay in order); the typing indicator is only sent when an answer takes longer than
+`typing_delay` (an instant answer needs none), and is not switched off before a reply,
+because Signal clients clear it when the sender's next message arrives.
+
+Disappearing messages (SIG-7): signal-cli stores the timer of each incoming message for
+its chat and applies it to every message it sends there (checked in its source,
+`IncomingMessageHandler` and `SendHelper`), so replies carry the same timer. This
+service purges that chat's stored conversation (memory, last sources) on the same timer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from agent.addressing import BotIdentity, address
 from agent.assistant import Assistant
@@ -46,10 +60,12 @@ from agent.signal import (
     SignalUntrustedIdentity,
 )
 from agent.store import InboxKey, InboxMessage, OutboxItem, ReplyPart, Store
-from agent.users import UserDirectory
+from agent.users import Thread, UserDirectory
 from guards.ratelimit import ActivationLockout, UserRateLimiter
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 ACTIVATED = "Welcome! You can now ask me questions about the documents. Send /help for more."
 FORGOTTEN = ("Done: everything stored about you was deleted. "
@@ -101,7 +117,8 @@ class BotService:
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  retry_initial: float = 2.0, retry_cap: float = 300.0,
-                 drain_timeout: float = 20.0, expiry_interval: float = 3600.0) -> None:
+                 drain_timeout: float = 20.0, expiry_interval: float = 60.0,
+                 typing_delay: float = 0.5, send_concurrency: int = 16) -> None:
         self.transport = transport
         self.assistant = assistant
         self.store = store
@@ -118,6 +135,10 @@ class BotService:
         self._retry_cap = retry_cap
         self._drain_timeout = drain_timeout
         self._expiry_interval = expiry_interval
+        self._typing_delay = typing_delay
+        self._send_slots = asyncio.Semaphore(send_concurrency)
+        self._db_pool: ThreadPoolExecutor | None = None
+        self._courtesy: set[asyncio.Task[Any]] = set()
         self._user_locks: dict[str, asyncio.Lock] = {}
         self._in_flight: set[asyncio.Task[None]] = set()
         self._citations: dict[InboxKey, list[dict[str, Any]]] = {}
@@ -129,7 +150,16 @@ class BotService:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then drain: stop receiving, finish work in flight
         (what does not finish stays in the inbox for the next start), flush the outbox."""
-        for message in self.store.claim_pending():
+        # Two workers: the inbox store and the user directory are separate files.
+        self._db_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="signal-rag-db")
+        try:
+            await self._serve(stop)
+        finally:
+            pool, self._db_pool = self._db_pool, None
+            pool.shutdown(wait=True)
+
+    async def _serve(self, stop: asyncio.Event) -> None:
+        for message in await self._db(self.store.claim_pending):
             self._spawn(self._process(message))
         sender = asyncio.create_task(self._send_loop(), name="signal-sender")
         expiry = asyncio.create_task(self._expire_loop(), name="memory-expiry")
@@ -151,6 +181,22 @@ class BotService:
             await asyncio.wait_for(sender, timeout=self._drain_timeout)
         except TimeoutError:
             log.warning("outbox_drain_timeout")
+        for task in self._courtesy:
+            task.cancel()
+
+    async def _db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a blocking SQLite call off the event loop (each commit waits for an fsync)."""
+        if self._db_pool is None:  # outside `run` (tests, one-off maintenance calls)
+            return await asyncio.to_thread(call, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db_pool,
+                                          functools.partial(call, *args, **kwargs))
+
+    def _background(self, call: Awaitable[Any]) -> None:
+        """Fire a courtesy call (read receipt) without holding up the answer."""
+        task = asyncio.ensure_future(self._best_effort(call))
+        self._courtesy.add(task)
+        task.add_done_callback(self._courtesy.discard)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -162,12 +208,12 @@ class BotService:
     async def _receive_loop(self) -> None:
         async for envelope in self.transport.events():
             try:
-                self.handle(envelope)
+                await self.handle(envelope)
             except Exception as exc:  # noqa: BLE001 - one bad message never stops the bot
                 log.error("envelope_failed", extra={"error": type(exc).__name__,
                                                     "kind": envelope.kind.value})
 
-    def handle(self, envelope: Envelope) -> None:
+    async def handle(self, envelope: Envelope) -> None:
         """Persist what needs an answer and schedule it; record feedback; ignore the rest."""
         uuid = envelope.source_uuid
         if uuid is None or self._is_self(uuid, envelope.source_number):
@@ -175,9 +221,9 @@ class BotService:
         if envelope.kind is EnvelopeKind.REACTION and envelope.reaction is not None:
             reaction = envelope.reaction
             if self._is_self(reaction.target_author_uuid, reaction.target_author_number):
-                self.users.record_feedback(self.assistant.hash_user(uuid),
-                                           reaction.target_sent_timestamp, reaction.emoji,
-                                           removed=reaction.is_remove)
+                await self._db(self.users.record_feedback, self.assistant.hash_user(uuid),
+                               reaction.target_sent_timestamp, reaction.emoji,
+                               removed=reaction.is_remove)
             return
         if envelope.kind is not EnvelopeKind.DATA or not envelope.text:
             # Edits, deletes, receipts, typing, sync, stories and calls need no answer:
@@ -189,13 +235,12 @@ class BotService:
         self.stats.received += 1
         payload = {"text": addressing.text, "group_id": envelope.group_id,
                    "number": envelope.source_number, "expires": envelope.expires_in_seconds}
-        key = InboxKey(uuid, envelope.timestamp)
-        if not self.store.accept(uuid, envelope.timestamp, envelope.group_id or DIRECT, payload):
+        message = await self._db(self.store.admit, uuid, envelope.timestamp,
+                                 envelope.group_id or DIRECT, payload)
+        if message is None:
             self.stats.duplicates += 1
             return
-        message = self.store.claim(key)
-        if message is not None:
-            self._spawn(self._process(message))
+        self._spawn(self._process(message))
 
     def _is_self(self, uuid: str | None, number: str | None) -> bool:
         return bool((uuid and uuid == self.bot.uuid) or (number and number == self.bot.number))
@@ -215,7 +260,7 @@ class BotService:
                 log.error("message_failed", extra={"error": type(exc).__name__})
                 return
             if reply is None:
-                self.store.mark_ignored(message.key)
+                await self._db(self.store.mark_ignored, message.key)
                 self.stats.ignored += 1
                 return
             payload = message.payload or {}
@@ -224,7 +269,7 @@ class BotService:
                                quote_author=uuid if group else None,
                                quote_timestamp=message.key.msg_timestamp if group else None)
                      for part in split_reply(reply)]
-            if self.store.record_reply(message.key, parts):
+            if await self._db(self.store.record_reply, message.key, parts):
                 self.stats.answered += 1
                 self._wake.set()
 
@@ -238,7 +283,7 @@ class BotService:
         chat = message.chat_id
         if self.access.allowed and not ({uuid, number} & self.access.allowed):
             return None
-        if self.access.passphrase and not self.users.is_activated(user):
+        if self.access.passphrase and not await self._db(self.users.is_activated, user):
             return await self._activate(user, text)
         command = parse_command(text, self.access.command_prefix)
         if command is not None:
@@ -248,18 +293,37 @@ class BotService:
             return SLOW_DOWN.format(seconds=decision.retry_after) if decision.first_refusal \
                 else None
         group = payload.get("group_id")
-        await self._best_effort(self.transport.send_receipt(uuid, [message.key.msg_timestamp])
-                                if not group else None)
-        await self._best_effort(self.transport.send_typing(
-            recipient=None if group else uuid, group_id=group))
+        if not group:
+            self._background(self.transport.send_receipt(uuid, [message.key.msg_timestamp]))
+        typing = asyncio.ensure_future(self._typing_after_delay(uuid, group))
+        if self._typing_delay <= 0:
+            await asyncio.wait({typing})  # shown before the work starts
+        expires = int(payload.get("expires") or 0)
+        context = None
+        if expires:  # a disappearing chat forgets on its own timer (SIG-7)
+            graph_context = self.assistant.context()
+            context = dataclasses.replace(
+                graph_context, memory_ttl=min(graph_context.memory_ttl, float(expires)))
         try:
-            answer = await self.assistant.ask(text, user_id=uuid, chat=chat)
-            self.users.touch_thread(user, chat)
-        finally:
-            await self._best_effort(self.transport.send_typing(
-                recipient=None if group else uuid, group_id=group, stop=True))
+            answer = await self.assistant.ask(text, user_id=uuid, chat=chat, context=context)
+        except BaseException:
+            typing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                if await typing:  # no reply will clear the indicator: switch it off
+                    await self._best_effort(self.transport.send_typing(
+                        recipient=None if group else uuid, group_id=group, stop=True))
+            raise
+        typing.cancel()  # the reply clears an indicator that was shown
+        await self._db(self.users.touch_thread, user, chat, expires=expires)
         self._citations[message.key] = [dict(c) for c in answer.citations]
         return answer.reply
+
+    async def _typing_after_delay(self, uuid: str, group: str | None) -> bool:
+        """Show "typing…" once an answer takes longer than `typing_delay`; True if shown."""
+        if self._typing_delay > 0:
+            await self._sleep(self._typing_delay)
+        return await self._best_effort(self.transport.send_typing(
+            recipient=None if group else uuid, group_id=group))
 
     async def _activate(self, user: str, text: str) -> str | None:
         assert self.access.passphrase is not None
@@ -268,7 +332,7 @@ class BotService:
             return None
         if matches_passphrase(text, self.access.passphrase):
             await asyncio.to_thread(self.lockout.record_success, user)
-            self.users.activate(user)
+            await self._db(self.users.activate, user)
             return ACTIVATED
         await asyncio.to_thread(self.lockout.record_failure, user)
         return None  # silence: a stranger learns nothing
@@ -290,31 +354,31 @@ class BotService:
             return info_text(knowledge, prefix)
         if command is Command.RESET:
             await self.assistant.forget_thread(user, chat)
-            self.users.reset(user, chat)
+            await self._db(self.users.reset, user, chat)
             return RESET
         if command is Command.FORGET:
-            for known_chat in self.users.chats(user):
+            for known_chat in await self._db(self.users.chats, user):
                 await self.assistant.forget_thread(user, known_chat)
-            self.store.forget_user(message.key.sender_uuid, keep=message.key)
-            self.users.forget(user)
-            self.limiter.forget(user)
+            await self._db(self.store.forget_user, message.key.sender_uuid, keep=message.key)
+            await self._db(self.users.forget, user)
+            await asyncio.to_thread(self.limiter.forget, user)
             return FORGOTTEN
         if command is Command.SOURCES:
-            return self._sources(user, chat)
+            return await self._sources(user, chat)
         if command is Command.STATUS:
-            return self._status()
+            return await self._status()
         return unknown_command_hint(prefix)
 
-    def _sources(self, user: str, chat: str) -> str:
-        sources = self.users.last_sources(user, chat)
+    async def _sources(self, user: str, chat: str) -> str:
+        sources = await self._db(self.users.last_sources, user, chat)
         if not sources:
             return "There is no earlier answer with sources in this chat."
         lines = [f"[{s['number']}] {s['title']} ({s['source']}"
                  + (f", p. {s['page']})" if s.get("page") else ")") for s in sources]
         return "Sources of the last answer:\n" + "\n".join(lines)
 
-    def _status(self) -> str:
-        counts = self.store.counts()
+    async def _status(self) -> str:
+        counts = await self._db(self.store.counts)
         transport = self.transport.status
         index = self.assistant.index
         return "\n".join([
@@ -326,22 +390,27 @@ class BotService:
             f"sent {self.stats.sent}, failed sends {self.stats.send_failed}",
         ])
 
-    async def _best_effort(self, call: Awaitable[Any] | None) -> None:
-        """Receipts and typing indicators are courtesy: their failure costs nothing."""
+    async def _best_effort(self, call: Awaitable[Any] | None) -> bool:
+        """Receipts and typing indicators are courtesy: their failure costs nothing.
+        True when the call went through."""
         if call is None:
-            return
+            return False
         try:
             await call
         except SignalError as exc:
             log.info("courtesy_call_failed", extra={"error": type(exc).__name__})
+            return False
+        return True
 
     async def expire_memory(self) -> int:
-        """Delete conversation memory idle for longer than the graph's memory TTL (ACC-4)."""
+        """Delete conversation memory idle for longer than the graph's memory TTL (ACC-4),
+        or than the chat's disappearing-message timer (SIG-7)."""
         ttl = self.assistant.context().memory_ttl
-        expired = self.users.inactive_threads(ttl)
-        for user, chat in expired:
-            await self.assistant.forget_thread(user, chat)
-            self.users.drop_thread(user, chat)
+        expired: list[Thread] = await self._db(self.users.inactive_threads, ttl)
+        for thread in expired:
+            await self.assistant.forget_thread(thread.user, thread.chat)
+            await self._db(self.users.drop_thread, thread.user, thread.chat,
+                           purge_answers=thread.expires > 0)
         return len(expired)
 
     async def _expire_loop(self) -> None:
@@ -356,20 +425,35 @@ class BotService:
 
     async def _send_loop(self) -> None:
         while True:
-            due = self.store.due_outbox(self._clock())
-            for item in due:
-                await self._send_one(item)
+            due = await self._db(self.store.due_outbox, self._clock())
             if due:
+                await self._send_due(due)
                 continue  # sending a part makes the next part of that reply due
             if self._drained.is_set():
                 return  # drained what was due; the rest stays in the outbox
             self._wake.clear()
-            next_at = self.store.next_due_at()
+            next_at = await self._db(self.store.next_due_at)
             wait = 1.0 if next_at is None else min(1.0, max(0.0, next_at - self._clock()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
-    async def _send_one(self, item: OutboxItem) -> None:
+    async def _send_due(self, due: list[OutboxItem]) -> None:
+        """Different chats in parallel; within one chat, in order, stopping at the first
+        part that must wait, so a later reply never overtakes an earlier one."""
+        chats: dict[tuple[str | None, str | None], list[OutboxItem]] = {}
+        for item in due:
+            chats.setdefault((item.recipient, item.group_id), []).append(item)
+
+        async def send_chat(items: list[OutboxItem]) -> None:
+            async with self._send_slots:
+                for item in items:
+                    if not await self._send_one(item):
+                        return
+
+        await asyncio.gather(*(send_chat(items) for items in chats.values()))
+
+    async def _send_one(self, item: OutboxItem) -> bool:
+        """Send one part; True when it left (or can never leave), False when it waits."""
         recipients = [item.recipient] if item.recipient else []
         try:
             result = await self.transport.send(
@@ -377,26 +461,32 @@ class BotService:
                 quote_timestamp=item.quote_timestamp, quote_author=item.quote_author)
         except SignalRateLimited as exc:
             # Signal's own limit (or a CAPTCHA): retrying soon makes it worse.
-            self._retry(item, max(exc.retry_after or 0, 600), exc, alert="signal_rate_limited")
+            await self._retry(item, max(exc.retry_after or 0, 600), exc,
+                              alert="signal_rate_limited")
+            return False
         except SignalUntrustedIdentity as exc:
-            self._retry(item, 3600, exc, alert="signal_untrusted_identity")
+            await self._retry(item, 3600, exc, alert="signal_untrusted_identity")
+            return False
         except (SignalUnregistered, SignalInvalidParams) as exc:
-            self.store.mark_failed(item.id, type(exc).__name__)
+            await self._db(self.store.mark_failed, item.id, type(exc).__name__)
             self.stats.send_failed += 1
+            return True
         except (SignalNetworkError, SignalError) as exc:
             delay = min(self._retry_cap, self._retry_initial * 2 ** item.attempts)
-            self._retry(item, delay, exc)
-        else:
-            self.store.mark_sent(item.id, result.timestamp or 0)
-            self.stats.sent += 1
-            if item.part == 0 and result.timestamp:
-                user = self.assistant.hash_user(item.key.sender_uuid)
-                self.users.remember_answer(user, item.group_id or DIRECT, result.timestamp,
-                                           self._citations.pop(item.key, []))
+            await self._retry(item, delay, exc)
+            return False
+        await self._db(self.store.mark_sent, item.id, result.timestamp or 0)
+        self.stats.sent += 1
+        if item.part == 0 and result.timestamp:
+            user = self.assistant.hash_user(item.key.sender_uuid)
+            await self._db(self.users.remember_answer, user, item.group_id or DIRECT,
+                           result.timestamp, self._citations.pop(item.key, []))
+        return True
 
-    def _retry(self, item: OutboxItem, delay: float, exc: Exception,
-               alert: str | None = None) -> None:
-        self.store.mark_retry(item.id, self._clock() + delay, type(exc).__name__)
+    async def _retry(self, item: OutboxItem, delay: float, exc: Exception,
+                     alert: str | None = None) -> None:
+        await self._db(self.store.mark_retry, item.id, self._clock() + delay,
+                       type(exc).__name__)
         self.stats.send_retries += 1
         if alert:
             self.stats.alerts.append(alert)

@@ -9,6 +9,7 @@ enough: one process owns the file, and no queue library gives this two-table tra
 State machine (one inbox row per message, keyed by (sender UUID, message timestamp)):
 
     accept ─► pending ─claim─► processing ─record_reply─► answered   (payload deleted)
+    admit ─────────────────────►┘  (accept + claim in one statement)
                  │                 │  ▲
                  │                 └──┘ claim again after a restart (attempts + 1)
                  └── mark_ignored ─┴────────────────────► ignored    (payload deleted)
@@ -31,8 +32,9 @@ Where a `kill -9` can land, and what happens on restart:
 - after `record_reply`: the inbox row is answered, so it is never processed again; its
   parts are pending in the outbox and `due_outbox` hands them out.
 - between the daemon accepting a send and `mark_sent` committing: that part is still
-  pending and is sent again — the one duplicate a kill can cause. The sender sends parts
-  one at a time and marks each before the next, so one kill duplicates at most one part.
+  pending and is sent again — the one duplicate a kill can cause. The sender sends one
+  part at a time per chat and marks each before the next, so one kill duplicates at most
+  one part per chat that was being sent to (never two parts of one reply).
 - `record_reply` on a row that is no longer pending/processing does nothing and returns
   False, so two concurrent handlers cannot give one message two answers.
 
@@ -248,6 +250,21 @@ class Store:
                 "received_at, payload) VALUES (?, ?, ?, ?, ?)",
                 (sender_uuid, msg_timestamp, chat_id, self._clock(), body))
             return cursor.rowcount == 1
+
+    def admit(self, sender_uuid: str, msg_timestamp: int, chat_id: str,
+              payload: Mapping[str, Any]) -> InboxMessage | None:
+        """`accept` and `claim` in one statement (one fsync instead of two): the message,
+        already processing; None if this (sender, timestamp) is already known."""
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        with self._lock:
+            row = self._db.execute(
+                "INSERT OR IGNORE INTO inbox (sender_uuid, msg_timestamp, chat_id, "
+                "received_at, payload, status, attempts) "
+                "VALUES (?, ?, ?, ?, ?, 'processing', 1) "
+                "RETURNING sender_uuid, msg_timestamp, chat_id, received_at, status, "
+                "attempts, payload",
+                (sender_uuid, msg_timestamp, chat_id, self._clock(), body)).fetchone()
+        return None if row is None else _inbox_message(row)
 
     def claim(self, key: InboxKey) -> InboxMessage | None:
         """Mark one open message processing and return it; None if closed or unknown."""

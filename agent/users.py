@@ -3,6 +3,10 @@
 Keyed by the HMAC of the Signal service id (never the raw id or a phone number), in its
 own small SQLite file beside the inbox/outbox. Why not the inbox store: this state lives
 as long as the user does, the inbox only until a message is answered.
+
+Durability: WAL with `synchronous=NORMAL`, which survives a killed process; only a power
+cut can roll back the last commits (an activation to repeat, a thread's activity time),
+which costs nothing that matters. The inbox, where a lost commit loses a message, is FULL.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS activated (user TEXT PRIMARY KEY, at REAL NOT NULL);
@@ -23,11 +27,21 @@ CREATE TABLE IF NOT EXISTS answers (
     sources TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS answers_by_user ON answers (user, chat, at);
 CREATE TABLE IF NOT EXISTS threads (
-    user TEXT NOT NULL, chat TEXT NOT NULL, last_at REAL NOT NULL, PRIMARY KEY (user, chat));
+    user TEXT NOT NULL, chat TEXT NOT NULL, last_at REAL NOT NULL,
+    expires INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (user, chat));
 CREATE TABLE IF NOT EXISTS feedback (
     user TEXT NOT NULL, sent_ts INTEGER NOT NULL, emoji TEXT NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (user, sent_ts));
 """
+
+
+class Thread(NamedTuple):
+    """One user's conversation in one chat."""
+
+    user: str
+    chat: str
+    expires: int
+    """The chat's disappearing-message timer in seconds (0: off), SIG-7."""
 
 
 class UserDirectory:
@@ -43,8 +57,11 @@ class UserDirectory:
             file.touch(mode=0o600)
         self._db = sqlite3.connect(file, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(threads)")}
+        if "expires" not in columns:  # a directory written before SIG-7
+            self._db.execute("ALTER TABLE threads ADD COLUMN expires INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         with self._lock:
@@ -76,25 +93,36 @@ class UserDirectory:
                         "ORDER BY at DESC, sent_ts DESC LIMIT 1", user, chat)
         return list(json.loads(row[0])) if row else []
 
-    def touch_thread(self, user: str, chat: str) -> None:
-        """Note that this user's conversation in `chat` was active now (memory expiry)."""
-        self._run("INSERT OR REPLACE INTO threads (user, chat, last_at) VALUES (?, ?, ?)",
-                  user, chat, self._clock())
+    def touch_thread(self, user: str, chat: str, *, expires: int = 0) -> None:
+        """Note that this user's conversation in `chat` was active now (memory expiry), and
+        the chat's disappearing-message timer as of this message."""
+        self._run("INSERT OR REPLACE INTO threads (user, chat, last_at, expires) "
+                  "VALUES (?, ?, ?, ?)", user, chat, self._clock(), max(0, expires))
 
     def chats(self, user: str) -> list[str]:
         with self._lock:
             return [str(r[0]) for r in self._db.execute(
                 "SELECT chat FROM threads WHERE user = ?", (user,))]
 
-    def inactive_threads(self, older_than: float) -> list[tuple[str, str]]:
-        """(user, chat) pairs idle for more than `older_than` seconds."""
+    def inactive_threads(self, older_than: float) -> list[Thread]:
+        """Threads idle for more than `older_than` seconds, or for more than their chat's
+        disappearing-message timer when that is shorter."""
         with self._lock:
-            return [(str(r[0]), str(r[1])) for r in self._db.execute(
-                "SELECT user, chat FROM threads WHERE last_at < ?",
-                (self._clock() - older_than,))]
+            return [Thread(str(r[0]), str(r[1]), int(r[2])) for r in self._db.execute(
+                "SELECT user, chat, expires FROM threads WHERE last_at < ? - CASE "
+                "WHEN expires > 0 AND expires < ? THEN expires ELSE ? END",
+                (self._clock(), older_than, older_than))]
 
-    def drop_thread(self, user: str, chat: str) -> None:
-        self._run("DELETE FROM threads WHERE user = ? AND chat = ?", user, chat)
+    def drop_thread(self, user: str, chat: str, *, purge_answers: bool = False) -> None:
+        """Forget the thread; with `purge_answers`, also the chat's answer records (the
+        sources of a disappearing chat must disappear with it)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM threads WHERE user = ? AND chat = ?", (user, chat))
+            if purge_answers:
+                self._db.execute("DELETE FROM answers WHERE user = ? AND chat = ?",
+                                 (user, chat))
+            self._db.execute("COMMIT")
 
     def last_answer_timestamp(self, user: str, chat: str) -> int | None:
         row = self._one("SELECT sent_ts FROM answers WHERE user = ? AND chat = ? "

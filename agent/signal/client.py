@@ -286,6 +286,10 @@ class _StreamEndedError(Exception):
     """The daemon ended the event stream cleanly (what a graceful shutdown looks like)."""
 
 
+MAX_HTTP_CONNECTIONS = 8
+"""RPC connections plus the event stream's own."""
+
+
 class HttpTransport(_BaseTransport):
     """JSON-RPC over `POST /api/v1/rpc`, events from `GET /api/v1/events` (SSE)."""
 
@@ -294,8 +298,13 @@ class HttpTransport(_BaseTransport):
         super().__init__(**options)
         self.base_url = base_url.rstrip("/")
         # trust_env=False: never route the loopback daemon through an HTTP(S)_PROXY.
+        # A small pool: httpx checks every pooled connection on each request, so a pool
+        # grown to one connection per concurrent call costs more CPU than it saves; the
+        # daemon answers in a few milliseconds, so few connections keep it busy.
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
+            limits=httpx.Limits(max_connections=MAX_HTTP_CONNECTIONS,
+                                max_keepalive_connections=MAX_HTTP_CONNECTIONS),
             trust_env=False)
         self._owns_client = client is None
 

@@ -411,6 +411,9 @@ class FakeSignalDaemon:
         self.groups: dict[str, list[str]] = {
             gid: list(members) for gid, members in (groups or default_groups).items()
         }
+        self.expiration_timers: dict[str, int] = {}
+        """Disappearing-message timer per conversation (sender UUID or group id), taken
+        from incoming messages as signal-cli does; `expiration_for` says what a send gets."""
         self.reply_delay: dict[str, float] = {}
         """Seconds before answering a method (TCP and HTTP); reorders pipelined replies."""
         self.http_port: int | None = None
@@ -485,7 +488,23 @@ class FakeSignalDaemon:
     def deliver(self, env: Mapping[str, Any], *, account: str | None = None) -> None:
         """Queue an incoming envelope; it goes to the current subscribers (or waits)."""
         payload = {"account": account or self.accounts[0], "envelope": dict(env)}
+        data = env.get("dataMessage")
+        if isinstance(data, Mapping) and (data.get("message") is not None
+                                          or data.get("isExpirationUpdate")):
+            # signal-cli's IncomingMessageHandler: a message with a body or a timer update
+            # sets the conversation's timer, which SendHelper applies to every send.
+            group = data.get("groupInfo")
+            chat = group.get("groupId") if isinstance(group, Mapping) else env.get("sourceUuid")
+            if isinstance(chat, str):
+                with self._lock:
+                    self.expiration_timers[chat] = int(data.get("expiresInSeconds") or 0)
         self.deliver_payload(payload)
+
+    def expiration_for(self, params: Mapping[str, Any]) -> int:
+        """The disappearing-message timer the daemon gives a recorded `send`."""
+        chat = params.get("groupId") or (params.get("recipient") or [None])[0]
+        with self._lock:
+            return self.expiration_timers.get(str(chat), 0)
 
     def deliver_payload(self, payload: Mapping[str, Any]) -> None:
         """Queue a raw receive payload, e.g. one with an `exception` object."""

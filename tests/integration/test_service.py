@@ -71,7 +71,8 @@ async def start(sim: FakeSignalDaemon, assistant: Assistant,
 
     async def launch(*, rates: str = "10/minute;100/hour", access: AccessPolicy | None = None,
                      limits_uri: str = "memory://", bot: Assistant | None = None,
-                     clock: Callable[[], float] | None = None) -> BotService:
+                     clock: Callable[[], float] | None = None,
+                     typing_delay: float = 0.0) -> BotService:
         transport = create_transport(sim.http_url, account=BOT_NUMBER, stale_after=2.0,
                                      backoff=Backoff(initial=0.05, cap=0.2))
         service = BotService(
@@ -81,7 +82,7 @@ async def start(sim: FakeSignalDaemon, assistant: Assistant,
             limiter=UserRateLimiter(rates, limits_uri), lockout=ActivationLockout(limits_uri),
             bot=BotIdentity(uuid=BOT_UUID, number=BOT_NUMBER),
             access=access or AccessPolicy(passphrase=PASSPHRASE), retry_initial=0.05,
-            retry_cap=0.2, drain_timeout=5.0)
+            retry_cap=0.2, drain_timeout=5.0, typing_delay=typing_delay)
         stop = asyncio.Event()
         task = asyncio.create_task(service.run(stop))
         running.append((service, stop, task))
@@ -119,7 +120,10 @@ async def test_activation_then_a_cited_answer(sim: FakeSignalDaemon, start: Any)
     assert "300 kilometres" in answer["message"] and "Sources:" in answer["message"]
     assert "bikes.txt" in answer["message"]
     assert answer["recipient"] == [ALICE_UUID] and "quoteTimestamp" not in answer
-    assert sim.count("sendTyping") >= 2 and sim.count("sendReceipt") == 1
+    # Typing on (the reply itself clears it on the phone, so no "stop"), one read receipt.
+    await sim.wait_for("sendReceipt", 1)
+    typing = sim.sent("sendTyping")
+    assert [t.get("stop") for t in typing] == [False] and sim.count("sendReceipt") == 1
     assert service.stats.ignored == 2
 
 
@@ -324,3 +328,67 @@ async def test_idle_memory_is_deleted_after_a_day(sim: FakeSignalDaemon, start: 
     now[0] += 24 * 3600 + 1
     assert await service.expire_memory() == 1
     assert saver.get_tuple({"configurable": {"thread_id": thread}}) is None
+
+
+async def test_an_instant_answer_needs_no_typing_indicator(sim: FakeSignalDaemon,
+                                                           start: Any) -> None:
+    await start(typing_delay=30.0)
+    await activate(sim)
+    sim.deliver(direct_message(QUESTION))
+    await sim.wait_for("send", 2)
+    await sim.wait_for("sendReceipt", 1)
+    assert sim.count("sendTyping") == 0
+
+
+async def test_typing_is_switched_off_when_no_reply_follows(
+        sim: FakeSignalDaemon, start: Any, assistant: Assistant,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    await start()
+    await activate(sim)
+
+    async def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("graph failed")
+
+    monkeypatch.setattr(assistant, "ask", broken)
+    sim.deliver(direct_message(QUESTION))
+    await sim.wait_for("sendTyping", 2)
+    assert [t["stop"] for t in sim.sent("sendTyping")] == [False, True]
+    assert texts(sim) == [ACTIVATED], "the message stays in the inbox for a retry"
+
+
+async def test_disappearing_chat_reply_keeps_the_timer_and_memory_goes_with_it(
+        sim: FakeSignalDaemon, start: Any, assistant: Assistant) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    now = [1_000_000.0]
+    saver = InMemorySaver()
+    bot = Assistant(assistant.settings, embedder=assistant.embedder, index=assistant.index,
+                    audit=MemoryAuditSink(), checkpointer=saver)
+    service = await start(bot=bot, clock=lambda: now[0])
+    await activate(sim, source_uuid=ALICE_UUID)
+    await activate(sim, source_uuid=BOB_UUID, source_number=BOB_NUMBER)
+    sim.deliver(direct_message(QUESTION, source_uuid=ALICE_UUID, expires_in_seconds=300))
+    sim.deliver(direct_message(QUESTION, source_uuid=BOB_UUID, source_number=BOB_NUMBER))
+    await sim.wait_for("send", 4)
+    by_recipient = {params["recipient"][0]: params for params in sim.sent("send")[2:]}
+    assert sim.expiration_for(by_recipient[ALICE_UUID]) == 300
+    assert sim.expiration_for(by_recipient[BOB_UUID]) == 0
+
+    def thread_of(uuid: str) -> Any:
+        thread = bot.thread_id(bot.hash_user(uuid), "dm")
+        return saver.get_tuple({"configurable": {"thread_id": thread}})
+
+    alice, bob = bot.hash_user(ALICE_UUID), bot.hash_user(BOB_UUID)
+    for _ in range(100):  # the answer records are written just after the sends
+        if service.users.last_sources(alice, "dm") and service.users.last_sources(bob, "dm"):
+            break
+        await asyncio.sleep(0.02)
+    assert service.users.last_sources(alice, "dm") != []
+    assert thread_of(ALICE_UUID) is not None and thread_of(BOB_UUID) is not None
+    now[0] += 299
+    assert await service.expire_memory() == 0
+    now[0] += 2  # past Alice's 5-minute timer, far from Bob's 24 hours
+    assert await service.expire_memory() == 1
+    assert thread_of(ALICE_UUID) is None and thread_of(BOB_UUID) is not None
+    assert service.users.last_sources(alice, "dm") == [], "her sources went with it"
+    assert service.users.last_sources(bob, "dm") != []
