@@ -106,7 +106,7 @@ def bench_ingest(name: str, docs: Path, embedder: Any, repeats: int) -> dict[str
 
 
 def noop_graph() -> Any:
-    """Same six nodes and edges, nodes that do nothing: LangGraph's own floor."""
+    """Same seven nodes and edges, nodes that do nothing: LangGraph's own floor."""
     from typing import TypedDict
 
     from langgraph.graph import END, START, StateGraph
@@ -119,15 +119,18 @@ def noop_graph() -> Any:
         return {}
 
     builder = StateGraph(S)
-    for name in ("sanitize", "threat_check", "retrieve", "generate", "fallback", "audit"):
+    for name in ("sanitize", "threat_check", "retrieve", "generate", "fallback", "output_guard",
+                 "audit"):
         builder.add_node(name, node)
     builder.add_edge(START, "sanitize")
     builder.add_conditional_edges("sanitize", lambda _s: "threat_check",
                                   ["threat_check", "fallback"])
     builder.add_conditional_edges("threat_check", lambda _s: "retrieve", ["retrieve", "fallback"])
     builder.add_conditional_edges("retrieve", lambda _s: "generate", ["generate", "fallback"])
-    builder.add_conditional_edges("generate", lambda _s: "audit", ["audit", "fallback"])
-    builder.add_edge("fallback", "audit")
+    builder.add_conditional_edges("generate", lambda _s: "output_guard",
+                                  ["output_guard", "fallback"])
+    builder.add_edge("fallback", "output_guard")
+    builder.add_edge("output_guard", "audit")
     builder.add_edge("audit", END)
     return builder.compile()
 
@@ -195,6 +198,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="ingest repeats (samples)")
     parser.add_argument("--bot-seconds", type=float, default=60.0,
                         help="bot throughput run length (0 to skip)")
+    parser.add_argument("--bot-transports", default="tcp,http",
+                        help="daemon transports to measure the bot through (comma-separated)")
     args = parser.parse_args()
 
     from agent.logs import configure_logging
@@ -217,7 +222,9 @@ def main() -> None:
             from benchmarks.bot import run_bot_benchmark
 
             bot_rows = [asyncio.run(run_bot_benchmark(sample_index, embedder,
-                                                      seconds=args.bot_seconds))]
+                                                      seconds=args.bot_seconds,
+                                                      transport=transport))
+                        for transport in args.bot_transports.split(",")]
         if (args.scifact / "corpus.jsonl").is_file():
             docs = Path(tmp) / "scifact-docs"
             queries = write_scifact_docs(args.scifact, args.scifact_docs, docs)

@@ -15,6 +15,7 @@ from agent.settings import Settings, load_settings
 from knowledge.embeddings import LocalEmbedder
 from knowledge.index import EmbeddingInfo, KnowledgeIndex, open_index
 from knowledge.ingest import ingest
+from tests.integration.redis_server import redis_server  # noqa: F401 - a shared fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "knowledge"

@@ -392,3 +392,47 @@ async def test_disappearing_chat_reply_keeps_the_timer_and_memory_goes_with_it(
     assert thread_of(ALICE_UUID) is None and thread_of(BOB_UUID) is not None
     assert service.users.last_sources(alice, "dm") == [], "her sources went with it"
     assert service.users.last_sources(bob, "dm") != []
+
+
+@pytest.mark.slow
+async def test_two_service_instances_share_the_limit_through_redis(
+        assistant: Assistant, tmp_path: Path, redis_server: Any) -> None:
+    """Two running bots (each with its own daemon and stores) and one Redis: a user who
+    writes to both gets 10 answers a minute in all, and one notice, not one per bot."""
+    with fake_signal_daemon(keepalive_interval=0.2, tcp=False) as sim_a, \
+            fake_signal_daemon(keepalive_interval=0.2, tcp=False) as sim_b:
+        services, stops, tasks = [], [], []
+        for name, daemon in (("a", sim_a), ("b", sim_b)):
+            service = BotService(
+                transport=create_transport(daemon.http_url, account=BOT_NUMBER),
+                assistant=assistant, store=Store(tmp_path / f"inbox-{name}.sqlite3"),
+                users=UserDirectory(tmp_path / f"users-{name}.sqlite3"),
+                limiter=UserRateLimiter("10/minute;100/hour", redis_server.uri),
+                lockout=ActivationLockout(redis_server.uri),
+                bot=BotIdentity(uuid=BOT_UUID, number=BOT_NUMBER),
+                access=AccessPolicy(passphrase=None), drain_timeout=5.0)
+            services.append(service)
+            stops.append(asyncio.Event())
+            tasks.append(asyncio.create_task(service.run(stops[-1])))
+        await asyncio.sleep(0.3)
+        try:
+            for i in range(7):  # 14 messages, alternating between the two bots
+                sim_a.deliver(direct_message(f"{QUESTION} (a{i})"))
+                sim_b.deliver(direct_message(f"{QUESTION} (b{i})"))
+            await asyncio.wait_for(_until(lambda: sum(
+                s.stats.answered + s.stats.ignored for s in services) == 14), timeout=30)
+            await asyncio.sleep(0.3)  # the last replies leave the outboxes
+            replies = texts(sim_a) + texts(sim_b)
+        finally:
+            for stop in stops:
+                stop.set()
+            await asyncio.gather(*tasks)
+            for service in services:
+                await service.transport.aclose()
+                service.store.close()
+                service.users.close()
+    notices = [text for text in replies if "too fast" in text]
+    answers = [text for text in replies if "Sources:" in text]
+    assert len(answers) == 10, "ten per minute across both bots"
+    assert len(notices) == 1, "one refusal notice in all; the other three are silent"
+    assert sum(s.stats.ignored for s in services) == 3
