@@ -1,4 +1,7 @@
-"""Assemble the StateGraph: six nodes, routers for every way off the happy path."""
+"""Assemble the StateGraph: seven nodes, routers for every way off the happy path.
+
+Every reply, answered or fallback, passes `output_guard` on its way to `audit`.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,11 @@ from graph.context import GraphContext
 from graph.nodes.audit import audit
 from graph.nodes.fallback import fallback
 from graph.nodes.generate import generate, should_retry
+from graph.nodes.output_guard import output_guard
 from graph.nodes.retrieve import retrieve
 from graph.nodes.sanitize import sanitize
 from graph.nodes.threat_check import threat_check
+from graph.nodes.traced import traced
 from graph.routing import (
     route_after_generate,
     route_after_retrieve,
@@ -23,7 +28,8 @@ from graph.routing import (
 )
 from graph.state import GraphInput, GraphOutput, GraphState
 
-NODES = ("sanitize", "threat_check", "retrieve", "generate", "fallback", "audit")
+NODES = ("sanitize", "threat_check", "retrieve", "generate", "fallback", "output_guard",
+         "audit")
 
 
 def model_retry_policy(max_attempts: int = 3, initial_interval: float = 0.5,
@@ -39,18 +45,21 @@ def build_graph(*, retry_policy: RetryPolicy | None = None, checkpointer: Any = 
                 ) -> CompiledStateGraph[GraphState, GraphContext, GraphInput, GraphOutput]:
     builder = StateGraph(GraphState, context_schema=GraphContext, input_schema=GraphInput,
                          output_schema=GraphOutput)
-    builder.add_node("sanitize", sanitize)
-    builder.add_node("threat_check", threat_check)
-    builder.add_node("retrieve", retrieve)
-    builder.add_node("generate", generate, retry_policy=retry_policy or model_retry_policy())
-    builder.add_node("fallback", fallback)
-    builder.add_node("audit", audit)
+    builder.add_node("sanitize", traced("sanitize", sanitize))
+    builder.add_node("threat_check", traced("threat_check", threat_check))
+    builder.add_node("retrieve", traced("retrieve", retrieve))
+    builder.add_node("generate", traced("generate", generate),
+                     retry_policy=retry_policy or model_retry_policy())
+    builder.add_node("fallback", traced("fallback", fallback))
+    builder.add_node("output_guard", traced("output_guard", output_guard))
+    builder.add_node("audit", traced("audit", audit))
 
     builder.add_edge(START, "sanitize")
     builder.add_conditional_edges("sanitize", route_after_sanitize)
     builder.add_conditional_edges("threat_check", route_after_threat_check)
     builder.add_conditional_edges("retrieve", route_after_retrieve)
     builder.add_conditional_edges("generate", route_after_generate)
-    builder.add_edge("fallback", "audit")
+    builder.add_edge("fallback", "output_guard")
+    builder.add_edge("output_guard", "audit")
     builder.add_edge("audit", END)
     return builder.compile(checkpointer=checkpointer, name="signal-rag")

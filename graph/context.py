@@ -7,14 +7,19 @@ never imports the application, which keeps the dependency arrows one-way.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
 
+from graph.prompts import new_canary
 from knowledge.retrieval import ScoredChunk
+
+log = logging.getLogger(__name__)
 
 
 class PassageSource(Protocol):
@@ -37,6 +42,58 @@ class AuditSink(Protocol):
     """Receives one content-free event per run."""
 
     def emit(self, event: Mapping[str, Any]) -> None: ...
+
+
+class Alerts(Protocol):
+    """Raises an operator alert (OBS-6, SEC-6) for a condition such as a failing guard.
+
+    `fields` are content-free (node names, exception class names), never message text.
+    """
+
+    def alert(self, condition: str, **fields: str) -> None: ...
+
+
+AttributeValue = str | int | float | bool
+
+
+class Span(Protocol):
+    """One unit of traced work; attributes must be content-free (OBS-3)."""
+
+    def set(self, key: str, value: AttributeValue) -> None: ...
+
+    def fail(self, error: BaseException) -> None: ...
+
+
+class Spans(Protocol):
+    """Starts spans that are children of whatever span is current (OBS-3). The
+    application supplies an OpenTelemetry implementation; the graph sees only this."""
+
+    def span(self, name: str, attributes: Mapping[str, AttributeValue] | None = None
+             ) -> AbstractContextManager[Span]: ...
+
+
+class _NoSpan:
+    def set(self, key: str, value: AttributeValue) -> None:
+        return None
+
+    def fail(self, error: BaseException) -> None:
+        return None
+
+
+class NoSpans:
+    """The default: tracing off, nothing recorded."""
+
+    @contextmanager
+    def span(self, name: str, attributes: Mapping[str, AttributeValue] | None = None
+             ) -> Iterator[Span]:
+        yield _NoSpan()
+
+
+class LogAlerts:
+    """The default: a structured `operator_alert` log event that log shipping can page on."""
+
+    def alert(self, condition: str, **fields: str) -> None:
+        log.error("operator_alert", extra={"condition": condition, **fields})
 
 
 class AlwaysClosed:
@@ -65,6 +122,14 @@ class GraphContext:
     breaker: Breaker = field(default_factory=AlwaysClosed)
     top_k: int = 4
     max_input_chars: int = 2000
+    max_reply_chars: int = 8000
+    """The output guard's length cap on a whole reply, sources included."""
+    canary: str = field(default_factory=new_canary)
+    """Per-deployment secret marker in the system prompt; seeing it in a reply is a leak.
+    The application passes the persisted one; the default suits tests only."""
+    alerts: Alerts = field(default_factory=LogAlerts)
+    spans: Spans = field(default_factory=NoSpans)
+    """A span per node and per model call (OBS-3); off by default."""
     max_attempts: int = 3
     """Must equal the generate node's RetryPolicy.max_attempts (the builder takes both)."""
     max_retry_after: float = 30.0

@@ -38,9 +38,9 @@ def route_after_retrieve(state: GraphState) -> Literal["generate", "fallback"]:
     return "generate" if state["passages"] else "fallback"
 
 
-def route_after_generate(state: GraphState) -> Literal["audit", "fallback"]:
+def route_after_generate(state: GraphState) -> Literal["output_guard", "fallback"]:
     _require(state, "fallback_reason", "route_after_generate")
     if state["fallback_reason"]:
         return "fallback"
     _require(state, "reply", "route_after_generate")
-    return "audit"
+    return "output_guard"

@@ -13,6 +13,7 @@ FallbackReason = Literal[
     "no_context",         # nothing above the relevance floor
     "circuit_open",       # the model's circuit breaker is open
     "model_error",        # the model failed after retries, or refused the request
+    "output_blocked",     # the output guard refused the reply (leak, secret, foreign URL)
 ]
 
 
@@ -85,6 +86,9 @@ class GraphState(TypedDict, total=False):
     """Why the run left the happy path; None while it is on it."""
     guard_rules: list[str]
     """Names of the guard rules that matched (safe to log)."""
+    hidden_text: bool
+    """The message carried invisible characters (zero-width, bidi, tags, controls): a
+    signal for anomaly detection even when nothing else matched."""
     passages: list[Passage]
     """Passages above the relevance floor, best first."""
     answer: str
@@ -97,6 +101,8 @@ class GraphState(TypedDict, total=False):
     """Which answerer produced the reply ("extractive" or the model name)."""
     error: str | None
     """Exception class name of a failure (never its message: it may echo input)."""
+    error_code: str | None
+    """The model API's machine-readable error code, e.g. `insufficient_quota` (OBS-6)."""
     timings: Annotated[dict[str, float], merge_timings]
     """Per-node latency in milliseconds."""
     history: Annotated[list[Exchange], keep_recent]

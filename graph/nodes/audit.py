@@ -26,10 +26,12 @@ def audit(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str, Any]:
         "user": state.get("user", ""),
         "route": f"fallback:{reason}" if reason else "answered",
         "guard_rules": list(state.get("guard_rules", [])),
+        "hidden_text": bool(state.get("hidden_text")),
         "passages": len(state.get("passages") or []),
         "citations": len(state.get("citations") or []),
         "model": state.get("model", "none"),
         "error": state.get("error"),
+        "error_code": state.get("error_code"),
         "timings_ms": timings,
         "total_ms": round(sum(timings.values()), 3),
     }

@@ -1,5 +1,7 @@
 """Node `fallback`: the one reply for every path that left the happy path.
 
+Its reply still goes through `output_guard`: the extractive answer quotes documents.
+
 When the model is unavailable but passages were found, the user still gets the
 extractive answer, marked as such; that is fast (no model call) and more useful than
 an apology.
@@ -21,7 +23,7 @@ UNAVAILABLE = "The assistant is temporarily unavailable. Please try again in a f
 
 MESSAGES: dict[FallbackReason, str] = {
     "empty": "Your message was empty. Send me a question about the documents.",
-    "too_long": "Your message is too long: please keep it under {limit} characters.",
+    "too_long": "Your message is too long: please keep it to {limit} characters or fewer.",
     "threat": "I can't help with that request. Ask me a question about the documents.",
     "guard_error": UNAVAILABLE,
     "index_unavailable": ("The knowledge base is unavailable right now, so I can't answer. "
@@ -30,6 +32,8 @@ MESSAGES: dict[FallbackReason, str] = {
                    "Try rephrasing your question."),
     "circuit_open": UNAVAILABLE,
     "model_error": UNAVAILABLE,
+    "output_blocked": ("I couldn't give a safe answer to that. "
+                       "Please ask another question about the documents."),
 }
 MODEL_DOWN_PREFIX = "The language model is unavailable right now; here is what the documents say:"
 

@@ -18,7 +18,7 @@ from graph.context import GraphContext
 from graph.extractive import extractive_answer
 from graph.nodes.timing import elapsed_ms
 from graph.prompts import build_messages
-from graph.state import Exchange, GraphState
+from graph.state import GraphState
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 
@@ -30,6 +30,8 @@ def should_retry(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
         return True
     if isinstance(exc, openai.APIStatusError):
+        if getattr(exc, "code", None) == "insufficient_quota":
+            return False  # a 429 that waiting does not fix: the account is out of credit
         return exc.status_code in RETRYABLE_STATUS or exc.status_code >= 500
     return isinstance(exc, TimeoutError | ConnectionError)
 
@@ -67,9 +69,22 @@ async def generate(state: GraphState, runtime: Runtime[GraphContext]) -> dict[st
     if not ctx.breaker.allow():
         return done(fallback_reason="circuit_open", model=ctx.model_name)
 
-    messages, numbered = build_messages(state["text"], passages, state.get("history") or [])
+    messages, numbered = build_messages(state["text"], passages, state.get("history") or [],
+                                        canary=ctx.canary)
     try:
-        response = await ctx.chat_model.ainvoke(messages)
+        with ctx.spans.span(f"chat {ctx.model_name}", {
+                "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": ctx.model_name}) as span:
+            try:
+                response = await ctx.chat_model.ainvoke(messages)
+            except Exception as exc:
+                span.fail(exc)
+                raise
+            usage = getattr(response, "usage_metadata", None) or {}
+            for key, attribute in (("input_tokens", "gen_ai.usage.input_tokens"),
+                                   ("output_tokens", "gen_ai.usage.output_tokens")):
+                if key in usage:
+                    span.set(attribute, int(usage[key]))
     except Exception as exc:
         ctx.breaker.record_failure()
         info = runtime.execution_info
@@ -80,13 +95,14 @@ async def generate(state: GraphState, runtime: Runtime[GraphContext]) -> dict[st
                 if wait:
                     await ctx.sleep(wait)
                 raise  # the node's RetryPolicy runs the next attempt
+        code = getattr(exc, "code", None)  # e.g. insufficient_quota: page the operator
         return done(fallback_reason="model_error", error=type(exc).__name__,
-                    model=ctx.model_name)
+                    error_code=code if isinstance(code, str) else None, model=ctx.model_name)
     ctx.breaker.record_success()
     text = response.content if isinstance(response.content, str) else str(response.content)
     answer, citations = keep_cited(text, numbered)
     if not answer:
         return done(fallback_reason="model_error", error="EmptyAnswer", model=ctx.model_name)
-    exchange = Exchange(question=state["text"], answer=answer, at=ctx.wall_clock())
+    # The exchange joins the history only once the output guard has passed it.
     return done(answer=answer, citations=citations, reply=format_reply(answer, citations),
-                model=ctx.model_name, fallback_reason=None, history=[exchange])
+                model=ctx.model_name, fallback_reason=None)

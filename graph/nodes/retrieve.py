@@ -1,7 +1,11 @@
 """Node `retrieve`: find passages above the relevance floor; drop any that carry an attack.
 
-Retrieved text is untrusted too (indirect injection): passages matching a threat rule are
-left out. An unavailable knowledge base routes to the degraded fallback, never an error.
+Retrieved text is untrusted too (indirect injection): each passage is normalised like a
+message (NFKC, invisible characters removed) and the threat rules run on that form, which
+is also the only form the model ever sees, so text hidden from the rules cannot reach it.
+Passages matching a rule are left out. An unavailable knowledge base routes to the
+degraded fallback. The passage check fails closed: if it errors, the message is refused
+and operators are alerted, rather than answering from unchecked text.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from graph.context import GraphContext
+from graph.nodes.alerting import guard_failed
 from graph.nodes.timing import elapsed_ms
 from graph.state import GraphState, Passage
+from guards.sanitize import HIDDEN_RULE, clean_passage
 from guards.threats import detect
 
 
@@ -30,17 +36,26 @@ def retrieve(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str, Any
                 "timings": {"retrieve": elapsed_ms(ctx.clock, started)}}
     passages: list[Passage] = []
     rules = list(state.get("guard_rules", []))
+    hidden = False
     for hit in found:
         try:
-            verdict = detect(hit.chunk.text)
-        except Exception:  # noqa: BLE001, S112 - fail closed: an unchecked passage is not used
-            continue
+            text, had_hidden = clean_passage(hit.chunk.text)
+            verdict = detect(text, "passage")  # passages: the higher learned threshold
+        except Exception as exc:  # noqa: BLE001 - fail closed: no unchecked passage is used
+            guard_failed(ctx, "passage_check", exc)
+            return {"fallback_reason": "guard_error", "passages": [],
+                    "error": type(exc).__name__,
+                    "timings": {"retrieve": elapsed_ms(ctx.clock, started)}}
+        hidden = hidden or had_hidden
         if verdict.blocked:
             rules.extend(f"passage:{rule}" for rule in verdict.rules)
             continue
-        passages.append(Passage(source=hit.chunk.source, title=hit.chunk.title,
-                                page=hit.chunk.page, text=hit.chunk.text,
+        title = clean_passage(hit.chunk.title)[0]
+        passages.append(Passage(source=hit.chunk.source, title=title,
+                                page=hit.chunk.page, text=text,
                                 similarity=round(hit.similarity, 4)))
+    if hidden:
+        rules.append(f"passage:{HIDDEN_RULE}")
     return {"passages": passages, "guard_rules": rules,
             "fallback_reason": None if passages else "no_context",
             "timings": {"retrieve": elapsed_ms(ctx.clock, started)}}

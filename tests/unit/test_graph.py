@@ -51,7 +51,8 @@ async def test_answered_offline_with_citations():
     assert "[1]" in result["reply"] and "Sources:" in result["reply"]
     [event] = sink.events
     assert event["route"] == "answered" and event["model"] == "extractive"
-    assert set(event["timings_ms"]) == {"sanitize", "threat_check", "retrieve", "generate"}
+    assert set(event["timings_ms"]) == {"sanitize", "threat_check", "retrieve", "generate",
+                                        "output_guard"}
 
 
 async def test_blocked_message_never_reaches_retrieval():
@@ -61,7 +62,7 @@ async def test_blocked_message_never_reaches_retrieval():
     assert result["fallback_reason"] == "threat"
     assert knowledge.questions == []
     assert sink.events[0]["route"] == "fallback:threat"
-    assert sink.events[0]["guard_rules"] == ["override_instructions"]
+    assert sink.events[0]["guard_rules"][0] == "override_instructions", "rule names only"
 
 
 async def test_too_long_message_is_refused():
@@ -126,7 +127,7 @@ async def test_checkpointed_thread_does_not_leak_the_previous_run():
     second = await graph.ainvoke({"question": "x" * 3000, "user": "u"}, config, context=ctx)
     assert second["citations"] == []
     assert sink.events[1]["passages"] == 0
-    assert set(sink.events[1]["timings_ms"]) == {"sanitize", "fallback"}
+    assert set(sink.events[1]["timings_ms"]) == {"sanitize", "fallback", "output_guard"}
 
 
 def test_mermaid_has_all_nodes_and_conditional_edges():
@@ -136,7 +137,8 @@ def test_mermaid_has_all_nodes_and_conditional_edges():
     for edge in ("sanitize -.-> fallback", "sanitize -.-> threat_check",
                  "threat_check -.-> fallback", "threat_check -.-> retrieve",
                  "retrieve -.-> fallback", "retrieve -.-> generate",
-                 "generate -.-> fallback", "generate -.-> audit", "fallback --> audit"):
+                 "generate -.-> fallback", "generate -.-> output_guard",
+                 "fallback --> output_guard", "output_guard --> audit"):
         assert edge in mermaid
 
 

@@ -28,7 +28,7 @@ def test_retrieve_router():
 
 
 def test_generate_router():
-    assert route_after_generate({"fallback_reason": None, "reply": "x"}) == "audit"
+    assert route_after_generate({"fallback_reason": None, "reply": "x"}) == "output_guard"
     assert route_after_generate({"fallback_reason": "circuit_open"}) == "fallback"
     assert route_after_generate({"fallback_reason": "model_error"}) == "fallback"
 

@@ -1,0 +1,56 @@
+"""Node `output_guard`: every reply passes the output guard before it is sent (SEC-4).
+
+It runs after `generate` and after `fallback`, so extractive answers, which quote the
+documents, are checked too; the URLs in the retrieved passages and their source names are
+the allowed set. A failing reply is replaced by a fixed safe one and its reason codes go to
+the audit; a model answer joins the conversation memory only once it has passed, so a
+leaked answer is never fed back to the model. Fails closed: if the guard itself errors,
+the user gets "temporarily unavailable" and operators an alert.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from graph.context import GraphContext
+from graph.nodes.alerting import guard_failed, raise_alert
+from graph.nodes.fallback import MESSAGES, UNAVAILABLE
+from graph.nodes.timing import elapsed_ms
+from graph.prompts import system_prompt
+from graph.state import Exchange, GraphState
+from guards.output import CANARY, SYSTEM_PROMPT, OutputPolicy, allowed_urls, check_output
+
+PROMPT_LEAK = "prompt_leak"
+
+
+def output_guard(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    started = ctx.clock()
+    passages = state.get("passages") or []
+    sources = [p["source"] for p in passages] + [p["text"] for p in passages]
+    policy = OutputPolicy(canary=ctx.canary, system_prompt=system_prompt(ctx.canary),
+                          allowed_urls=allowed_urls(sources), max_chars=ctx.max_reply_chars)
+
+    def done(**update: Any) -> dict[str, Any]:
+        return {**update, "timings": {"output_guard": elapsed_ms(ctx.clock, started)}}
+
+    try:
+        verdict = check_output(state.get("reply", ""), policy)
+    except Exception as exc:  # noqa: BLE001 - fail closed: an unchecked reply is never sent
+        guard_failed(ctx, "output_guard", exc)
+        return done(reply=UNAVAILABLE, answer="", citations=[], fallback_reason="guard_error",
+                    error=type(exc).__name__)
+    if not verdict.passed:
+        if CANARY in verdict.reasons or SYSTEM_PROMPT in verdict.reasons:
+            raise_alert(ctx, PROMPT_LEAK, guard="output_guard")
+        rules = list(state.get("guard_rules", [])) + [f"output:{r}" for r in verdict.reasons]
+        return done(reply=MESSAGES["output_blocked"], answer="", citations=[],
+                    fallback_reason="output_blocked", guard_rules=rules)
+    if ctx.chat_model is not None and state.get("fallback_reason") is None \
+            and state.get("answer"):
+        exchange = Exchange(question=state["text"], answer=state["answer"],
+                            at=ctx.wall_clock())
+        return done(history=[exchange])
+    return done()
