@@ -77,6 +77,9 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     created_at: float = 0.0
+    embed_title: bool = False
+    """Whether chunk vectors embed the title with the text (indexes written before this
+    field existed did not); ingest re-embeds everything when this differs from its own."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -98,6 +101,7 @@ class Manifest:
             files={str(k): str(v) for k, v in data["files"].items()},
             format_version=int(version),
             created_at=float(data.get("created_at", 0.0)),
+            embed_title=bool(data.get("embed_title", False)),
         )
 
 

@@ -31,6 +31,8 @@ ProgressCallback = Callable[[int, int], None]
 """Called as (chunks embedded so far, chunks to embed)."""
 
 EMBED_BATCH = 64
+EMBED_TITLE = True
+"""Embed a chunk's title with its text: +0.007 nDCG@10 on SciFact (docs/evals.md)."""
 
 
 class NoDocumentsError(ValueError):
@@ -58,8 +60,17 @@ class IngestReport:
         return text
 
 
+def embedding_text(chunk: Chunk, *, title: bool | None = None) -> str:
+    """The text the embedding model sees for a chunk; the evals measure the same choice.
+
+    `title=None` means the product default, `EMBED_TITLE`.
+    """
+    with_title = EMBED_TITLE if title is None else title
+    return f"{chunk.title} {chunk.text}".strip() if with_title else chunk.text
+
+
 def _text_key(chunk: Chunk) -> str:
-    return hashlib.sha256(chunk.text.encode()).hexdigest()
+    return hashlib.sha256(embedding_text(chunk).encode()).hexdigest()
 
 
 @dataclass(slots=True)
@@ -88,16 +99,19 @@ def ingest(root: Path, index_dir: Path, embedder: Embedder, *, provider: str,
                              dimension=embedder.dimension)
     previous = None if rebuild else _previous_index(index_dir, expected, report)
     same_chunking = previous is not None and (
-        (previous.manifest.chunk_size, previous.manifest.chunk_overlap)
-        == (chunk_size, chunk_overlap))
+        (previous.manifest.chunk_size, previous.manifest.chunk_overlap,
+         previous.manifest.embed_title) == (chunk_size, chunk_overlap, EMBED_TITLE))
     plan = _plan(root, files, previous if same_chunking else None,
                  make_splitter(chunk_size, chunk_overlap), report)
     if previous is not None:
         report.removed = len(set(previous.manifest.documents) - set(plan.documents))
 
-    old_vectors = previous.vectors() if previous is not None else None
-    reusable = ({_text_key(c): row for row, c in enumerate(previous.chunks)}
-                if previous is not None else {})
+    # Vectors are reused only if they embedded the same kind of text as we would now.
+    reuse = previous if previous is not None and \
+        previous.manifest.embed_title == EMBED_TITLE else None
+    old_vectors = reuse.vectors() if reuse is not None else None
+    reusable = ({_text_key(c): row for row, c in enumerate(reuse.chunks)}
+                if reuse is not None else {})
     vectors = _vectors_for(plan, embedder, old_vectors, reusable, dimension=expected.dimension,
                            progress=progress, report=report)
     all_chunks = plan.kept_chunks + plan.new_chunks
@@ -105,7 +119,8 @@ def ingest(root: Path, index_dir: Path, embedder: Embedder, *, provider: str,
     changed = report.added or report.changed or report.removed or not same_chunking
     if changed:
         manifest = Manifest(embedding=expected, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
-                            chunk_count=len(all_chunks), documents=plan.documents)
+                            chunk_count=len(all_chunks), documents=plan.documents,
+                            embed_title=EMBED_TITLE)
         write_index(index_dir, manifest, all_chunks, vectors, bm25_tokenize)
     report.seconds = time.perf_counter() - started
     return report
@@ -156,7 +171,7 @@ def _vectors_for(plan: _Plan, embedder: Embedder, old_vectors: Vectors | None,
                  progress: ProgressCallback | None, report: IngestReport) -> Vectors:
     """Vectors in chunk order: reused for known texts, embedded for the rest."""
     to_embed = [c for c in plan.new_chunks if _text_key(c) not in reusable]
-    fresh = _embed(embedder, [c.text for c in to_embed], progress)
+    fresh = _embed(embedder, [embedding_text(c) for c in to_embed], progress)
     fresh_by_key = {_text_key(c): fresh[i] for i, c in enumerate(to_embed)}
     report.chunks_embedded = len(to_embed)
     empty = np.zeros((0, dimension), dtype=np.float32)

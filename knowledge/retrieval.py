@@ -1,17 +1,20 @@
 """Dense, BM25 and hybrid retrieval over a loaded index, with a relevance floor.
 
-Hybrid fuses the dense and BM25 rankings with reciprocal-rank fusion (k=60), which on
-SciFact beats either alone (see docs/architecture.md). Rank fusion has no absolute scale,
-so the relevance floor uses two absolute signals: the dense cosine similarity, and the
-share of the question's content terms the passage contains. A passage passes when either
-is high enough (long chunks dilute the cosine; exact terms catch that); with no passage
-left the bot says it does not know instead of guessing.
+Hybrid fuses dense and BM25 by default with a convex combination of normalised scores,
+weight 0.5 each: on BEIR SciFact it beats reciprocal-rank fusion on the same index
+(0.737 against 0.720 nDCG@10, docs/evals.md), and any weight from 0.4 to 0.6 scores
+within 0.002, so the choice is not tuned to a knife edge. RRF remains available
+(`fusion="rrf"`). Fused scores have no absolute meaning, so the relevance floor uses two
+absolute signals: the dense cosine similarity, and the share of the question's content
+terms the passage contains. A passage passes when either is high enough (long chunks
+dilute the cosine; exact terms catch that); with no passage left the bot says it does
+not know instead of guessing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -21,7 +24,10 @@ from knowledge.index import KnowledgeIndex
 from knowledge.lexical import bm25_tokenize
 
 Mode = Literal["dense", "bm25", "hybrid"]
+Fusion = Literal["rrf", "convex"]
 RRF_K = 60
+DEFAULT_FUSION: Fusion = "convex"
+DEFAULT_DENSE_WEIGHT = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,18 +47,35 @@ class Retriever:
     """Retrieves passages for an already-embedded query (the query is embedded once)."""
 
     def __init__(self, index: KnowledgeIndex, *, mode: Mode = "hybrid", candidates: int = 50,
-                 min_similarity: float = 0.0, min_coverage: float = 0.0) -> None:
+                 min_similarity: float = 0.0, min_coverage: float = 0.0,
+                 fusion: Fusion = DEFAULT_FUSION, dense_weight: float = DEFAULT_DENSE_WEIGHT,
+                 rrf_k: int = RRF_K) -> None:
+        if not 0.0 <= dense_weight <= 1.0:
+            raise ValueError(f"dense_weight must be within [0, 1], got {dense_weight}")
+        if fusion not in ("rrf", "convex"):
+            raise ValueError(f"unknown fusion {fusion!r}: use 'rrf' or 'convex'")
         self.index = index
         self.mode = mode
         self.candidates = candidates
         self.min_similarity = min_similarity
         self.min_coverage = min_coverage
+        self.fusion = fusion
+        self.dense_weight = dense_weight
+        self.rrf_k = rrf_k
 
     def _dense(self, query_vector: Vectors, limit: int) -> list[int]:
         if self.index.dense.ntotal == 0:
             return []
         _, ids = self.index.dense.search(query_vector, min(limit, self.index.dense.ntotal))
         return [int(i) for i in ids[0] if i >= 0]
+
+    def _bm25_scores(self, words: list[str]) -> Any:
+        """BM25 score of every chunk for the query's terms (None when nothing can match)."""
+        sparse = self.index.sparse
+        if sparse is None or not self.index.chunks or not words:
+            return None
+        known = [w for w in words if w in sparse.vocab_dict]
+        return sparse.get_scores(known) if known else None
 
     @staticmethod
     def _query_terms(query: str) -> list[str]:
@@ -75,18 +98,45 @@ class Retriever:
                 hits[int(row)] = hits.get(int(row), 0) + 1
         return hits
 
-    def _sparse(self, words: list[str], limit: int) -> list[int]:
-        sparse = self.index.sparse
-        if sparse is None or not self.index.chunks or not words:
+    @staticmethod
+    def _sparse(scores: Any, limit: int) -> list[int]:
+        if scores is None:
             return []
-        known = [w for w in words if w in sparse.vocab_dict]
-        if not known:
-            return []
-        scores = sparse.get_scores(known)
         limit = min(limit, len(scores))
         top = np.argpartition(-scores, limit - 1)[:limit]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [int(i) for i in top if scores[i] > 0]
+
+    def _rrf(self, dense: list[int], sparse: list[int]) -> dict[int, float]:
+        fused: dict[int, float] = {}
+        for weight, ranking in ((self.dense_weight, dense), (1.0 - self.dense_weight, sparse)):
+            for rank, row in enumerate(ranking):
+                fused[row] = fused.get(row, 0.0) + weight / (self.rrf_k + rank + 1)
+        return fused
+
+    def _convex(self, vector: Vectors, dense: list[int], sparse: list[int],
+                bm25: Any) -> dict[int, float]:
+        """Weighted sum of normalised scores over the union of both candidate lists.
+
+        Both scores are known exactly for every candidate (cosine from the stored vector,
+        BM25 from the full score array), so a passage found by one retriever is not
+        penalised for falling outside the other's top list. Cosines are min-max scaled
+        over the candidates; BM25 is divided by its maximum (its lower bound is 0).
+        """
+        rows = list(dict.fromkeys(dense + sparse))
+        if not rows:
+            return {}
+        keys = np.asarray(rows, dtype=np.int64)
+        cosine = self.index.dense.reconstruct_batch(keys) @ vector[0]
+        spread = float(cosine.max() - cosine.min())
+        cosine = (cosine - cosine.min()) / spread if spread > 0 else np.ones_like(cosine)
+        lexical = np.zeros(len(rows))
+        if bm25 is not None:
+            lexical = np.asarray(bm25, dtype=np.float64)[keys]
+            top = float(lexical.max())
+            lexical = lexical / top if top > 0 else lexical
+        fused = self.dense_weight * cosine + (1.0 - self.dense_weight) * lexical
+        return {row: float(score) for row, score in zip(rows, fused, strict=True)}
 
     def search(self, query: str, query_vector: Vectors, k: int) -> list[ScoredChunk]:
         """Top `k` passages at or above the relevance floor, best first."""
@@ -96,12 +146,13 @@ class Retriever:
         if self.mode == "dense":
             ranked = [(i, 1.0 / (RRF_K + r + 1)) for r, i in enumerate(self._dense(vector, depth))]
         elif self.mode == "bm25":
-            ranked = [(i, 1.0 / (RRF_K + r + 1)) for r, i in enumerate(self._sparse(words, depth))]
+            ranked = [(i, 1.0 / (RRF_K + r + 1))
+                      for r, i in enumerate(self._sparse(self._bm25_scores(words), depth))]
         else:
-            fused: dict[int, float] = {}
-            for ranking in (self._dense(vector, depth), self._sparse(words, depth)):
-                for rank, row in enumerate(ranking):
-                    fused[row] = fused.get(row, 0.0) + 1.0 / (RRF_K + rank + 1)
+            bm25 = self._bm25_scores(words)
+            dense, sparse = self._dense(vector, depth), self._sparse(bm25, depth)
+            fused = (self._rrf(dense, sparse) if self.fusion == "rrf"
+                     else self._convex(vector, dense, sparse, bm25))
             ranked = sorted(fused.items(), key=lambda item: (-item[1], item[0]))
         hits = self._term_hits(words)
         results: list[ScoredChunk] = []
@@ -123,11 +174,13 @@ class KnowledgeBase:
 
     def __init__(self, index: KnowledgeIndex, embedder: Embedder, *, mode: Mode = "hybrid",
                  candidates: int = 50, min_similarity: float = 0.0,
-                 min_coverage: float = 0.0) -> None:
+                 min_coverage: float = 0.0, fusion: Fusion = DEFAULT_FUSION,
+                 dense_weight: float = DEFAULT_DENSE_WEIGHT) -> None:
         self.index = index
         self.embedder = embedder
         self.retriever = Retriever(index, mode=mode, candidates=candidates,
-                                   min_similarity=min_similarity, min_coverage=min_coverage)
+                                   min_similarity=min_similarity, min_coverage=min_coverage,
+                                   fusion=fusion, dense_weight=dense_weight)
 
     def search(self, question: str, k: int) -> list[ScoredChunk]:
         return self.retriever.search(question, self.embedder.embed_query(question), k)
