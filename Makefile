@@ -9,13 +9,15 @@ TORCH_PIP_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 DATA_DIR ?= $(or $(SIGNAL_RAG_DATA_DIR),data)
 EXAMPLES := examples/knowledge
 
-.PHONY: run install install-dev test test-deps lint bench graph-doc signal-cli clean help
+.PHONY: run install install-dev test test-deps lint bench graph-doc signal-cli clean help train-detector security-eval eval-scifact eval
 
 help:
 	@echo "make run    - set up, ingest the bundled sample documents, chat in the terminal"
 	@echo "make test   - set up and run the whole test suite with coverage"
 	@echo "make lint   - ruff and mypy"
 	@echo "make bench  - benchmarks (prints tables and ratios)"
+	@echo "make eval   - retrieval and answer evals on the bundled set, against the baseline"
+	@echo "make eval-scifact - reproduce the published SciFact figures and score ours"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +62,36 @@ lint: install-dev
 
 bench: install-dev
 	$(BIN)/python -m benchmarks
+
+# Retrieval evals (docs/evals.md). eval-scifact reproduces the published SciFact rows (bm25,
+# dense, rrf) and scores the shipped default (hybrid); the first run embeds the corpus
+# (~3-15 min on 2 cores), later runs read data/eval-cache. eval checks the bundled set
+# against its recorded baseline and fails on a drop.
+SCIFACT ?= ../shared/datasets/scifact
+EVAL_CACHE := $(DATA_DIR)/eval-cache
+SAMPLE_SET := evals/datasets/sample
+eval-scifact: install-dev
+	$(BIN)/signal-rag eval retrieval --dataset $(SCIFACT) --retriever bm25,dense,rrf,hybrid \
+		--cache-dir $(EVAL_CACHE) --out $(DATA_DIR)/evals/scifact
+
+eval: install-dev
+	$(BIN)/signal-rag eval retrieval --dataset $(SAMPLE_SET) --chunk-size 1000 \
+		--chunk-overlap 200 --retriever hybrid,product-dense,product-bm25,hybrid:fusion=rrf \
+		--cache-dir $(EVAL_CACHE) --out $(DATA_DIR)/evals/sample --baseline $(SAMPLE_SET)/baseline.json
+	$(BIN)/signal-rag eval answers --dataset $(SAMPLE_SET) --out $(DATA_DIR)/evals/sample \
+		--baseline $(SAMPLE_SET)/baseline.json
+
+# The learned threat detector (SEC-2): regenerate guards/data/train.jsonl from its templates
+# and the shipped weights guards/data/detector.json from it, byte for byte.
+train-detector: install-dev
+	$(BIN)/python -m guards.train_data
+	$(BIN)/python -m guards.train
+
+# Security evaluation (EV-3): per set and layer, deepset k-fold cross-validated; writes
+# evals/reports/security.md and security.json (SECURITY_EVAL_ARGS, e.g. --out DIR).
+SECURITY_EVAL_ARGS ?=
+security-eval: install-dev
+	$(BIN)/python -m evals.security $(SECURITY_EVAL_ARGS)
 
 graph-doc: install
 	$(BIN)/python scripts/update_graph_doc.py

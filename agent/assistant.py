@@ -7,8 +7,10 @@ there is one place where the graph's context is assembled.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -17,16 +19,21 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import RetryPolicy
 
 from agent.audit import JsonLinesAuditSink, UserHasher, load_or_create_pepper
+from agent.observability.tracing import OtelSpans, TracedEmbedder, TracedKnowledge
 from agent.resilience import BreakerState, CircuitBreaker
 from agent.settings import Settings
 from graph.builder import build_graph, model_retry_policy
-from graph.context import AuditSink, GraphContext
+from graph.context import Alerts, AuditSink, GraphContext, LogAlerts, NoSpans, PassageSource
+from graph.prompts import new_canary
 from graph.state import Citation, FallbackReason
+from knowledge.batching import BatchingEmbedder
 from knowledge.embeddings import Embedder, LocalEmbedder, OpenAIEmbedder
 from knowledge.index import EmbeddingInfo, KnowledgeIndex, KnowledgeIndexError, open_index
 from knowledge.retrieval import KnowledgeBase
 
 log = logging.getLogger(__name__)
+
+CANARY_FILE = ".prompt-canary"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +46,8 @@ class Answer:
 def build_embedder(settings: Settings) -> Embedder:
     cfg = settings.embeddings
     if cfg.provider == "local":
-        return LocalEmbedder(cfg.model, batch_size=cfg.batch_size)
+        # Concurrent questions share one forward pass (the model has no query prefix).
+        return BatchingEmbedder(LocalEmbedder(cfg.model, batch_size=cfg.batch_size))
     api_key = cfg.api_key.get_secret_value() if cfg.api_key else "not-needed"
     return OpenAIEmbedder(cfg.model, base_url=cfg.base_url, api_key=api_key,
                           timeout=settings.llm.timeout, batch_size=cfg.batch_size)
@@ -63,6 +71,22 @@ def build_chat_model(settings: Settings) -> BaseChatModel | None:
                       max_completion_tokens=cfg.max_tokens)
 
 
+def load_or_create_canary(data_dir: Path, configured: str | None) -> str:
+    """The configured canary, else one generated once and kept (0600) in the data dir, so
+    it stays the same across restarts and replicas sharing the data dir (SEC-3)."""
+    if configured:
+        return configured.strip()
+    path = data_dir / CANARY_FILE
+    if path.exists():
+        return path.read_text(encoding="ascii").strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    canary = new_canary()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(canary)
+    return canary
+
+
 def load_knowledge(settings: Settings, embedder: Embedder) -> KnowledgeIndex:
     """Open and verify the index for the configured embedder (raises KnowledgeIndexError)."""
     index = open_index(settings.index_path, embedding_info(settings, embedder))
@@ -79,7 +103,8 @@ class Assistant:
                  index: KnowledgeIndex | None = None,
                  breaker: CircuitBreaker | None = None,
                  retry_policy: RetryPolicy | None = None,
-                 checkpointer: BaseCheckpointSaver[Any] | None = None) -> None:
+                 checkpointer: BaseCheckpointSaver[Any] | None = None,
+                 alerts: Alerts | None = None) -> None:
         self.settings = settings
         self.embedder = embedder or build_embedder(settings)
         self.chat_model = chat_model if chat_model is not None else build_chat_model(settings)
@@ -88,6 +113,12 @@ class Assistant:
             settings.audit.pepper.get_secret_value() if settings.audit.pepper else None)
         self.hash_user = UserHasher(pepper)
         self.audit = audit or JsonLinesAuditSink(settings.data_dir / "audit.jsonl")
+        canary = settings.guards.canary
+        self.canary = load_or_create_canary(
+            settings.data_dir, canary.get_secret_value() if canary else None)
+        self.alerts = alerts or LogAlerts()
+        self.spans: OtelSpans | None = None
+        """Set by `serve` when tracing is on: spans per node, model call, retrieval."""
         self.breaker = breaker or CircuitBreaker(
             settings.breaker.failure_threshold, settings.breaker.window,
             settings.breaker.cooldown, on_change=_log_breaker)
@@ -97,12 +128,15 @@ class Assistant:
             settings.llm.max_attempts, settings.llm.retry_initial_interval),
             checkpointer=checkpointer)
 
-    def knowledge(self) -> KnowledgeBase | None:
+    def knowledge(self) -> PassageSource | None:
         if self.index is None:
             return None
         cfg = self.settings.retrieval
-        return KnowledgeBase(self.index, self.embedder, mode=cfg.mode, candidates=cfg.candidates,
+        embedder = self.embedder if self.spans is None else TracedEmbedder(self.embedder,
+                                                                           self.spans)
+        base = KnowledgeBase(self.index, embedder, mode=cfg.mode, candidates=cfg.candidates,
                              min_similarity=cfg.min_similarity, min_coverage=cfg.min_coverage)
+        return base if self.spans is None else TracedKnowledge(base, self.spans)
 
     def context(self) -> GraphContext:
         cfg = self.settings
@@ -110,7 +144,9 @@ class Assistant:
             knowledge=self.knowledge(), audit=self.audit, chat_model=self.chat_model,
             model_name=cfg.llm.model or "extractive", breaker=self.breaker,
             top_k=cfg.retrieval.top_k, max_input_chars=cfg.max_input_chars,
-            max_attempts=cfg.llm.max_attempts, max_retry_after=cfg.llm.max_retry_after)
+            max_attempts=cfg.llm.max_attempts, max_retry_after=cfg.llm.max_retry_after,
+            max_reply_chars=cfg.guards.max_reply_chars, canary=self.canary,
+            alerts=self.alerts, spans=self.spans or NoSpans())
 
     @staticmethod
     def thread_id(user: str, chat: str) -> str:
@@ -119,6 +155,14 @@ class Assistant:
     async def forget_thread(self, user: str, chat: str) -> None:
         if self.checkpointer is not None:
             await self.checkpointer.adelete_thread(self.thread_id(user, chat))
+
+    @staticmethod
+    def warm_guards() -> None:
+        """Load the output guard (guardrails-ai takes seconds to import) at start-up, so
+        the first user does not wait for it."""
+        from guards.output import warm
+
+        warm()
 
     def open_index(self) -> None:
         """Load the index (raises KnowledgeIndexError; callers decide degraded or exit)."""

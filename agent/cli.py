@@ -1,7 +1,7 @@
-"""The `signal-rag` command line: ingest, ask, chat, graph, index verify.
+"""The `signal-rag` command line: ingest, ask, chat, graph, index verify, eval, guard scan.
 
-Exit codes: 0 ok, 1 finished with document errors, 2 usage or configuration error,
-3 index missing or damaged.
+Exit codes: 0 ok, 1 finished with document errors (`health`: not ready), 2 usage or
+configuration error, 3 index missing or damaged.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import asyncio
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import IO, TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -22,11 +22,42 @@ if TYPE_CHECKING:
     from agent.assistant import Assistant
 
 EXIT_OK, EXIT_DOCUMENT_ERRORS, EXIT_CONFIG, EXIT_INDEX = 0, 1, 2, 3
+EXIT_NOT_READY = 1  # `health`: the bot is not ready or not reachable
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Answer questions from your documents, on Signal or in the terminal.")
 index_app = typer.Typer(no_args_is_help=True, help="Inspect the index.")
 app.add_typer(index_app, name="index")
+
+
+def _add_eval_app() -> None:
+    """`eval`: its module imports only typer and rich; the harness loads in each command."""
+    from evals.cli import app as eval_app
+
+    app.add_typer(eval_app, name="eval")
+
+
+_add_eval_app()
+
+
+def _add_guard_app() -> None:
+    """`guard`: its module imports only typer and rich; the detector loads in each command."""
+    from agent.guard_cli import app as guard_app
+
+    app.add_typer(guard_app, name="guard")
+
+
+_add_guard_app()
+
+
+def _add_audit_app() -> None:
+    """`audit`: its module imports only typer and the standard library."""
+    from agent.audit_cli import app as audit_app
+
+    app.add_typer(audit_app, name="audit")
+
+
+_add_audit_app()
 err = Console(stderr=True)
 
 
@@ -42,14 +73,19 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _settings() -> Settings:
+def _settings(*, log_stream: IO[str] | None = None) -> Settings:
+    """Settings, then logging: to stderr (stdout carries answers and reports) unless
+    `log_stream` says otherwise, and to the rotating log file."""
     try:
         settings = load_settings()
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
-    from agent.logs import configure_logging
+    from agent.observability.logs import configure_logging
 
-    configure_logging(settings.log_level)
+    log = settings.log
+    configure_logging(settings.log_level, stream=log_stream,
+                      file=log.file if log.file_enabled else None,
+                      max_bytes=log.max_bytes, backups=log.backups)
     return settings
 
 
@@ -91,6 +127,9 @@ def ingest(path: Annotated[Path, typer.Argument(help="Folder (or file) of docume
     for problem in report.errors:
         err.print(f"[yellow]skipped:[/] {problem}", highlight=False)
     typer.echo(f"Ingested {path}: {report.summary()}. Index: {settings.index_path}")
+    from agent.guard_cli import report_flagged_chunks
+
+    report_flagged_chunks(settings.index_path, err)
     if report.errors:
         raise typer.Exit(EXIT_DOCUMENT_ERRORS)
 
@@ -156,12 +195,38 @@ def serve() -> None:
     from agent.serve import access_policy
     from agent.serve import serve as run_service
 
-    settings = _settings()
+    settings = _settings(log_stream=sys.stdout)  # a service logs to stdout
     try:
         access_policy(settings)  # fail before opening anything
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
-    asyncio.run(run_service(settings))
+    try:
+        asyncio.run(run_service(settings))
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+
+
+@app.command()
+def health(url: Annotated[str | None, typer.Option(
+        help="Base URL of the health server (default: from SIGNAL_RAG_HEALTH__ADDR).")] = None,
+           timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 5.0) -> None:
+    """Ask a running bot whether it is ready; exit 0 if so, 1 if not (container checks)."""
+    import httpx
+
+    if url is None:
+        try:
+            addr = load_settings().health.addr
+        except ConfigError as exc:
+            _fail(str(exc), EXIT_CONFIG)
+        host, _, port = addr.rpartition(":")
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '[::]') else host}:{port}"  # noqa: S104
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/readyz", timeout=timeout, trust_env=False)
+    except httpx.HTTPError as exc:
+        _fail(f"health server at {url} unreachable ({type(exc).__name__})", EXIT_NOT_READY)
+    typer.echo(response.text)
+    if response.status_code != 200:
+        raise typer.Exit(EXIT_NOT_READY)
 
 
 @app.command("graph")

@@ -7,14 +7,29 @@ work in flight, flushes the outbox and returns; the process exits 0 (RES-3).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Tracer
 
 from agent.addressing import BotIdentity
 from agent.assistant import Assistant
+from agent.health import HealthServer
+from agent.observability.alerts import AlertingAuditSink, build_alerting
+from agent.observability.anomalies import AnomalyRecorder, build_detector
+from agent.observability.logs import REDACTOR
+from agent.observability.metrics import BotMetrics, MeteredAuditSink
+from agent.observability.readiness import service_readiness
+from agent.observability.tracing import (
+    OtelSpans,
+    TracingConfigError,
+    build_tracer_provider,
+    tracer_of,
+)
 from agent.service import AccessPolicy, BotService
 from agent.settings import ConfigError, Settings
 from agent.signal import create_transport
@@ -38,26 +53,49 @@ def access_policy(settings: Settings) -> AccessPolicy:
 
 
 def build_service(settings: Settings, assistant: Assistant | None = None,
-                  checkpointer: BaseCheckpointSaver[Any] | None = None) -> BotService:
+                  checkpointer: BaseCheckpointSaver[Any] | None = None,
+                  metrics: BotMetrics | None = None,
+                  tracer: Tracer | None = None) -> BotService:
+    """The service with everything `serve` runs: alerts to admins and the webhook, the
+    audit trail feeding alerts and metrics, anomaly detection, tracing."""
     policy = access_policy(settings)
     assistant = assistant or Assistant(settings, checkpointer=checkpointer)
-    if assistant.index is None:
-        try:
-            assistant.open_index()
-        except KnowledgeIndexError as exc:  # degraded mode: answer, alert, keep running
-            log.error("index_unavailable", extra={"error": type(exc).__name__})
+    REDACTOR.hasher = assistant.hash_user  # ids in any log line become their HMAC
     cfg = settings.signal
     options: dict[str, object] = {"account": cfg.account, "stale_after": cfg.stale_after}
     if not cfg.url.startswith(("http://", "https://")):
         options["receive_mode"] = cfg.receive_mode
     transport = create_transport(cfg.url, **options)
+
+    async def send_to_admin(recipient: str, text: str) -> None:
+        await transport.send(text, recipients=[recipient])
+
+    monitors = build_alerting(settings, send_to_admin)
+    assistant.alerts = monitors.manager  # failing guards and prompt leaks page too
+    plain_audit = assistant.audit
+    assistant.audit = AlertingAuditSink(plain_audit, monitors.model, monitors.errors)
+    if metrics is not None:  # every graph run's audit event is counted too
+        assistant.audit = MeteredAuditSink(assistant.audit, metrics)
+    if tracer is not None:
+        assistant.spans = OtelSpans(tracer)
+    if assistant.index is None:
+        try:
+            assistant.open_index()
+        except KnowledgeIndexError as exc:  # degraded mode: answer, alert, keep running
+            log.error("index_unavailable", extra={"error": type(exc).__name__})
+            monitors.manager.alert("index_corrupt", error=type(exc).__name__)
+    assistant.warm_guards()
     data = settings.data_dir
     return BotService(
         transport=transport, assistant=assistant, store=Store(data / "inbox.sqlite3"),
         users=UserDirectory(data / "users.sqlite3"),
         limiter=UserRateLimiter(settings.limits.rates, settings.limits.storage_url),
         lockout=ActivationLockout(settings.limits.storage_url),
-        bot=BotIdentity(uuid=cfg.bot_uuid, number=cfg.account), access=policy)
+        bot=BotIdentity(uuid=cfg.bot_uuid, number=cfg.account), access=policy,
+        metrics=metrics, tracer=tracer, monitors=monitors,
+        anomalies=build_detector(settings.anomalies),
+        # anomaly events go to the plain trail: they are not graph runs to count
+        anomaly_recorder=AnomalyRecorder(plain_audit, metrics, monitors.manager))
 
 
 async def serve(settings: Settings) -> None:
@@ -68,19 +106,58 @@ async def serve(settings: Settings) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         path.touch(mode=0o600)  # it holds conversation text
-    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
-        await run(build_service(settings, checkpointer=saver))
+    try:
+        provider = build_tracer_provider()
+    except TracingConfigError as exc:
+        raise ConfigError(str(exc)) from exc
+    metrics = BotMetrics()
+    try:
+        async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+            await _serve_with(settings, saver, metrics, provider)
+    finally:
+        metrics.shutdown()
+        if provider is not None:
+            provider.shutdown()  # flushes the spans of the last messages
 
 
-async def run(service: BotService) -> None:
+async def _serve_with(settings: Settings, saver: BaseCheckpointSaver[Any], metrics: BotMetrics,
+                      provider: TracerProvider | None) -> None:
+    service = build_service(settings, checkpointer=saver, metrics=metrics,
+                            tracer=tracer_of(provider) if provider else None)
+    health = None
+    if settings.health.enabled:
+        health = HealthServer(settings.health.addr,
+                              functools.partial(service_readiness, service), metrics)
+    await run(service, health)
+
+
+async def run(service: BotService, health: HealthServer | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; the health server lives exactly as long."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    log.info("serve_started")
     try:
+        if health is not None:
+            try:
+                await health.start()
+            except OSError as exc:  # the container health check would never pass: stop
+                raise ConfigError(f"SIGNAL_RAG_HEALTH__ADDR: cannot listen on "
+                                  f"{health.host}:{health.port} ({exc.strerror})") from exc
+            log.info("health_server_started", extra={"url": health.url})
+        log.info("serve_started")
+        monitoring = None
+        if service.monitors is not None:
+            breaker = service.assistant.breaker
+            monitoring = asyncio.create_task(service.monitors.run(
+                stop, service.transport.check, circuit_state=lambda: breaker.state.value))
         await service.run(stop)
+        if monitoring is not None:
+            stop.set()
+            await monitoring  # queued alerts still go out before the transport closes
     finally:
+        if health is not None:
+            await health.stop()
         await service.transport.aclose()
         service.store.close()
         service.users.close()

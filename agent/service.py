@@ -33,10 +33,13 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from opentelemetry.trace import NoOpTracer, Span, SpanKind, Tracer
 
 from agent.addressing import BotIdentity, address
-from agent.assistant import Assistant
+from agent.assistant import Assistant, load_knowledge
 from agent.commands import (
     Command,
     ParsedCommand,
@@ -47,23 +50,32 @@ from agent.commands import (
     requires_admin,
     unknown_command_hint,
 )
+from agent.observability.tracing import extract, inject, mark_failed
 from agent.replies import split_reply
 from agent.signal import (
     Envelope,
     EnvelopeKind,
     SignalError,
     SignalInvalidParams,
-    SignalNetworkError,
     SignalRateLimited,
     SignalTransport,
     SignalUnregistered,
     SignalUntrustedIdentity,
 )
-from agent.store import InboxKey, InboxMessage, OutboxItem, ReplyPart, Store
+from agent.store import InboxKey, InboxMessage, OutboxItem, ReplyPart, Store, StoreCounts
 from agent.users import Thread, UserDirectory
+from guards.anomaly import MessageFacts
 from guards.ratelimit import ActivationLockout, UserRateLimiter
+from knowledge.index import KnowledgeIndexError, verify_index
+
+if TYPE_CHECKING:
+    from agent.observability.alerts import Monitors
+    from agent.observability.anomalies import AnomalyRecorder
+    from agent.observability.metrics import BotMetrics
+    from guards.anomaly import AnomalyDetector
 
 log = logging.getLogger(__name__)
+IndexFingerprint = tuple[tuple[str, int, int], ...] | None
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -77,6 +89,8 @@ DIRECT = "dm"
 MAX_ATTEMPTS = 3
 """Claims of one message (start-ups included) before it gets the fallback reply instead."""
 GAVE_UP = "Sorry, I could not answer that message. Please try again later."
+BLOCKED_ROUTES = frozenset({"threat", "output_blocked"})
+"""Fallback reasons that mean a guard refused the message (anomaly detection, OBS-7)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +132,12 @@ class BotService:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  retry_initial: float = 2.0, retry_cap: float = 300.0,
                  drain_timeout: float = 20.0, expiry_interval: float = 60.0,
-                 typing_delay: float = 0.5, send_concurrency: int = 16) -> None:
+                 typing_delay: float = 0.5, send_concurrency: int = 16,
+                 metrics: BotMetrics | None = None, snapshot_interval: float = 5.0,
+                 index_check_interval: float = 5.0, index_verify_interval: float = 60.0,
+                 tracer: Tracer | None = None, monitors: Monitors | None = None,
+                 anomalies: AnomalyDetector | None = None,
+                 anomaly_recorder: AnomalyRecorder | None = None) -> None:
         self.transport = transport
         self.assistant = assistant
         self.store = store
@@ -128,7 +147,11 @@ class BotService:
         self.bot = bot
         self.access = access
         self.stats = ServiceStats()
-        self._alert = alert
+        self.monitors = monitors
+        """Alert manager and monitors (OBS-6); `alert` goes to its manager when set."""
+        self._alert: Alert = monitors.manager if monitors is not None else alert
+        self.anomalies = anomalies
+        self._anomaly_recorder = anomaly_recorder
         self._clock = clock
         self._sleep = sleep
         self._retry_initial = retry_initial
@@ -136,12 +159,20 @@ class BotService:
         self._drain_timeout = drain_timeout
         self._expiry_interval = expiry_interval
         self._typing_delay = typing_delay
+        self.metrics = metrics
+        self._tracer = tracer or NoOpTracer()
+        self._snapshot_interval = snapshot_interval
+        self._index_check_interval = index_check_interval
+        self._index_verify_interval = index_verify_interval
+        self._index_fingerprint: IndexFingerprint = None
+        self._index_verified_at = clock()
         self._send_slots = asyncio.Semaphore(send_concurrency)
         self._db_pool: ThreadPoolExecutor | None = None
         self._courtesy: set[asyncio.Task[Any]] = set()
         self._user_locks: dict[str, asyncio.Lock] = {}
         self._in_flight: set[asyncio.Task[None]] = set()
         self._citations: dict[InboxKey, list[dict[str, Any]]] = {}
+        self._routes: dict[InboxKey, str] = {}
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
 
@@ -163,6 +194,8 @@ class BotService:
             self._spawn(self._process(message))
         sender = asyncio.create_task(self._send_loop(), name="signal-sender")
         expiry = asyncio.create_task(self._expire_loop(), name="memory-expiry")
+        snapshot = asyncio.create_task(self._snapshot_loop(), name="metrics-snapshot")
+        index_watch = asyncio.create_task(self._index_loop(), name="index-watch")
         receiver = asyncio.create_task(self._receive_loop(), name="signal-receiver")
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({receiver, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -175,6 +208,8 @@ class BotService:
             for task in pending:  # the inbox keeps these; they are re-claimed on start
                 task.cancel()
         expiry.cancel()
+        snapshot.cancel()
+        index_watch.cancel()
         self._drained.set()  # the sender flushes what is due, then returns
         self._wake.set()
         try:
@@ -233,13 +268,21 @@ class BotService:
         if not addressing.addressed:
             return  # group chatter: never stored, never answered
         self.stats.received += 1
-        payload = {"text": addressing.text, "group_id": envelope.group_id,
-                   "number": envelope.source_number, "expires": envelope.expires_in_seconds}
-        message = await self._db(self.store.admit, uuid, envelope.timestamp,
-                                 envelope.group_id or DIRECT, payload)
+        with self._tracer.start_as_current_span(
+                "signal receive", kind=SpanKind.CONSUMER, record_exception=False,
+                attributes={"messaging.system": "signal",
+                            "signal_rag.chat": "group" if envelope.group_id else "dm",
+                            "signal_rag.user": self.assistant.hash_user(uuid)[:16]}):
+            payload = {"text": addressing.text, "group_id": envelope.group_id,
+                       "number": envelope.source_number,
+                       "expires": envelope.expires_in_seconds, "trace": inject()}
+            message = await self._db(self.store.admit, uuid, envelope.timestamp,
+                                     envelope.group_id or DIRECT, payload)
         if message is None:
             self.stats.duplicates += 1
             return
+        if self.metrics is not None:
+            self.metrics.received.add(1, {"chat": "group" if envelope.group_id else "dm"})
         self._spawn(self._process(message))
 
     def _is_self(self, uuid: str | None, number: str | None) -> bool:
@@ -248,6 +291,14 @@ class BotService:
     # ----------------------------------------------------------------- answering
 
     async def _process(self, message: InboxMessage) -> None:
+        """Handle one message inside its trace (continued from the inbox after a restart)."""
+        payload = message.payload or {}
+        with self._tracer.start_as_current_span(
+                "bot handle", context=extract(payload.get("trace")), record_exception=False,
+                attributes={"signal_rag.attempt": message.attempts}) as span:
+            await self._process_in_span(message, span)
+
+    async def _process_in_span(self, message: InboxMessage, span: Span) -> None:
         uuid = message.key.sender_uuid
         lock = self._user_locks.setdefault(uuid, asyncio.Lock())
         async with lock:
@@ -258,20 +309,34 @@ class BotService:
                     await self._respond(message)
             except Exception as exc:  # noqa: BLE001 - the message stays open for a retry
                 log.error("message_failed", extra={"error": type(exc).__name__})
+                self._count("failed", stage="graph")
+                if self.monitors is not None:  # a crash never reaches the audit trail
+                    self.monitors.errors.observe(ok=False)
+                mark_failed(span, exc)
                 return
+            if reply == GAVE_UP:
+                self._count("failed", stage="gave_up")
+            span.set_attribute("signal_rag.route", self._routes.pop(message.key, (
+                "silence" if reply is None else "service")))
             if reply is None:
                 await self._db(self.store.mark_ignored, message.key)
                 self.stats.ignored += 1
                 return
             payload = message.payload or {}
             group = payload.get("group_id")
+            trace = inject()
             parts = [ReplyPart(text=part, recipient=None if group else uuid, group_id=group,
                                quote_author=uuid if group else None,
-                               quote_timestamp=message.key.msg_timestamp if group else None)
+                               quote_timestamp=message.key.msg_timestamp if group else None,
+                               trace=trace)
                      for part in split_reply(reply)]
+            span.set_attribute("signal_rag.reply_parts", len(parts))
             if await self._db(self.store.record_reply, message.key, parts):
                 self.stats.answered += 1
                 self._wake.set()
+                if self.metrics is not None:
+                    self.metrics.reply_latency.record(
+                        max(0.0, self._clock() - message.received_at))
 
     async def _respond(self, message: InboxMessage) -> str | None:
         """The reply text, or None for a deliberate silence."""
@@ -282,14 +347,20 @@ class BotService:
         user = self.assistant.hash_user(uuid)
         chat = message.chat_id
         if self.access.allowed and not ({uuid, number} & self.access.allowed):
+            self._count("refused", reason="not_allowed")
             return None
         if self.access.passphrase and not await self._db(self.users.is_activated, user):
             return await self._activate(user, text)
         command = parse_command(text, self.access.command_prefix)
         if command is not None:
             return await self._command(command, message, user, chat, number)
+        now = self._clock()
+        if self.anomalies is not None and self.anomalies.is_muted(user, now):
+            self._count("refused", reason="muted")
+            return None  # repeated attacks: silence for a while (OBS-7, off by default)
         decision = await asyncio.to_thread(self.limiter.hit, user)
         if not decision.allowed:
+            self._count("refused", reason="rate_limited")
             return SLOW_DOWN.format(seconds=decision.retry_after) if decision.first_refusal \
                 else None
         group = payload.get("group_id")
@@ -314,8 +385,15 @@ class BotService:
                         recipient=None if group else uuid, group_id=group, stop=True))
             raise
         typing.cancel()  # the reply clears an indicator that was shown
+        if self.anomalies is not None and self._anomaly_recorder is not None:
+            new_user = not await self._db(self.users.chats, user)
+            self._anomaly_recorder.record(self.anomalies.observe(MessageFacts(
+                user=user, at=now, length=len(text), new_user=new_user,
+                blocked=answer.fallback_reason in BLOCKED_ROUTES)))
         await self._db(self.users.touch_thread, user, chat, expires=expires)
         self._citations[message.key] = [dict(c) for c in answer.citations]
+        self._routes[message.key] = f"fallback:{answer.fallback_reason}" \
+            if answer.fallback_reason else "answered"
         return answer.reply
 
     async def _typing_after_delay(self, uuid: str, group: str | None) -> bool:
@@ -329,12 +407,14 @@ class BotService:
         assert self.access.passphrase is not None
         state = await asyncio.to_thread(self.lockout.check, user)
         if state.locked:
+            self._count("refused", reason="locked_out")
             return None
         if matches_passphrase(text, self.access.passphrase):
             await asyncio.to_thread(self.lockout.record_success, user)
             await self._db(self.users.activate, user)
             return ACTIVATED
         await asyncio.to_thread(self.lockout.record_failure, user)
+        self._count("refused", reason="not_activated")
         return None  # silence: a stranger learns nothing
 
     async def _command(  # noqa: PLR0911 - one return per command reads best
@@ -362,6 +442,8 @@ class BotService:
             await self._db(self.store.forget_user, message.key.sender_uuid, keep=message.key)
             await self._db(self.users.forget, user)
             await asyncio.to_thread(self.limiter.forget, user)
+            if self.anomalies is not None:
+                self.anomalies.forget(user)
             return FORGOTTEN
         if command is Command.SOURCES:
             return await self._sources(user, chat)
@@ -378,7 +460,7 @@ class BotService:
         return "Sources of the last answer:\n" + "\n".join(lines)
 
     async def _status(self) -> str:
-        counts = await self._db(self.store.counts)
+        counts = await self.counts()
         transport = self.transport.status
         index = self.assistant.index
         return "\n".join([
@@ -389,6 +471,92 @@ class BotService:
             f"answered {self.stats.answered}, ignored {self.stats.ignored}, "
             f"sent {self.stats.sent}, failed sends {self.stats.send_failed}",
         ])
+
+    async def counts(self) -> StoreCounts:
+        """Inbox and outbox row counts (for /status, readiness and metrics)."""
+        return await self._db(self.store.counts)
+
+    def _count(self, counter: str, **attributes: str) -> None:
+        if self.metrics is not None:
+            getattr(self.metrics, counter).add(1, attributes)
+
+    async def refresh_snapshot(self) -> None:
+        """Update the gauges' values: queue depths, circuit, index, active users."""
+        if self.metrics is None:
+            return
+        counts = await self.counts()
+        active = await self._db(self.users.active_users, 3600.0)
+        snapshot = self.metrics.snapshot
+        snapshot.inbox_open = counts.inbox["pending"] + counts.inbox["processing"]
+        snapshot.outbox_pending = counts.outbox["pending"]
+        snapshot.oldest_unanswered_s = counts.oldest_unanswered_age or 0.0
+        snapshot.circuit = self.assistant.breaker.state.value
+        index = self.assistant.index
+        snapshot.index_chunks = index.manifest.chunk_count if index is not None else 0
+        snapshot.index_built_at = index.manifest.created_at or None if index is not None \
+            else None
+        snapshot.active_users_1h = active
+
+    async def _snapshot_loop(self) -> None:
+        while self.metrics is not None:
+            try:
+                await self.refresh_snapshot()
+            except Exception as exc:  # noqa: BLE001 - retried at the next round
+                log.error("metrics_snapshot_failed", extra={"error": type(exc).__name__})
+            await self._sleep(self._snapshot_interval)
+
+    async def check_index(self) -> None:
+        """Pick up a new index after `ingest`, or notice a damaged one, without a restart
+        (RES-4). A changed directory is reloaded (and verified); an unchanged one is
+        re-verified every `index_verify_interval` seconds. A damaged live index is replaced
+        by the last-known-good copy when there is one; otherwise the bot answers from the
+        fallback path until a good index appears, and operators are alerted once."""
+        path = self.assistant.settings.index_path
+        fingerprint = await asyncio.to_thread(index_fingerprint, path)
+        changed = fingerprint != self._index_fingerprint
+        due = self._clock() - self._index_verified_at >= self._index_verify_interval
+        if not changed and not due:
+            return
+        had_index = self.assistant.index is not None
+        if not changed and had_index:
+            try:
+                await asyncio.to_thread(verify_index, path)
+            except KnowledgeIndexError:
+                changed = True  # damaged in place: reload, which restores the last good copy
+        if changed or not had_index:
+            try:
+                index = await asyncio.to_thread(load_knowledge, self.assistant.settings,
+                                                self.assistant.embedder)
+            except KnowledgeIndexError as exc:
+                self.assistant.index = None
+                if had_index:  # once per loss; a missing index at start was logged then
+                    log.error("index_unavailable", extra={"error": type(exc).__name__})
+                    self._raise_alert("index_corrupt")
+            else:
+                self.assistant.index = index
+                if self.monitors is not None:
+                    self.monitors.manager.resolve("index_corrupt")
+                if index.restored_from_last_good:
+                    self._raise_alert("index_restored_from_last_good")
+                if changed or not had_index:
+                    log.info("index_loaded", extra={"chunks": index.manifest.chunk_count})
+            fingerprint = await asyncio.to_thread(index_fingerprint, path)
+        self._index_fingerprint = fingerprint
+        self._index_verified_at = self._clock()
+
+    async def _index_loop(self) -> None:
+        self._index_fingerprint = await asyncio.to_thread(
+            index_fingerprint, self.assistant.settings.index_path)
+        while True:
+            await self._sleep(self._index_check_interval)
+            try:
+                await self.check_index()
+            except Exception as exc:  # noqa: BLE001 - retried at the next round
+                log.error("index_check_failed", extra={"error": type(exc).__name__})
+
+    def _raise_alert(self, kind: str) -> None:
+        self.stats.alerts.append(kind)
+        self._alert(kind)
 
     async def _best_effort(self, call: Awaitable[Any] | None) -> bool:
         """Receipts and typing indicators are courtesy: their failure costs nothing.
@@ -454,27 +622,24 @@ class BotService:
 
     async def _send_one(self, item: OutboxItem) -> bool:
         """Send one part; True when it left (or can never leave), False when it waits."""
+        with self._tracer.start_as_current_span(
+                "signal send", context=extract(item.trace), kind=SpanKind.PRODUCER,
+                record_exception=False,
+                attributes={"messaging.system": "signal", "signal_rag.part": item.part,
+                            "signal_rag.send_attempt": item.attempts + 1}) as span:
+            sent = await self._send_part(item, span)
+            span.set_attribute("signal_rag.sent", sent)
+            return sent
+
+    async def _send_part(self, item: OutboxItem, span: Span) -> bool:
         recipients = [item.recipient] if item.recipient else []
         try:
             result = await self.transport.send(
                 item.text, recipients=recipients, group_id=item.group_id,
                 quote_timestamp=item.quote_timestamp, quote_author=item.quote_author)
-        except SignalRateLimited as exc:
-            # Signal's own limit (or a CAPTCHA): retrying soon makes it worse.
-            await self._retry(item, max(exc.retry_after or 0, 600), exc,
-                              alert="signal_rate_limited")
-            return False
-        except SignalUntrustedIdentity as exc:
-            await self._retry(item, 3600, exc, alert="signal_untrusted_identity")
-            return False
-        except (SignalUnregistered, SignalInvalidParams) as exc:
-            await self._db(self.store.mark_failed, item.id, type(exc).__name__)
-            self.stats.send_failed += 1
-            return True
-        except (SignalNetworkError, SignalError) as exc:
-            delay = min(self._retry_cap, self._retry_initial * 2 ** item.attempts)
-            await self._retry(item, delay, exc)
-            return False
+        except SignalError as exc:
+            mark_failed(span, exc)
+            return await self._send_failed(item, exc)
         await self._db(self.store.mark_sent, item.id, result.timestamp or 0)
         self.stats.sent += 1
         if item.part == 0 and result.timestamp:
@@ -483,11 +648,38 @@ class BotService:
                            result.timestamp, self._citations.pop(item.key, []))
         return True
 
+    async def _send_failed(self, item: OutboxItem, exc: SignalError) -> bool:
+        """Decide a failed part's fate; True when it will never be sent (permanent)."""
+        if isinstance(exc, SignalRateLimited):
+            # Signal's own limit (or a CAPTCHA): retrying soon makes it worse.
+            await self._retry(item, max(exc.retry_after or 0, 600), exc,
+                              alert="signal_rate_limited")
+            return False
+        if isinstance(exc, SignalUntrustedIdentity):
+            await self._retry(item, 3600, exc, alert="signal_untrusted_identity")
+            return False
+        if isinstance(exc, SignalUnregistered | SignalInvalidParams):
+            await self._db(self.store.mark_failed, item.id, type(exc).__name__)
+            self.stats.send_failed += 1
+            self._count("failed", stage="send")
+            return True
+        delay = min(self._retry_cap, self._retry_initial * 2 ** item.attempts)
+        await self._retry(item, delay, exc)  # network trouble and anything unexpected
+        return False
+
     async def _retry(self, item: OutboxItem, delay: float, exc: Exception,
                      alert: str | None = None) -> None:
         await self._db(self.store.mark_retry, item.id, self._clock() + delay,
                        type(exc).__name__)
         self.stats.send_retries += 1
         if alert:
-            self.stats.alerts.append(alert)
-            self._alert(alert)
+            self._raise_alert(alert)
+
+
+def index_fingerprint(path: Path) -> IndexFingerprint:
+    """Names, sizes and modification times of the index's files (None when missing):
+    cheap enough to compare every few seconds, and `ingest`'s directory swap changes it."""
+    if not path.is_dir():
+        return None
+    return tuple(sorted((str(file.relative_to(path)), file.stat().st_size,
+                         file.stat().st_mtime_ns) for file in path.rglob("*") if file.is_file()))

@@ -82,6 +82,22 @@ class AuditSettings(BaseModel):
     """HMAC key for user ids; generated and kept in the data dir when not set."""
 
 
+class GuardsSettings(BaseModel):
+    """Prompt hardening and the output guard (SEC-3, SEC-4)."""
+
+    canary: SecretStr | None = None
+    """The system prompt's canary; generated once and kept in the data dir when not set."""
+    max_reply_chars: int = Field(8000, ge=200, le=100_000)
+    """Output guard cap on a whole reply; keep it above what `llm.max_tokens` can produce."""
+
+    @field_validator("canary")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < 16:
+            raise ValueError("must be at least 16 characters (a random string)")
+        return value
+
+
 class SignalSettings(BaseModel):
     """The signal-cli daemon the `serve` command talks to."""
 
@@ -137,6 +153,86 @@ class LimitsSettings(BaseModel):
         return value
 
 
+class HealthSettings(BaseModel):
+    addr: str = "127.0.0.1:8787"
+    """host:port of /healthz, /readyz and /metrics; loopback unless you publish it."""
+    enabled: bool = True
+
+    @field_validator("addr")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"must be host:port, got {value!r}")
+        return value
+
+
+class LogSettings(BaseModel):
+    file: Path | None = None
+    """Default: `$SIGNAL_RAG_DATA_DIR/logs/signal-rag.log`."""
+    file_enabled: bool = True
+    max_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    backups: int = Field(7, ge=0, le=1000)
+
+
+class AlertSettings(BaseModel):
+    """Operator alerts (OBS-6): where they go and when they fire."""
+
+    webhook_url: SecretStr | None = None
+    """POST target for alerts (JSON); a secret because such URLs often carry a token."""
+    cooldown: float = Field(900.0, ge=0, le=86_400)
+    """Least seconds between two notifications of one condition."""
+    signal_admins: bool = True
+    """Send alerts to the admins (`access.admins`) over Signal."""
+    min_free_disk_mb: int = Field(1024, ge=0)
+    unreachable_minutes: float = Field(5.0, gt=0, le=1440)
+    error_rate: float = Field(0.10, gt=0, lt=1)
+    error_window: float = Field(300.0, ge=10, le=86_400)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_http(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("http://",
+                                                                          "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
+class AnomalySettings(BaseModel):
+    """Anomaly rules (OBS-7); see guards/anomaly.py and docs/operations.md."""
+
+    enabled: bool = True
+    long_message_chars: int = Field(1500, ge=1)
+    median_factor: float = Field(5.0, gt=1)
+    burst_messages: int = Field(8, ge=2)
+    burst_window: float = Field(30.0, gt=0)
+    off_hours: str = ""
+    """`22-06`: messages from 22:00 to 05:59 in `timezone` are reported; empty: off."""
+    timezone: str = "UTC"
+    block_count: int = Field(3, ge=1)
+    block_window: float = Field(600.0, gt=0)
+    mute: bool = False
+    mute_minutes: float = Field(30.0, gt=0, le=10_080)
+    probe_users: int = Field(5, ge=1)
+    probe_window: float = Field(600.0, gt=0)
+
+    @field_validator("off_hours")
+    @classmethod
+    def _hours(cls, value: str) -> str:
+        from guards.anomaly import parse_off_hours
+
+        parse_off_hours(value)
+        return value.strip()
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from guards.anomaly import load_timezone
+
+        load_timezone(value)
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__",
                                       secrets_nested_delimiter="__",
@@ -146,14 +242,19 @@ class Settings(BaseSettings):
     index_dir: Path | None = None
     max_input_chars: int = Field(2000, ge=1, le=100_000)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log: LogSettings = LogSettings()
+    health: HealthSettings = HealthSettings()
     llm: LLMSettings = LLMSettings()
     embeddings: EmbeddingSettings = EmbeddingSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     breaker: BreakerSettings = BreakerSettings()
     audit: AuditSettings = AuditSettings()
+    guards: GuardsSettings = GuardsSettings()
     signal: SignalSettings = SignalSettings()
     access: AccessSettings = AccessSettings()
     limits: LimitsSettings = LimitsSettings()
+    alerts: AlertSettings = AlertSettings()
+    anomalies: AnomalySettings = AnomalySettings()
 
     @classmethod
     def settings_customise_sources(
@@ -169,6 +270,8 @@ class Settings(BaseSettings):
     def _derive(self) -> Settings:
         if self.index_dir is None:
             self.index_dir = self.data_dir / "index"
+        if self.log.file is None:
+            self.log.file = self.data_dir / "logs" / "signal-rag.log"
         if self.llm.api_key is None and os.environ.get("OPENAI_API_KEY"):
             self.llm.api_key = SecretStr(os.environ["OPENAI_API_KEY"])
         if self.llm.model and self.llm.base_url is None and self.llm.api_key is None:

@@ -69,7 +69,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_ERROR_CLASS_CHARS = 100
 
 InboxStatus = Literal["pending", "processing", "answered", "ignored"]
@@ -107,6 +107,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error      TEXT,
     created_at      REAL    NOT NULL,
     closed_at       REAL,
+    trace           TEXT,
     UNIQUE (sender_uuid, msg_timestamp, part),
     CHECK ((recipient IS NULL) <> (group_id IS NULL)),
     CHECK (status <> 'pending' OR text IS NOT NULL)
@@ -147,6 +148,8 @@ class ReplyPart:
     group_id: str | None = None
     quote_author: str | None = None
     quote_timestamp: int | None = None
+    trace: str | None = None
+    """W3C trace context of the message (OBS-3), so its send continues the trace."""
 
     def __post_init__(self) -> None:
         if (self.recipient is None) == (self.group_id is None):
@@ -165,6 +168,7 @@ class OutboxItem:
     quote_timestamp: int | None
     attempts: int
     """Send attempts that already failed transiently."""
+    trace: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,9 +215,12 @@ class Store:
                              f"({SCHEMA_VERSION}); refusing to touch it")
         if version < SCHEMA_VERSION:
             with self._tx():
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                if version == 0:
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                if version == 1:  # 2 adds the trace context of each reply part (OBS-3)
+                    db.execute("ALTER TABLE outbox ADD COLUMN trace TEXT")
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -306,10 +313,10 @@ class Store:
                 return False
             db.executemany(
                 "INSERT INTO outbox (sender_uuid, msg_timestamp, part, recipient, group_id, "
-                "text, quote_author, quote_timestamp, next_attempt_at, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "text, quote_author, quote_timestamp, next_attempt_at, created_at, trace) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(key.sender_uuid, key.msg_timestamp, index, part.recipient, part.group_id,
-                  part.text, part.quote_author, part.quote_timestamp, now, now)
+                  part.text, part.quote_author, part.quote_timestamp, now, now, part.trace)
                  for index, part in enumerate(parts)])
         return True
 
@@ -344,7 +351,7 @@ class Store:
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, sender_uuid, msg_timestamp, part, text, recipient, group_id, "
-                "quote_author, quote_timestamp, attempts FROM outbox AS o "
+                "quote_author, quote_timestamp, attempts, trace FROM outbox AS o "
                 "WHERE status = 'pending' AND next_attempt_at <= ? AND NOT EXISTS ("
                 "  SELECT 1 FROM outbox AS e WHERE e.sender_uuid = o.sender_uuid "
                 "  AND e.msg_timestamp = o.msg_timestamp AND e.part < o.part "
@@ -352,7 +359,8 @@ class Store:
                 "ORDER BY id LIMIT ?", (at, limit)).fetchall()
         return [OutboxItem(id=row[0], key=InboxKey(row[1], row[2]), part=row[3], text=row[4],
                            recipient=row[5], group_id=row[6], quote_author=row[7],
-                           quote_timestamp=row[8], attempts=row[9]) for row in rows]
+                           quote_timestamp=row[8], attempts=row[9], trace=row[10])
+                for row in rows]
 
     def next_due_at(self) -> float | None:
         """When the earliest pending part is due (for the sender's sleep), or None."""

@@ -99,6 +99,12 @@ class UserDirectory:
         self._run("INSERT OR REPLACE INTO threads (user, chat, last_at, expires) "
                   "VALUES (?, ?, ?, ?)", user, chat, self._clock(), max(0, expires))
 
+    def active_users(self, within: float) -> int:
+        """How many users had a conversation in the last `within` seconds (a gauge)."""
+        row = self._one("SELECT COUNT(DISTINCT user) FROM threads WHERE last_at >= ?",
+                        self._clock() - within)
+        return int(row[0])
+
     def chats(self, user: str) -> list[str]:
         with self._lock:
             return [str(r[0]) for r in self._db.execute(

@@ -9,6 +9,8 @@ import pytest
 from knowledge.ingest import ingest
 from tests.fakes.embeddings import HashingEmbedder
 
+pytest_plugins = ["tests.leak_check"]
+
 DOCS = {
     "garden.md": "# Gardening notes\n\nTomatoes need full sun and regular watering. "
                  "Prune the side shoots of tomato plants every week.\n\n"

@@ -79,10 +79,31 @@ async def test_500_is_retried_three_times_then_fallback(make_assistant, server):
 
 
 async def test_401_is_not_retried(make_assistant, server):
+    from agent.observability.alerts import conditions_for_event
+
     server.default = Status(401)
-    answer = await make_assistant().ask(QUESTION)
+    assistant = make_assistant()
+    answer = await assistant.ask(QUESTION)
     assert server.count(CHAT_PATH) == 1
     assert answer.fallback_reason == "model_error"
+    (event,) = assistant.audit.events
+    assert "model_auth_failed" in conditions_for_event(event), "a bad key pages the operator"
+
+
+async def test_an_empty_quota_is_not_retried_and_raises_its_alert(make_assistant, server):
+    from agent.observability.alerts import conditions_for_event
+
+    server.default = Status(429, body={"error": {
+        "message": "You exceeded your current quota.", "type": "insufficient_quota",
+        "param": None, "code": "insufficient_quota"}})
+    assistant = make_assistant()
+    answer = await assistant.ask(QUESTION)
+    assert server.count(CHAT_PATH) == 1, "waiting does not refill a quota"
+    assert answer.fallback_reason == "model_error"
+    (event,) = assistant.audit.events
+    assert event["error"].endswith("RateLimitError")
+    assert event["error_code"] == "insufficient_quota"
+    assert "model_quota_exhausted" in conditions_for_event(event)
 
 
 async def test_400_is_not_retried(make_assistant, server):

@@ -15,6 +15,9 @@ import pytest
 
 from tests.fakes.openai_server import CHAT_PATH, FakeOpenAIServer, Reply, Slow
 from tests.fakes.signal_daemon import (
+    BOB_UUID as OTHER_UUID,
+)
+from tests.fakes.signal_daemon import (
     BOT_NUMBER,
     BOT_UUID,
     FakeSignalDaemon,
@@ -22,6 +25,7 @@ from tests.fakes.signal_daemon import (
     fake_signal_daemon,
 )
 from tests.integration.conftest import EXAMPLES
+from tests.integration.redis_server import free_port
 
 CLI = [sys.executable, "-m", "agent.cli"]
 PASSPHRASE = "let me in please"
@@ -61,7 +65,8 @@ def env(tmp_path: Path, model: FakeOpenAIServer, sim: FakeSignalDaemon) -> dict[
         SIGNAL_RAG_LLM__BASE_URL=model.base_url, SIGNAL_RAG_LLM__MODEL="chat-test",
         SIGNAL_RAG_LLM__API_KEY="sk-test", SIGNAL_RAG_RETRIEVAL__MIN_SIMILARITY="-1",
         SIGNAL_RAG_SIGNAL__URL=sim.http_url, SIGNAL_RAG_SIGNAL__ACCOUNT=BOT_NUMBER,
-        SIGNAL_RAG_SIGNAL__BOT_UUID=BOT_UUID, SIGNAL_RAG_ACCESS__PASSPHRASE=PASSPHRASE)
+        SIGNAL_RAG_SIGNAL__BOT_UUID=BOT_UUID, SIGNAL_RAG_ACCESS__PASSPHRASE=PASSPHRASE,
+        SIGNAL_RAG_HEALTH__ADDR=f"127.0.0.1:{free_port()}")
     ingest = subprocess.run([*CLI, "ingest", str(EXAMPLES)], env=values, capture_output=True,
                             text=True, timeout=120, check=False)
     assert ingest.returncode == 0, ingest.stderr
@@ -131,3 +136,87 @@ def test_kill_9_mid_answer_then_restart_sends_exactly_one_answer(
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def health(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, "health"], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def test_health_readiness_and_metrics_of_a_running_bot(
+        env: dict[str, str], sim: FakeSignalDaemon, model: FakeOpenAIServer,
+        tmp_path: Path) -> None:
+    import json
+
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    log = tmp_path / "serve.log"
+    assert health(env).returncode == 1, "nothing listens yet: not ready"
+    process = start_serve(env, log)
+    base = f"http://{env['SIGNAL_RAG_HEALTH__ADDR']}"
+    try:
+        wait_until(lambda: health(env).returncode == 0)
+        ready = json.loads(health(env).stdout)
+        assert ready["status"] == "ready"
+        assert set(ready["checks"]) == {"signal_cli", "index", "model", "inbox"}
+        assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+        activate(sim)
+        model.default = Reply("Exit code 3 means the index is missing or damaged [1].")
+        sim.deliver(direct_message(QUESTION))
+        sim.deliver(direct_message("a stranger's message", source_uuid=OTHER_UUID,
+                                   source_number=None))
+        wait_until(lambda: len(answers(sim)) >= 2)
+        samples = {}
+
+        def scraped() -> bool:
+            page = httpx.get(f"{base}/metrics").text
+            samples.clear()
+            for family in text_string_to_metric_families(page):
+                for sample in family.samples:
+                    labels = {k: v for k, v in sample.labels.items()
+                              if not k.startswith("otel_")}
+                    key = (sample.name, tuple(sorted(labels.items())))
+                    samples[key] = sample.value
+            return samples.get(("signal_rag_messages_refused_total",
+                                (("reason", "not_activated"),)), 0) >= 1
+
+        wait_until(scraped)
+        assert samples[("signal_rag_messages_received_total", (("chat", "dm"),))] == 3
+        assert samples[("signal_rag_messages_answered_total", (("route", "answered"),))] == 1
+        assert samples[("signal_rag_model_calls_total",
+                        (("model", "chat-test"), ("outcome", "ok")))] == 1
+        assert samples[("signal_rag_reply_latency_seconds_count", ())] == 2
+        assert samples[("signal_rag_retrieval_latency_seconds_count", ())] == 1
+        wait_until(lambda: httpx.get(f"{base}/metrics").text.count(
+            "signal_rag_index_chunks") > 0)
+        sim.stop_listening()  # the daemon goes away: not ready, and `health` says why
+        wait_until(lambda: health(env).returncode == 1)
+        body = json.loads(health(env).stdout)
+        assert body["checks"]["signal_cli"]["ok"] is False
+        assert body["checks"]["index"]["ok"] is True
+        sim.resume()
+        wait_until(lambda: health(env).returncode == 0)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    text = log.read_text()
+    assert QUESTION not in text and PASSPHRASE not in text
+
+
+def test_a_taken_health_port_is_a_clear_configuration_error(
+        env: dict[str, str], tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**env, "SIGNAL_RAG_HEALTH__ADDR": f"127.0.0.1:{port}"}
+        result = subprocess.run([*CLI, "serve"], env=env, capture_output=True, text=True,
+                                timeout=120, check=False)
+    assert result.returncode == 2
+    assert "SIGNAL_RAG_HEALTH__ADDR" in result.stderr and "cannot listen" in result.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.store import InboxKey, ReplyPart, Store, StoreError
+from agent.store import SCHEMA_VERSION, InboxKey, ReplyPart, Store, StoreError
 
 ALICE = "a1a1a1a1-0000-4000-8000-000000000001"
 BOB = "b2b2b2b2-0000-4000-8000-000000000002"
@@ -48,7 +48,7 @@ def accept(store: Store, sender: str = ALICE, ts: int = 1, text: str = "hi") -> 
 def test_pragmas_and_file_mode(store: Store, db_path: Path) -> None:
     db = sqlite3.connect(db_path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     db.close()
     assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
 
@@ -271,3 +271,24 @@ def test_payload_round_trips_unicode(store: Store) -> None:
     store.accept(ALICE, 7, GROUP, payload)
     claimed = store.claim(InboxKey(ALICE, 7))
     assert claimed is not None and claimed.payload == payload and claimed.chat_id == GROUP
+
+
+def test_a_version_1_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with Store(path) as store:
+        store.accept("u1", 1, "dm", {"text": "hi"})
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE outbox DROP COLUMN trace")  # what version 1 wrote
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    with Store(path) as store:
+        message = store.claim(InboxKey("u1", 1))
+        assert message is not None and message.payload == {"text": "hi"}
+        assert store.record_reply(message.key, [ReplyPart("hello", recipient="u1",
+                                                          trace='{"traceparent":"x"}')])
+        (item,) = store.due_outbox()
+        assert item.trace == '{"traceparent":"x"}'
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()

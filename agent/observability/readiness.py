@@ -1,0 +1,48 @@
+"""Readiness checks of a running bot (OBS-5), each a status and a content-free detail.
+
+Ready means it can do its job now: signal-cli answers, an index is loaded and verified,
+the model's circuit is not open (with it open the bot still replies, from the fallback,
+so operators should know), and the inbox is draining (nothing waits longer than
+`max_backlog_age` seconds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.service import BotService
+
+MAX_BACKLOG_AGE_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    ok: bool
+    detail: str
+    """A short, content-free explanation (a state, a count, an error class)."""
+
+
+async def service_readiness(service: BotService, *,
+                            max_backlog_age: float = MAX_BACKLOG_AGE_S) -> dict[str, Check]:
+    transport = service.transport
+    try:
+        reachable = await transport.check()
+    except Exception as exc:  # noqa: BLE001 - any failure to check is "not reachable"
+        signal_cli = Check(False, f"check failed: {type(exc).__name__}")
+    else:
+        status = transport.status
+        signal_cli = Check(reachable, f"{'reachable' if reachable else 'unreachable'}, "
+                                      f"stream {status.state}")
+    index = service.assistant.index
+    index_check = Check(True, f"{index.manifest.chunk_count} passages") if index is not None \
+        else Check(False, "no verified index loaded")
+    circuit = service.assistant.breaker.state.value
+    model = Check(circuit != "open", f"circuit {circuit}")
+    counts = await service.counts()
+    age = counts.oldest_unanswered_age or 0.0
+    inbox = Check(age <= max_backlog_age,
+                  f"{sum(counts.inbox[s] for s in ('pending', 'processing'))} open, "
+                  f"oldest {age:.0f} s")
+    return {"signal_cli": signal_cli, "index": index_check, "model": model, "inbox": inbox}
