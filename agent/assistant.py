@@ -179,7 +179,9 @@ class Assistant:
             config = {"configurable": {"thread_id": self.thread_id(user, chat)}}
             extra["durability"] = "exit"  # one checkpoint per message, not one per node
         result: Mapping[str, Any] = await self.graph.ainvoke(
-            {"question": question, "user": user}, config,
+            {"question": question, "user": user,
+             "chat_kind": "local" if chat is None else "dm" if chat == "dm" else "group"},
+            config,
             context=context or self.context(), **extra)
         return Answer(reply=result["reply"], citations=list(result.get("citations") or []),
                       fallback_reason=result.get("fallback_reason"))

@@ -42,12 +42,17 @@ log = logging.getLogger(__name__)
 
 
 def access_policy(settings: Settings) -> AccessPolicy:
-    """Secure by default: refuse to serve everyone without a passphrase or an allow list."""
+    """Secure by default: refuse to serve everyone without a passphrase or an allow list,
+    or without a configured audit pepper."""
     access = settings.access
     passphrase = access.passphrase.get_secret_value() if access.passphrase else None
     if not passphrase and not access.allowed_set:
         raise ConfigError("set SIGNAL_RAG_ACCESS__PASSPHRASE or SIGNAL_RAG_ACCESS__ALLOWED: "
                           "the bot does not answer strangers")
+    if settings.audit.pepper is None:  # OBS-2: a generated one would differ per replica
+        raise ConfigError("set SIGNAL_RAG_AUDIT__PEPPER (a secret of at least 16 bytes, "
+                          "e.g. from `openssl rand -hex 32`): serve keys users, limits and "
+                          "the audit trail by its HMAC")
     return AccessPolicy(passphrase=passphrase, allowed=access.allowed_set,
                         admins=access.admin_set, command_prefix=access.command_prefix)
 

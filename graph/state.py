@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypedDict
+from typing import Annotated, Literal, NotRequired, TypedDict
 
 FallbackReason = Literal[
     "empty",              # nothing left after sanitising
@@ -73,11 +73,14 @@ class GraphInput(TypedDict):
     """The user's message as received."""
     user: str
     """An opaque user key (HMAC of the Signal id): never the raw id or phone number."""
+    chat_kind: NotRequired[str]
+    """"dm", "group" or "local" (the terminal), for the audit trail."""
 
 
 class GraphState(TypedDict, total=False):
     question: str
     """The user's message as received (never logged)."""
+    chat_kind: str
     user: str
     """Opaque user key, used in audit events."""
     text: str
@@ -103,6 +106,8 @@ class GraphState(TypedDict, total=False):
     """Exception class name of a failure (never its message: it may echo input)."""
     error_code: str | None
     """The model API's machine-readable error code, e.g. `insufficient_quota` (OBS-6)."""
+    usage: dict[str, int] | None
+    """Tokens the model call used (`input_tokens`, `output_tokens`), when it reports them."""
     timings: Annotated[dict[str, float], merge_timings]
     """Per-node latency in milliseconds."""
     history: Annotated[list[Exchange], keep_recent]

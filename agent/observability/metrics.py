@@ -68,6 +68,9 @@ class BotMetrics:
         self.anomalies = meter.create_counter(
             "signal_rag.anomalies", unit="1",
             description="Anomalies detected (OBS-7), by kind")
+        self.model_tokens = meter.create_counter(
+            "signal_rag.model.tokens", unit="1",
+            description="Tokens the chat model reported, by model and direction (in, out)")
         self.reply_latency = meter.create_histogram(
             "signal_rag.reply.latency", unit="s",
             description="From accepting a message to its reply being queued")
@@ -109,6 +112,11 @@ class BotMetrics:
             outcome = "ok" if route == "answered" else route.removeprefix("fallback:")
             self.model_calls.add(1, {"model": str(event.get("model", "none")),
                                      "outcome": outcome})
+        for field, direction in (("tokens_in", "in"), ("tokens_out", "out")):
+            count = event.get(field)
+            if isinstance(count, int) and count > 0:
+                self.model_tokens.add(count, {"model": str(event.get("model", "none")),
+                                              "direction": direction})
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every instrument."""

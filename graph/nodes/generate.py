@@ -80,11 +80,11 @@ async def generate(state: GraphState, runtime: Runtime[GraphContext]) -> dict[st
             except Exception as exc:
                 span.fail(exc)
                 raise
-            usage = getattr(response, "usage_metadata", None) or {}
-            for key, attribute in (("input_tokens", "gen_ai.usage.input_tokens"),
-                                   ("output_tokens", "gen_ai.usage.output_tokens")):
-                if key in usage:
-                    span.set(attribute, int(usage[key]))
+            reported = getattr(response, "usage_metadata", None) or {}
+            usage = {key: int(reported[key]) for key in ("input_tokens", "output_tokens")
+                     if key in reported}
+            for key, value in usage.items():
+                span.set(f"gen_ai.usage.{key}", value)
     except Exception as exc:
         ctx.breaker.record_failure()
         info = runtime.execution_info
@@ -105,4 +105,4 @@ async def generate(state: GraphState, runtime: Runtime[GraphContext]) -> dict[st
         return done(fallback_reason="model_error", error="EmptyAnswer", model=ctx.model_name)
     # The exchange joins the history only once the output guard has passed it.
     return done(answer=answer, citations=citations, reply=format_reply(answer, citations),
-                model=ctx.model_name, fallback_reason=None)
+                model=ctx.model_name, fallback_reason=None, usage=usage or None)

@@ -19,7 +19,7 @@ from guards.sanitize import sanitize as clean
 # A checkpointed thread keeps the previous run's fields: the first node clears them.
 FRESH_RUN: dict[str, Any] = {"guard_rules": [], "passages": [], "answer": "", "citations": [],
                              "reply": "", "model": "none", "error": None,
-                             "error_code": None,
+                             "error_code": None, "usage": None,
                              "hidden_text": False}
 
 

@@ -48,8 +48,14 @@ class RecordingSleep:
 
 async def test_normal_answer_is_cited_and_prompt_is_delimited(make_assistant, server):
     server.enqueue(Reply("You are locked out for 1 hour after 5 wrong attempts [1]."))
-    answer = await make_assistant().ask(QUESTION)
+    assistant = make_assistant()
+    answer = await assistant.ask(QUESTION)
     assert answer.fallback_reason is None
+    (event,) = assistant.audit.events  # OBS-2: the facts of the run, never its content
+    assert event["route"] == "answered" and event["chat"] == "local"
+    assert event["tokens_in"] > 0 and event["tokens_out"] > 0
+    assert event["reply_chars"] == len(answer.reply) and 0 < event["top_similarity"] <= 1
+    assert "locked out" not in str(event)
     assert answer.reply.startswith("You are locked out for 1 hour")
     assert answer.citations[0]["source"] == "user-guide.md"
     [request] = server.requests_to(CHAT_PATH)

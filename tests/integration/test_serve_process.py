@@ -4,6 +4,7 @@ server: SIGTERM drains and exits 0; `kill -9` mid-answer loses nothing and sends
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,7 +67,8 @@ def env(tmp_path: Path, model: FakeOpenAIServer, sim: FakeSignalDaemon) -> dict[
         SIGNAL_RAG_LLM__API_KEY="sk-test", SIGNAL_RAG_RETRIEVAL__MIN_SIMILARITY="-1",
         SIGNAL_RAG_SIGNAL__URL=sim.http_url, SIGNAL_RAG_SIGNAL__ACCOUNT=BOT_NUMBER,
         SIGNAL_RAG_SIGNAL__BOT_UUID=BOT_UUID, SIGNAL_RAG_ACCESS__PASSPHRASE=PASSPHRASE,
-        SIGNAL_RAG_HEALTH__ADDR=f"127.0.0.1:{free_port()}")
+        SIGNAL_RAG_HEALTH__ADDR=f"127.0.0.1:{free_port()}",
+        SIGNAL_RAG_AUDIT__PEPPER="test-pepper-0123456789abcdef")
     ingest = subprocess.run([*CLI, "ingest", str(EXAMPLES)], env=values, capture_output=True,
                             text=True, timeout=120, check=False)
     assert ingest.returncode == 0, ingest.stderr
@@ -186,6 +188,8 @@ def test_health_readiness_and_metrics_of_a_running_bot(
         assert samples[("signal_rag_messages_answered_total", (("route", "answered"),))] == 1
         assert samples[("signal_rag_model_calls_total",
                         (("model", "chat-test"), ("outcome", "ok")))] == 1
+        assert samples[("signal_rag_model_tokens_total",
+                        (("direction", "in"), ("model", "chat-test")))] > 0
         assert samples[("signal_rag_reply_latency_seconds_count", ())] == 2
         assert samples[("signal_rag_retrieval_latency_seconds_count", ())] == 1
         wait_until(lambda: httpx.get(f"{base}/metrics").text.count(
@@ -220,3 +224,37 @@ def test_a_taken_health_port_is_a_clear_configuration_error(
                                 timeout=120, check=False)
     assert result.returncode == 2
     assert "SIGNAL_RAG_HEALTH__ADDR" in result.stderr and "cannot listen" in result.stderr
+
+
+def test_readyz_follows_a_damaged_index_and_a_new_ingest_without_restart(
+        env: dict[str, str], sim: FakeSignalDaemon, tmp_path: Path) -> None:
+    """RES-4 + OBS-5 through the real process: damage → 503 (and the bot keeps running),
+    `ingest` while serving → 200 again, with no restart."""
+    import json
+
+    process = start_serve(env, tmp_path / "serve.log")
+    try:
+        wait_until(lambda: health(env).returncode == 0)
+        index = Path(env["SIGNAL_RAG_DATA_DIR"]) / "index"
+        for backup in index.parent.glob("index.last-good"):  # no copy to fall back on
+            shutil.rmtree(backup)
+        dense = index / "dense.faiss"
+        data = bytearray(dense.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        dense.write_bytes(bytes(data))
+        wait_until(lambda: health(env).returncode == 1)
+        body = json.loads(health(env).stdout)
+        assert body["checks"]["index"]["ok"] is False
+        assert process.poll() is None, "still serving, from the fallback path"
+        ingest = subprocess.run([*CLI, "ingest", str(EXAMPLES), "--rebuild"], env=env,
+                                capture_output=True, text=True, timeout=120, check=False)
+        assert ingest.returncode == 0, ingest.stderr
+        wait_until(lambda: health(env).returncode == 0)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    log = (tmp_path / "serve.log").read_text()
+    assert '"event": "index_unavailable"' in log and '"event": "index_loaded"' in log

@@ -172,6 +172,7 @@ def test_serve_exports_its_traces_to_an_otlp_http_receiver(
             SIGNAL_RAG_SIGNAL__URL=sim.http_url, SIGNAL_RAG_SIGNAL__ACCOUNT=BOT_NUMBER,
             SIGNAL_RAG_SIGNAL__BOT_UUID=BOT_UUID, SIGNAL_RAG_ACCESS__ALLOWED=ALICE_UUID,
             SIGNAL_RAG_HEALTH__ADDR=f"127.0.0.1:{free_port()}",
+            SIGNAL_RAG_AUDIT__PEPPER="test-pepper-0123456789abcdef",
             OTEL_TRACES_EXPORTER="otlp", OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
             OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_SERVICE_NAME="bot-under-test")
         ingest = subprocess.run([*cli, "ingest", str(EXAMPLES)], env=env, capture_output=True,
