@@ -24,6 +24,8 @@ class ReceivedSpan:
     attributes: dict[str, Any]
     service: str
     error: bool
+    start_ns: int = 0
+    end_ns: int = 0
 
 
 def _value(any_value: Any) -> Any:
@@ -76,7 +78,8 @@ class OtlpReceiver:
                         parent_id=span.parent_span_id.hex(),
                         attributes={a.key: _value(a.value) for a in span.attributes},
                         service=str(resource.get("service.name")),
-                        error=span.status.code == 2))
+                        error=span.status.code == 2, start_ns=span.start_time_unix_nano,
+                        end_ns=span.end_time_unix_nano))
         with self._lock:
             self.spans.extend(found)
             self.content_types.append(content_type)
