@@ -10,6 +10,7 @@ import asyncio
 import functools
 import logging
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -136,10 +137,23 @@ async def _serve_with(settings: Settings, saver: BaseCheckpointSaver[Any], metri
     await run(service, health)
 
 
+GRAPH_THREADS = 32
+"""Threads for the graph's synchronous nodes. asyncio's default (cores + 4: six here) is
+too few: a node waiting for its query's turn in a shared embedding batch holds a thread,
+so six threads capped batches at five questions and queued every other node behind them."""
+
+
+def use_graph_threads(loop: asyncio.AbstractEventLoop, threads: int = GRAPH_THREADS) -> None:
+    """Give the loop's default executor (where LangGraph runs sync nodes) enough threads."""
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=threads,
+                                                 thread_name_prefix="graph"))
+
+
 async def run(service: BotService, health: HealthServer | None = None) -> None:
     """Serve until SIGTERM/SIGINT; the health server lives exactly as long."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    use_graph_threads(loop)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:

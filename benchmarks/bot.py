@@ -41,6 +41,7 @@ async def run_bot_benchmark(index_dir: Path, embedder: Any, *, seconds: float,
     from agent.addressing import BotIdentity
     from agent.assistant import Assistant
     from agent.audit import MemoryAuditSink
+    from agent.serve import use_graph_threads
     from agent.service import AccessPolicy, BotService
     from agent.settings import load_settings
     from agent.signal import create_transport
@@ -81,6 +82,7 @@ async def run_bot_benchmark(index_dir: Path, embedder: Any, *, seconds: float,
                 store=store, users=directory, limiter=UserRateLimiter("100000/minute"),
                 lockout=ActivationLockout(), bot=BotIdentity(uuid=BOT_UUID, number=BOT_NUMBER),
                 access=AccessPolicy(passphrase="benchmark"), typing_delay=typing_delay)
+            use_graph_threads(asyncio.get_running_loop())  # as `serve` runs it
             stop = asyncio.Event()
             task = asyncio.create_task(service.run(stop))
             await asyncio.sleep(0.5)  # the event stream is open
