@@ -87,9 +87,11 @@ def load_or_create_canary(data_dir: Path, configured: str | None) -> str:
     return canary
 
 
-def load_knowledge(settings: Settings, embedder: Embedder) -> KnowledgeIndex:
-    """Open and verify the index for the configured embedder (raises KnowledgeIndexError)."""
-    index = open_index(settings.index_path, embedding_info(settings, embedder))
+def load_knowledge(settings: Settings, embedder: Embedder,
+                   path: Path | None = None) -> KnowledgeIndex:
+    """Open and verify the index (the configured one unless `path` says otherwise) for
+    the configured embedder (raises KnowledgeIndexError)."""
+    index = open_index(path or settings.index_path, embedding_info(settings, embedder))
     if index.restored_from_last_good:
         log.warning("index_restored_from_last_good")
     return index

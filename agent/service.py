@@ -511,7 +511,7 @@ class BotService:
         re-verified every `index_verify_interval` seconds. A damaged live index is replaced
         by the last-known-good copy when there is one; otherwise the bot answers from the
         fallback path until a good index appears, and operators are alerted once."""
-        path = self.assistant.settings.index_path
+        path = self._watched_index_path()
         fingerprint = await asyncio.to_thread(index_fingerprint, path)
         changed = fingerprint != self._index_fingerprint
         due = self._clock() - self._index_verified_at >= self._index_verify_interval
@@ -526,7 +526,7 @@ class BotService:
         if changed or not had_index:
             try:
                 index = await asyncio.to_thread(load_knowledge, self.assistant.settings,
-                                                self.assistant.embedder)
+                                                self.assistant.embedder, path)
             except KnowledgeIndexError as exc:
                 self.assistant.index = None
                 if had_index:  # once per loss; a missing index at start was logged then
@@ -544,9 +544,15 @@ class BotService:
         self._index_fingerprint = fingerprint
         self._index_verified_at = self._clock()
 
+    def _watched_index_path(self) -> Path:
+        """The loaded index's own directory (it may not be the configured one, e.g. in
+        tests and benchmarks), else the configured one, where `ingest` will put it."""
+        index = self.assistant.index
+        return index.path if index is not None else self.assistant.settings.index_path
+
     async def _index_loop(self) -> None:
         self._index_fingerprint = await asyncio.to_thread(
-            index_fingerprint, self.assistant.settings.index_path)
+            index_fingerprint, self._watched_index_path())
         while True:
             await self._sleep(self._index_check_interval)
             try:

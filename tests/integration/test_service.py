@@ -73,7 +73,7 @@ async def start(sim: FakeSignalDaemon, assistant: Assistant,
                      limits_uri: str = "memory://", bot: Assistant | None = None,
                      clock: Callable[[], float] | None = None,
                      typing_delay: float = 0.0,
-                     index_check_interval: float = 5.0,
+                     index_check_interval: float = 5.0, index_verify_interval: float = 60.0,
                      anomalies: Any = None, recorder: Any = None) -> BotService:
         transport = create_transport(sim.http_url, account=BOT_NUMBER, stale_after=2.0,
                                      backoff=Backoff(initial=0.05, cap=0.2))
@@ -85,7 +85,8 @@ async def start(sim: FakeSignalDaemon, assistant: Assistant,
             bot=BotIdentity(uuid=BOT_UUID, number=BOT_NUMBER),
             access=access or AccessPolicy(passphrase=PASSPHRASE), retry_initial=0.05,
             retry_cap=0.2, drain_timeout=5.0, typing_delay=typing_delay,
-            index_check_interval=index_check_interval, anomalies=anomalies,
+            index_check_interval=index_check_interval,
+            index_verify_interval=index_verify_interval, anomalies=anomalies,
             anomaly_recorder=recorder)
         stop = asyncio.Event()
         task = asyncio.create_task(service.run(stop))
@@ -522,3 +523,26 @@ async def test_repeated_attacks_mute_the_user_and_are_audited(
     await asyncio.sleep(1.0)
     assert len(texts(sim)) == 4, "muted: no answer"
     assert service.stats.ignored >= 1
+
+
+async def test_an_index_loaded_from_elsewhere_is_watched_where_it_is(
+        sim: FakeSignalDaemon, start: Any, assistant: Assistant, built_index: Path,
+        tmp_path: Path) -> None:
+    """The watcher re-verifies the loaded index's own directory, not the configured one
+    (which here does not exist): a healthy index is never dropped."""
+    import shutil
+
+    elsewhere = tmp_path / "elsewhere" / "index"
+    shutil.copytree(built_index, elsewhere)
+    embedder = assistant.embedder
+    bot = Assistant(assistant.settings, embedder=embedder, audit=MemoryAuditSink(),
+                    index=open_index(elsewhere, EmbeddingInfo("test", embedder.model_name, 64)))
+    shutil.rmtree(built_index)  # nothing at the configured path
+    assert bot.index is not None and bot.index.path != bot.settings.index_path
+    await start(bot=bot, index_check_interval=0.02, index_verify_interval=0.05)
+    await asyncio.sleep(0.5)  # many checks and full verifications
+    assert bot.index is not None
+    await activate(sim)
+    sim.deliver(direct_message(QUESTION))
+    await sim.wait_for("send", 2)
+    assert "300 kilometres" in texts(sim)[1]
