@@ -118,7 +118,9 @@ def test_guardrails_telemetry_tracing_and_history_are_off():
     assert guardrails.settings.disable_tracing is True
     assert HubTelemetry()._enabled is False
     assert os.environ["GUARD_HISTORY_ENABLED"] == "false"
-    assert len(output._get_guard().history) == 0, "no reply text kept in memory"
+    with pytest.MonkeyPatch.context() as patch:  # no Guard, so no call history at all
+        patch.setattr(guardrails.Guard, "__init__", _no_guard)
+        assert check_output("hello [1]", policy()).passed
 
 
 def test_a_validator_error_raises_so_callers_fail_closed(monkeypatch: pytest.MonkeyPatch):
@@ -130,20 +132,16 @@ def test_a_validator_error_raises_so_callers_fail_closed(monkeypatch: pytest.Mon
         check_output("hello", policy())
 
 
-def test_each_thread_gets_its_own_guard_and_all_of_them_work():
-    import threading
+def test_threads_share_the_validators_and_get_right_verdicts():
     from concurrent.futures import ThreadPoolExecutor
 
     leak = f"the secret marker is {policy().canary}"
     with ThreadPoolExecutor(max_workers=4) as pool:
         verdicts = list(pool.map(lambda text: check_output(text, policy()),
-                                 ["hello [1]", leak] * 8))
-        together = threading.Barrier(4)
+                                 ["hello [1]", leak] * 16))
+    assert [v.passed for v in verdicts] == [True, False] * 16
+    assert all(v.reasons == ("canary",) for v in verdicts[1::2])
 
-        def guard_of_this_thread(_: int) -> int:
-            together.wait(timeout=5)  # four threads at once
-            return id(output._get_guard())
 
-        guards = set(pool.map(guard_of_this_thread, range(4)))
-    assert [v.passed for v in verdicts] == [True, False] * 8
-    assert len(guards) == 4, "one Guard per thread, none shared behind a lock"
+def _no_guard(*_args: object, **_kwargs: object) -> None:
+    raise AssertionError("a guardrails Guard was built (it would keep call history)")
