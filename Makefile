@@ -9,12 +9,12 @@ TORCH_PIP_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 DATA_DIR ?= $(or $(SIGNAL_RAG_DATA_DIR),data)
 EXAMPLES := examples/knowledge
 
-.PHONY: run install install-dev test test-deps lint bench graph-doc signal-cli clean help train-detector security-eval eval-scifact eval
+.PHONY: run install install-dev test test-deps lint deploy-check bench graph-doc signal-cli clean help train-detector security-eval eval-scifact eval
 
 help:
 	@echo "make run    - set up, ingest the bundled sample documents, chat in the terminal"
 	@echo "make test   - set up and run the whole test suite with coverage"
-	@echo "make lint   - ruff and mypy"
+	@echo "make lint   - ruff, mypy and make deploy-check (shellcheck, hadolint, compose)"
 	@echo "make bench  - benchmarks (prints tables and ratios)"
 	@echo "make eval   - retrieval and answer evals on the bundled set, against the baseline"
 	@echo "make eval-scifact - reproduce the published SciFact figures and score ours"
@@ -59,6 +59,18 @@ test: install-dev
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	@$(MAKE) --no-print-directory deploy-check
+
+# Container files, checked without a Docker engine (docs/docker.md): shellcheck on every
+# shell script, hadolint on every Dockerfile, docker-compose.yml against the Compose spec
+# schema, then the structural checks (referenced files, secrets, volumes, variables).
+SHELL_SCRIPTS := $(wildcard scripts/*.sh docker/*.sh) .ci/run
+DOCKERFILES := docker/Dockerfile docker/signal-cli/Dockerfile
+deploy-check: install-dev
+	$(BIN)/shellcheck $(SHELL_SCRIPTS)
+	$(BIN)/hadolint $(DOCKERFILES)
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_deploy_files.py
 
 bench: install-dev
 	$(BIN)/python -m benchmarks
