@@ -12,12 +12,11 @@ that arrive concurrently from different threads.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from knowledge.embeddings import Embedder, Vectors
+from knowledge.embeddings import Embedder, EmbedderWrapper, Vectors
 
 DEFAULT_MAX_BATCH = 32
 
@@ -30,7 +29,7 @@ class _Request:
     done: bool = False
 
 
-class BatchingEmbedder:
+class BatchingEmbedder(EmbedderWrapper):
     """An `Embedder` whose `embed_query` batches concurrent calls; the rest delegates.
 
     Use it only with models that embed a query exactly as a document (no query prefix or
@@ -40,24 +39,13 @@ class BatchingEmbedder:
     def __init__(self, inner: Embedder, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
-        self.inner = inner
+        super().__init__(inner)
         self.max_batch = max_batch
         self.batches = 0
         """Forward passes made for queries (for tests and benchmarks)."""
         self._cond = threading.Condition()
         self._queue: list[_Request] = []
         self._busy = False
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
-
-    def embed_documents(self, texts: Sequence[str]) -> Vectors:
-        return self.inner.embed_documents(texts)
 
     def embed_query(self, text: str) -> Vectors:
         request = _Request(text)

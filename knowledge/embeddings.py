@@ -43,6 +43,28 @@ class Embedder(Protocol):
     def embed_query(self, text: str) -> Vectors: ...
 
 
+class EmbedderWrapper:
+    """Base of embedders that change one thing about another (batching, tracing) and
+    pass the rest through to `inner`."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+
+    @property
+    def model_name(self) -> str:
+        return self.inner.model_name
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    def embed_documents(self, texts: Sequence[str]) -> Vectors:
+        return self.inner.embed_documents(texts)
+
+    def embed_query(self, text: str) -> Vectors:
+        return self.inner.embed_query(text)
+
+
 def normalise(vectors: Any) -> Vectors:
     array = np.asarray(vectors, dtype=np.float32)
     if array.ndim == 1:

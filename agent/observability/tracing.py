@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -38,7 +38,7 @@ from opentelemetry.trace import NoOpTracer, Span, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from graph.context import AttributeValue
-from knowledge.embeddings import Embedder, Vectors
+from knowledge.embeddings import Embedder, EmbedderWrapper, Vectors
 from knowledge.retrieval import ScoredChunk
 
 TRACER_NAME = "signal_rag"
@@ -147,23 +147,12 @@ class OtelSpans:
             yield _SpanHandle(span)
 
 
-class TracedEmbedder:
+class TracedEmbedder(EmbedderWrapper):
     """An `Embedder` whose query embeddings get a span (GenAI `embeddings` operation)."""
 
     def __init__(self, inner: Embedder, spans: OtelSpans) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.spans = spans
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
-
-    def embed_documents(self, texts: Sequence[str]) -> Vectors:
-        return self.inner.embed_documents(texts)
 
     def embed_query(self, text: str) -> Vectors:
         with self.spans.span(f"embeddings {self.inner.model_name}", {

@@ -81,6 +81,15 @@ def start_serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
                                 stderr=subprocess.STDOUT)
 
 
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within 30 s (test clean-up)."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def answers(sim: FakeSignalDaemon) -> list[str]:
     return [str(p["message"]) for p in sim.sent("send")]
 
@@ -133,11 +142,7 @@ def test_kill_9_mid_answer_then_restart_sends_exactly_one_answer(
         assert len(sent) == 2, sent
         assert sent[1].startswith("Exit code 3 means")
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 def health(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -202,11 +207,7 @@ def test_health_readiness_and_metrics_of_a_running_bot(
         sim.resume()
         wait_until(lambda: health(env).returncode == 0)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
     text = log.read_text()
     assert QUESTION not in text and PASSPHRASE not in text
 
@@ -251,10 +252,6 @@ def test_readyz_follows_a_damaged_index_and_a_new_ingest_without_restart(
         assert ingest.returncode == 0, ingest.stderr
         wait_until(lambda: health(env).returncode == 0)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
     log = (tmp_path / "serve.log").read_text()
     assert '"event": "index_unavailable"' in log and '"event": "index_loaded"' in log

@@ -74,7 +74,7 @@ class Hanging:
     name = "hanging"
 
     async def notify(self, notification: Notification) -> None:
-        await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # never set: hangs until cancelled, no real sleep
 
 
 def statuses(manager: AlertManager) -> list[tuple[str, str]]:

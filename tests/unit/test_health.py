@@ -65,7 +65,7 @@ async def test_a_failing_hanging_or_empty_check_is_503_never_500(behaviour: str,
         if behaviour == "raise":
             raise RuntimeError("boom")
         if behaviour == "hang":
-            await asyncio.sleep(10)
+            await asyncio.Event().wait()  # never set: only the timeout ends it
         return {}
 
     server = await serve(readiness, timeout=0.1)
