@@ -210,14 +210,27 @@ def serve() -> None:
 def health(url: Annotated[str | None, typer.Option(
         help="Base URL of the health server (default: from SIGNAL_RAG_HEALTH__ADDR).")] = None,
            timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 5.0) -> None:
-    """Ask a running bot whether it is ready; exit 0 if so, 1 if not (container checks)."""
+    """Ask a running bot whether it is ready; exit 0 if so, 1 if not (container checks).
+
+    Reads only SIGNAL_RAG_HEALTH__ADDR, not the whole configuration: a container's health
+    check runs outside the entrypoint, so it does not see the secrets that `*_FILE`
+    variables hand to the bot, and a setting it cannot validate must not mark a running,
+    ready bot unhealthy. A bot whose configuration is invalid never starts, so it is
+    reported as unreachable."""
+    import os
+
     import httpx
+    from pydantic import ValidationError
+
+    from agent.settings import ENV_PREFIX, HealthSettings
 
     if url is None:
+        variable = f"{ENV_PREFIX}HEALTH__ADDR"
         try:
-            addr = load_settings().health.addr
-        except ConfigError as exc:
-            _fail(str(exc), EXIT_CONFIG)
+            addr = HealthSettings(**({"addr": os.environ[variable]}
+                                     if os.environ.get(variable) else {})).addr
+        except ValidationError as exc:
+            _fail(f"{variable}: {exc.errors()[0]['msg']}", EXIT_CONFIG)
         host, _, port = addr.rpartition(":")
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '[::]') else host}:{port}"  # noqa: S104
     try:

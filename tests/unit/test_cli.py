@@ -113,3 +113,21 @@ def test_verify_refuses_an_index_of_another_model(docs_dir: Path,
     result = runner.invoke(app, ["index", "verify"])
     assert result.exit_code == 3
     assert "hashing-test" in result.stderr
+
+
+def test_health_reads_only_its_address(monkeypatch: pytest.MonkeyPatch):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("SIGNAL_RAG_HEALTH__ADDR", f"127.0.0.1:{port}")
+    monkeypatch.setenv("SIGNAL_RAG_MAX_INPUT_CHARS", "0")  # invalid, and none of its business
+    result = runner.invoke(app, ["health", "--timeout", "2"])
+    assert result.exit_code == 1, result.output
+    assert f"health server at http://127.0.0.1:{port} unreachable" in result.output
+
+    monkeypatch.setenv("SIGNAL_RAG_HEALTH__ADDR", "no-port-here")
+    result = runner.invoke(app, ["health"])
+    assert result.exit_code == 2
+    assert "SIGNAL_RAG_HEALTH__ADDR" in result.output and "host:port" in result.output
