@@ -9,7 +9,7 @@ TORCH_PIP_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 DATA_DIR ?= $(or $(SIGNAL_RAG_DATA_DIR),data)
 EXAMPLES := examples/knowledge
 
-.PHONY: run install install-dev test test-deps lint deploy-check bench graph-doc signal-cli clean help train-detector security-eval eval-scifact eval
+.PHONY: run install install-dev test test-deps lint deploy-check bench graph-doc config-doc signal-cli clean help train-detector security-eval eval-scifact eval
 
 help:
 	@echo "make run    - set up, ingest the bundled sample documents, chat in the terminal"
@@ -107,6 +107,10 @@ security-eval: install-dev
 
 graph-doc: install
 	$(BIN)/python scripts/update_graph_doc.py
+
+# docs/configuration.md is generated from agent/settings.py (tests/unit/test_docs.py).
+config-doc: install
+	$(BIN)/python -m agent.config_doc docs/configuration.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

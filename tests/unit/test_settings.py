@@ -101,3 +101,26 @@ def test_unreadable_secret_file_is_a_config_error(tmp_path: Path):
     (tmp_path / "signal_rag_data_dir").write_bytes(b"\x93\xff binary")
     with pytest.raises(ConfigError, match="SIGNAL_RAG_SECRETS_DIR"):
         load_settings(tmp_path)
+
+
+def test_a_secrets_folder_shared_with_other_programs(tmp_path: Path):
+    """Only `signal_rag_*` files are read: others' binary keys and folders are ignored."""
+    (tmp_path / "signal_rag_llm__api_key").write_text("from-secret-file\n")
+    (tmp_path / "tls.key.der").write_bytes(b"\x30\x82\xff\xfe binary")
+    (tmp_path / "other-service").mkdir()
+    (tmp_path / "other-service" / "signal_rag_data_dir").write_text("/not/ours")
+    (tmp_path / "..data").mkdir()  # a Kubernetes secret volume's hidden folder
+    settings = load_settings(tmp_path)
+    assert settings.llm.api_key is not None
+    assert settings.llm.api_key.get_secret_value() == "from-secret-file"
+    assert settings.data_dir == Path("data")
+
+
+def test_an_unreadable_secret_file_of_ours_is_named(tmp_path: Path):
+    (tmp_path / "SIGNAL_RAG_ACCESS__PASSPHRASE").write_bytes(b"\x93\xff not text")
+    with pytest.raises(ConfigError, match="SIGNAL_RAG_ACCESS__PASSPHRASE is not UTF-8 text"):
+        load_settings(tmp_path)
+    (tmp_path / "SIGNAL_RAG_ACCESS__PASSPHRASE").unlink()
+    (tmp_path / "signal_rag_access__passphrase").mkdir()  # a folder where a file should be
+    settings = load_settings(tmp_path)
+    assert settings.access.passphrase is None
