@@ -20,7 +20,7 @@ from opentelemetry.trace import Tracer
 from agent.addressing import BotIdentity
 from agent.assistant import Assistant
 from agent.health import HealthServer
-from agent.observability.alerts import AlertingAuditSink, build_alerting
+from agent.observability.alerts import INDEX_CORRUPT, AlertingAuditSink, build_alerting
 from agent.observability.anomalies import AnomalyRecorder, build_detector
 from agent.observability.logs import REDACTOR
 from agent.observability.metrics import BotMetrics, MeteredAuditSink
@@ -89,7 +89,7 @@ def build_service(settings: Settings, assistant: Assistant | None = None,
             assistant.open_index()
         except KnowledgeIndexError as exc:  # degraded mode: answer, alert, keep running
             log.error("index_unavailable", extra={"error": type(exc).__name__})
-            monitors.manager.alert("index_corrupt", error=type(exc).__name__)
+            monitors.manager.alert(INDEX_CORRUPT, error=type(exc).__name__)
     assistant.warm_guards()
     data = settings.data_dir
     return BotService(

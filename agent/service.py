@@ -50,6 +50,12 @@ from agent.commands import (
     requires_admin,
     unknown_command_hint,
 )
+from agent.observability.alerts import (
+    INDEX_CORRUPT,
+    INDEX_RESTORED,
+    SIGNAL_RATE_LIMITED,
+    SIGNAL_UNTRUSTED_IDENTITY,
+)
 from agent.observability.tracing import extract, inject, mark_failed
 from agent.replies import split_reply
 from agent.signal import (
@@ -531,13 +537,13 @@ class BotService:
                 self.assistant.index = None
                 if had_index:  # once per loss; a missing index at start was logged then
                     log.error("index_unavailable", extra={"error": type(exc).__name__})
-                    self._raise_alert("index_corrupt")
+                    self._raise_alert(INDEX_CORRUPT)
             else:
                 self.assistant.index = index
                 if self.monitors is not None:
-                    self.monitors.manager.resolve("index_corrupt")
+                    self.monitors.manager.resolve(INDEX_CORRUPT)
                 if index.restored_from_last_good:
-                    self._raise_alert("index_restored_from_last_good")
+                    self._raise_alert(INDEX_RESTORED)
                 if changed or not had_index:
                     log.info("index_loaded", extra={"chunks": index.manifest.chunk_count})
             fingerprint = await asyncio.to_thread(index_fingerprint, path)
@@ -659,10 +665,10 @@ class BotService:
         if isinstance(exc, SignalRateLimited):
             # Signal's own limit (or a CAPTCHA): retrying soon makes it worse.
             await self._retry(item, max(exc.retry_after or 0, 600), exc,
-                              alert="signal_rate_limited")
+                              alert=SIGNAL_RATE_LIMITED)
             return False
         if isinstance(exc, SignalUntrustedIdentity):
-            await self._retry(item, 3600, exc, alert="signal_untrusted_identity")
+            await self._retry(item, 3600, exc, alert=SIGNAL_UNTRUSTED_IDENTITY)
             return False
         if isinstance(exc, SignalUnregistered | SignalInvalidParams):
             await self._db(self.store.mark_failed, item.id, type(exc).__name__)

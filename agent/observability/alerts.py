@@ -53,27 +53,37 @@ MAX_FIELD_CHARS = 200
 MAX_NAME_CHARS = 64
 SERVICE = "signal-rag"
 
-# The condition catalogue (docs/operations.md, "Alerts", says what to do for each).
+# The condition catalogue: every condition the bot raises is named here and only here
+# (docs/operations.md, "Alerts", says what each means; docs/runbook.md what to do).
 MODEL_AUTH_FAILED = "model_auth_failed"
 MODEL_QUOTA_EXHAUSTED = "model_quota_exhausted"
 MODEL_CIRCUIT_OPEN = "model_circuit_open"
 INDEX_CORRUPT = "index_corrupt"
+INDEX_RESTORED = "index_restored_from_last_good"
 SIGNAL_CLI_UNREACHABLE = "signal_cli_unreachable"
 DISK_SPACE_LOW = "disk_space_low"
 ERROR_RATE_HIGH = "error_rate_high"
+GUARD_ERROR = "guard_error"
+"""Raised by graph nodes (`graph.nodes.alerting`), which cannot import this module."""
+PROMPT_LEAK = "prompt_leak"
+"""Raised by `graph.nodes.output_guard`; the same string is defined there."""
+SIGNAL_RATE_LIMITED = "signal_rate_limited"
+SIGNAL_UNTRUSTED_IDENTITY = "signal_untrusted_identity"
+ATTACK_PROBING = "attack_probing"
 CONDITIONS: dict[str, str] = {
     MODEL_AUTH_FAILED: "the chat model refused our API key",
     MODEL_QUOTA_EXHAUSTED: "the chat model's quota or billing limit is used up",
     MODEL_CIRCUIT_OPEN: "the model circuit breaker is open: answers come from the fallback",
     INDEX_CORRUPT: "the live index failed verification and no good copy could be loaded",
-    "index_restored_from_last_good": "the live index was damaged; the last good copy is live",
+    INDEX_RESTORED: "the live index was damaged; the last good copy is live",
     SIGNAL_CLI_UNREACHABLE: "the signal-cli daemon has not been reachable for a while",
     DISK_SPACE_LOW: "free disk space in the data directory is below the minimum",
     ERROR_RATE_HIGH: "too many messages end in an error",
-    "guard_error": "a guard raised: messages are refused (fail closed)",
-    "signal_rate_limited": "Signal rate limited our sends (or wants a CAPTCHA)",
-    "signal_untrusted_identity": "a recipient's safety number changed; sends wait",
-    "attack_probing": "many new users sent blocked first messages",
+    GUARD_ERROR: "a guard raised: messages are refused (fail closed)",
+    PROMPT_LEAK: "a reply carried the system prompt or its canary and was blocked",
+    SIGNAL_RATE_LIMITED: "Signal rate limited our sends (or wants a CAPTCHA)",
+    SIGNAL_UNTRUSTED_IDENTITY: "a recipient's safety number changed; sends wait",
+    ATTACK_PROBING: "many new users sent blocked first messages",
 }
 """Known conditions and a one-line meaning, used in the Signal message."""
 
@@ -433,7 +443,7 @@ class WebhookNotifier:
 Send = Callable[[str, str], Awaitable[object]]
 """`send(recipient, text)`: bound to the Signal transport by `serve`."""
 
-SIGNAL_SKIPPED = frozenset({SIGNAL_CLI_UNREACHABLE, "signal_rate_limited"})
+SIGNAL_SKIPPED = frozenset({SIGNAL_CLI_UNREACHABLE, SIGNAL_RATE_LIMITED})
 """Conditions not sent over Signal: it cannot deliver them, or sending makes it worse."""
 
 

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agent.observability.alerts import ATTACK_PROBING
 from guards.anomaly import Anomaly, AnomalyConfig, AnomalyDetector, AnomalyKind, parse_off_hours
 
 if TYPE_CHECKING:
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ALERTED_KINDS = {AnomalyKind.PROBING: "attack_probing"}
+ALERTED_KINDS = {AnomalyKind.PROBING: ATTACK_PROBING}
 """Anomalies that also page operators (the others are audit events and metrics only)."""
 
 
