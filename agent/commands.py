@@ -92,7 +92,9 @@ def info_text(knowledge: str, prefix: str = "/") -> str:
     return "\n".join(
         [
             f"I answer questions from {about}, and say so when the documents do not cover it.",
-            "Your messages are deleted from my store as soon as they are answered.",
+            "Your message text leaves my queue once answered; the last few exchanges are "
+            "kept as conversation memory until the chat is idle for a day "
+            f"({prefix}reset clears it sooner).",
             "The audit log holds no message text, only keyed hashes (HMAC) of ids.",
             f"Send {prefix}forget to delete everything stored about you.",
         ]

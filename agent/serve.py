@@ -99,6 +99,7 @@ def build_service(settings: Settings, assistant: Assistant | None = None,
         lockout=ActivationLockout(settings.limits.storage_url),
         bot=BotIdentity(uuid=cfg.bot_uuid, number=cfg.account), access=policy,
         metrics=metrics, tracer=tracer, monitors=monitors,
+        queue_retention=settings.signal.queue_retention_hours * 3600,
         anomalies=build_detector(settings.anomalies),
         # anomaly events go to the plain trail: they are not graph runs to count
         anomaly_recorder=AnomalyRecorder(plain_audit, metrics, monitors.manager))

@@ -53,6 +53,7 @@ from agent.commands import (
 from agent.observability.alerts import (
     INDEX_CORRUPT,
     INDEX_RESTORED,
+    LIMITS_STORAGE_UNREACHABLE,
     SIGNAL_RATE_LIMITED,
     SIGNAL_UNTRUSTED_IDENTITY,
 )
@@ -138,6 +139,7 @@ class BotService:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  retry_initial: float = 2.0, retry_cap: float = 300.0,
                  drain_timeout: float = 20.0, expiry_interval: float = 60.0,
+                 queue_retention: float = 7 * 24 * 3600.0,
                  typing_delay: float = 0.5, send_concurrency: int = 16,
                  metrics: BotMetrics | None = None, snapshot_interval: float = 5.0,
                  index_check_interval: float = 5.0, index_verify_interval: float = 60.0,
@@ -164,6 +166,8 @@ class BotService:
         self._retry_cap = retry_cap
         self._drain_timeout = drain_timeout
         self._expiry_interval = expiry_interval
+        self._queue_retention = queue_retention
+        self._queue_purged_at: float | None = None
         self._typing_delay = typing_delay
         self.metrics = metrics
         self._tracer = tracer or NoOpTracer()
@@ -365,6 +369,7 @@ class BotService:
             self._count("refused", reason="muted")
             return None  # repeated attacks: silence for a while (OBS-7, off by default)
         decision = await asyncio.to_thread(self.limiter.hit, user)
+        self._limits_storage(reachable=not decision.degraded)
         if not decision.allowed:
             self._count("refused", reason="rate_limited")
             return SLOW_DOWN.format(seconds=decision.retry_after) if decision.first_refusal \
@@ -412,6 +417,7 @@ class BotService:
     async def _activate(self, user: str, text: str) -> str | None:
         assert self.access.passphrase is not None
         state = await asyncio.to_thread(self.lockout.check, user)
+        self._limits_storage(reachable=not state.degraded)
         if state.locked:
             self._count("refused", reason="locked_out")
             return None
@@ -566,6 +572,15 @@ class BotService:
             except Exception as exc:  # noqa: BLE001 - retried at the next round
                 log.error("index_check_failed", extra={"error": type(exc).__name__})
 
+    def _limits_storage(self, *, reachable: bool) -> None:
+        """Alert while the shared rate-limit store (Redis) is unreachable: the limiter then
+        counts per process and the activation lockout fails closed, so new users cannot
+        activate; resolve when a decision comes from the store again."""
+        if not reachable:
+            self._raise_alert(LIMITS_STORAGE_UNREACHABLE)
+        elif self.monitors is not None:
+            self.monitors.manager.resolve(LIMITS_STORAGE_UNREACHABLE)
+
     def _raise_alert(self, kind: str) -> None:
         self.stats.alerts.append(kind)
         self._alert(kind)
@@ -593,10 +608,22 @@ class BotService:
                            purge_answers=thread.expires > 0)
         return len(expired)
 
+    async def purge_queue(self) -> int:
+        """Delete closed inbox/outbox rows older than the queue retention: they hold only
+        who wrote when (for redelivery dedupe), and that must not be kept forever."""
+        purged: int = await self._db(self.store.purge_answered, self._queue_retention)
+        self._queue_purged_at = self._clock()
+        if purged:
+            log.info("queue_purged", extra={"rows": purged})
+        return purged
+
     async def _expire_loop(self) -> None:
         while True:
             try:
                 await self.expire_memory()
+                if (self._queue_purged_at is None
+                        or self._clock() - self._queue_purged_at >= 3600):  # hourly
+                    await self.purge_queue()
             except Exception as exc:  # noqa: BLE001 - retried at the next round
                 log.error("memory_expiry_failed", extra={"error": type(exc).__name__})
             await self._sleep(self._expiry_interval)

@@ -186,6 +186,10 @@ class SignalSettings(BaseModel):
     stale_after: float = Field(
         35.0, gt=0, description="seconds without any byte (keep-alives arrive every 15 s) "
                                 "before reconnecting")
+    queue_retention_hours: float = Field(
+        168.0, gt=0, le=24 * 90,
+        description="hours a closed inbox/outbox row (sender id, chat id, timestamp; never "
+                    "text) is kept to recognise a redelivered message, then deleted")
 
     @field_validator("url")
     @classmethod

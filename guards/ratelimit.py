@@ -18,7 +18,8 @@ Failure behaviour (DESIGN: every guard documents it):
 
 - `UserRateLimiter` *fails over*, neither open nor closed: when the shared storage is
   unreachable it decides with a per-process `memory://` limiter of the same rates, marks
-  every such decision `degraded=True` (the service alerts on it, OBS-6) and re-tries the
+  every such decision `degraded=True` (the service raises the
+  `limits_storage_unreachable` alert, OBS-6) and re-tries the
   shared storage every `probe_interval` seconds. Why not closed (SEC-6's default): a Redis
   outage would turn every answer for every user into "temporarily unavailable" — an
   auxiliary store taking the whole bot down, which no user expects, while the limit exists

@@ -70,6 +70,7 @@ PROMPT_LEAK = "prompt_leak"
 SIGNAL_RATE_LIMITED = "signal_rate_limited"
 SIGNAL_UNTRUSTED_IDENTITY = "signal_untrusted_identity"
 ATTACK_PROBING = "attack_probing"
+LIMITS_STORAGE_UNREACHABLE = "limits_storage_unreachable"
 CONDITIONS: dict[str, str] = {
     MODEL_AUTH_FAILED: "the chat model refused our API key",
     MODEL_QUOTA_EXHAUSTED: "the chat model's quota or billing limit is used up",
@@ -84,6 +85,8 @@ CONDITIONS: dict[str, str] = {
     SIGNAL_RATE_LIMITED: "Signal rate limited our sends (or wants a CAPTCHA)",
     SIGNAL_UNTRUSTED_IDENTITY: "a recipient's safety number changed; sends wait",
     ATTACK_PROBING: "many new users sent blocked first messages",
+    LIMITS_STORAGE_UNREACHABLE: "the shared rate-limit store is unreachable: limits are "
+                                "per process and new users cannot activate",
 }
 """Known conditions and a one-line meaning, used in the Signal message."""
 

@@ -27,7 +27,7 @@ MESSAGES: dict[FallbackReason, str] = {
     "threat": "I can't help with that request. Ask me a question about the documents.",
     "guard_error": UNAVAILABLE,
     "index_unavailable": ("The knowledge base is unavailable right now, so I can't answer. "
-                          "The operators have been alerted; please try again later."),
+                          "Please try again later."),
     "no_context": ("I don't know: the documents I have don't cover that. "
                    "Try rephrasing your question."),
     "circuit_open": UNAVAILABLE,

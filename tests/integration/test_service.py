@@ -79,7 +79,7 @@ async def start(sim: FakeSignalDaemon, assistant: Assistant,
                                      backoff=Backoff(initial=0.05, cap=0.2))
         service = BotService(
             transport=transport, assistant=bot or assistant,
-            store=Store(tmp_path / "inbox.sqlite3"),
+            store=Store(tmp_path / "inbox.sqlite3", **({"clock": clock} if clock else {})),
             users=UserDirectory(tmp_path / "users.sqlite3", **({"clock": clock} if clock else {})),
             limiter=UserRateLimiter(rates, limits_uri), lockout=ActivationLockout(limits_uri),
             bot=BotIdentity(uuid=BOT_UUID, number=BOT_NUMBER),
@@ -130,6 +130,21 @@ async def test_activation_then_a_cited_answer(sim: FakeSignalDaemon, start: Any)
     typing = sim.sent("sendTyping")
     assert [t.get("stop") for t in typing] == [False] and sim.count("sendReceipt") == 1
     assert service.stats.ignored == 2
+
+
+async def test_an_unreachable_limits_store_raises_an_alert(sim: FakeSignalDaemon,
+                                                           start: Any) -> None:
+    """Redis down: activation fails closed (silence) and the operators hear about it."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    service = await start(limits_uri=f"redis://127.0.0.1:{port}")
+    sim.deliver(direct_message(PASSPHRASE))
+    await _until(lambda: service.stats.ignored == 1)
+    assert texts(sim) == [], "locked: the lockout fails closed"
+    assert service.stats.alerts == ["limits_storage_unreachable"]
 
 
 async def test_non_activated_user_gets_nothing(sim: FakeSignalDaemon, start: Any) -> None:
@@ -353,6 +368,22 @@ async def test_idle_memory_is_deleted_after_a_day(sim: FakeSignalDaemon, start: 
     now[0] += 24 * 3600 + 1
     assert await service.expire_memory() == 1
     assert saver.get_tuple({"configurable": {"thread_id": thread}}) is None
+
+
+async def test_closed_queue_rows_are_deleted_after_the_retention(
+        sim: FakeSignalDaemon, start: Any) -> None:
+    """Who wrote when is kept for redelivery dedupe for a week, not forever."""
+    now = [1_000_000.0]
+    service = await start(clock=lambda: now[0])
+    await activate(sim)
+    sim.deliver(direct_message(QUESTION))
+    await sim.wait_for("send", 2)
+    await _until(lambda: service.store.counts().inbox["answered"] == 2)
+    assert await service.purge_queue() == 0, "a fresh row is kept"
+    now[0] += 7 * 24 * 3600 + 1
+    assert await service.purge_queue() == 4  # two messages and their two replies
+    counts = service.store.counts()
+    assert sum(counts.inbox.values()) == 0 and sum(counts.outbox.values()) == 0
 
 
 async def test_an_instant_answer_needs_no_typing_indicator(sim: FakeSignalDaemon,

@@ -70,7 +70,8 @@ def test_info_covers_knowledge_and_data_handling() -> None:
     lines = text.splitlines()
     assert 3 <= len(lines) <= 4
     assert "gardening and bikes" in lines[0]
-    assert "deleted" in text
+    assert "leaves my queue once answered" in text and "idle for a day" in text
+    assert "/reset" in text
     assert "HMAC" in text
     assert "/forget" in text
     assert "a private document collection" in info_text("")
