@@ -213,3 +213,25 @@ def test_prometheus_rules_use_only_metrics_the_bot_exposes() -> None:
     exposed = metrics.exposition().decode()
     metrics.shutdown()
     assert used and all(name in exposed for name in used), used
+
+
+def test_every_exposed_metric_is_documented_in_operations() -> None:
+    from opentelemetry.metrics import Counter, Histogram
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from agent.observability.metrics import BotMetrics
+
+    metrics = BotMetrics()
+    for instrument in vars(metrics).values():
+        if isinstance(instrument, Counter):
+            instrument.add(1)
+        elif isinstance(instrument, Histogram):
+            instrument.record(0.1)
+    exposed = metrics.exposition().decode()
+    metrics.shutdown()
+    names = {family.name for family in text_string_to_metric_families(exposed)
+             if family.name.startswith("signal_rag_")}
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    assert len(names) >= 9, names
+    missing = sorted(n for n in names if f"`{n}`" not in text and f"`{n}_total`" not in text)
+    assert not missing, f"add these to the metrics table in docs/operations.md: {missing}"
