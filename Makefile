@@ -64,13 +64,18 @@ lint: install-dev
 # Container files, checked without a Docker engine (docs/docker.md): shellcheck on every
 # shell script, hadolint on every Dockerfile, docker-compose.yml against the Compose spec
 # schema, then the structural checks (referenced files, secrets, volumes, variables).
-SHELL_SCRIPTS := $(wildcard scripts/*.sh docker/*.sh) .ci/run
+# deploy/ (docs/deployment.md): the Kubernetes manifests against the Kubernetes schemas
+# (strict, offline), then the units and manifests checked against the code.
+SHELL_SCRIPTS := $(wildcard scripts/*.sh docker/*.sh) .ci/run setup.sh
 DOCKERFILES := docker/Dockerfile docker/signal-cli/Dockerfile
+K8S_MANIFESTS := $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
 deploy-check: install-dev
 	$(BIN)/shellcheck $(SHELL_SCRIPTS)
 	$(BIN)/hadolint $(DOCKERFILES)
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_deploy_files.py
+	$(BIN)/kubernetes-validate --strict --quiet -k 1.29 $(K8S_MANIFESTS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_deploy_files.py \
+		tests/unit/test_deploy_manifests.py
 
 bench: install-dev
 	$(BIN)/python -m benchmarks

