@@ -58,6 +58,26 @@ def _add_audit_app() -> None:
 
 
 _add_audit_app()
+
+
+def _add_backup_app() -> None:
+    """`backup`: its module imports only typer and the standard library."""
+    from agent.backup import app as backup_app
+
+    app.add_typer(backup_app, name="backup")
+
+
+_add_backup_app()
+
+
+def _add_link_command() -> None:
+    """`link`: its module imports only typer; segno loads when the QR code is drawn."""
+    from agent.linking import link_command
+
+    app.command("link")(link_command)
+
+
+_add_link_command()
 err = Console(stderr=True)
 
 

@@ -121,7 +121,19 @@ CONTAINER = ExtraSection(
     ),
 )
 
-EXTRA_SECTIONS: tuple[ExtraSection, ...] = (TRACING, CONTAINER)
+BACKUP = ExtraSection(
+    "Backup (`signal-rag backup`, docs/backup.md)",
+    "Read by `signal-rag backup create` and `restore` only; the bot itself never touches\n"
+    "signal-cli's data.",
+    (
+        ExtraVariable(f"{ENV_PREFIX}SIGNAL_CLI_DIR", "none",
+                      "signal-cli's data folder (its `--config` folder: the account's keys) to "
+                      "include in a backup or restore; `--signal-cli-dir` wins",
+                      ("agent/backup.py",)),
+    ),
+)
+
+EXTRA_SECTIONS: tuple[ExtraSection, ...] = (TRACING, CONTAINER, BACKUP)
 
 INTRO = """# Configuration reference
 

@@ -107,7 +107,7 @@ if [ "$#" -eq 0 ]; then
   set -- signal-rag serve
 fi
 case "$1" in
-  serve | ingest | health | ask | chat | graph | index | eval | guard | audit)
+  serve | ingest | health | ask | chat | graph | index | eval | guard | audit | backup | link)
     set -- signal-rag "$@" ;;
 esac
 serving=false
