@@ -7,9 +7,13 @@ reported as a ratio, because these machines are shared and noisy:
   embedding model's own `encode` on exactly the same chunk texts (PERF-4);
 - graph: the full graph with an instant chat model, minus the query-embedding call of the
   same run, against a no-op graph of the same shape (PERF-1);
-- re-ingest of an unchanged corpus must embed nothing.
+- re-ingest of an unchanged corpus must embed nothing;
+- start-up (benchmarks/startup.py): `signal-rag serve` to ready, memory at ready and
+  index load on a 5,000-document index, against the interpreter, a bare import and the
+  sample index (PERF-3).
 
 Usage: python -m benchmarks [--scifact DIR] [--scifact-docs N] [--questions N]
+       [--startup-runs N] [--only startup]
 """
 
 from __future__ import annotations
@@ -201,6 +205,12 @@ def main() -> None:
                         help="bot throughput run length (0 to skip)")
     parser.add_argument("--bot-transports", default="tcp,http",
                         help="daemon transports to measure the bot through (comma-separated)")
+    parser.add_argument("--startup-runs", type=int, default=5,
+                        help="serve start-ups per index for PERF-3 (0 to skip)")
+    parser.add_argument("--startup-docs", type=int, default=5000,
+                        help="documents in the start-up index (built once, then cached)")
+    parser.add_argument("--only", choices=("startup",),
+                        help="run only this section (writes benchmarks/results/startup.json)")
     args = parser.parse_args()
 
     from agent.observability.logs import configure_logging
@@ -208,6 +218,11 @@ def main() -> None:
     from knowledge.ingest import ingest
 
     configure_logging("WARNING")
+    if args.only == "startup":
+        from benchmarks.startup import startup_section
+
+        startup_section(max(1, args.startup_runs), args.scifact, args.startup_docs)
+        return
     embedder = LocalEmbedder()
     _ = embedder.dimension  # load once, outside every measurement
     ingest_rows, graph_rows, bot_rows = [], [], []
@@ -237,6 +252,11 @@ def main() -> None:
                 queries[:args.questions])))
         else:
             print(f"SciFact not found at {args.scifact}: skipped")
+    startup = None
+    if args.startup_runs > 0:
+        from benchmarks.startup import startup_section
+
+        startup = startup_section(args.startup_runs, args.scifact, args.startup_docs)
     print_table("Ingest throughput vs the raw model (PERF-4: ratio <= 1.10)", ingest_rows)
     print_table("Graph overhead per question minus the embedding call, instant model "
                 "(PERF-1: p95 ratio <= 1.5 vs no-op graph)", graph_rows)
@@ -245,7 +265,8 @@ def main() -> None:
                     "(PERF-2: >= 50 answers/s, 0 lost)", bot_rows)
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
-    results = {"ingest": ingest_rows, "graph": graph_rows, "bot": bot_rows}
+    results = {"ingest": ingest_rows, "graph": graph_rows, "bot": bot_rows,
+               "startup": startup}
     (out / "latest.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(f"results: {out / 'latest.json'}")
 
