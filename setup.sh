@@ -17,8 +17,11 @@
 #   5. --link NAME: `signal-rag link` shows the QR code and waits for the phone;
 #   6. .env: a new audit pepper if there is none; written to a temporary file, checked
 #      with docker/check_config.py --serve (what `signal-rag serve` checks before it
-#      starts), then moved into place with mode 0600. Existing values are kept unless
-#      --force (or an answer) replaces them; the pepper is never replaced silently;
+#      starts), then moved into place with mode 0600 (over a symlink's target, not the
+#      link). Existing values are kept unless --force (or an answer) replaces them; the
+#      pepper is never replaced silently. This .env holds the secrets, so it is for a host
+#      install only: Docker Compose passes .env to the bot as environment and wants the
+#      secrets in ./secrets/ instead (docs/docker.md); the container refuses both;
 #   7. health: an offline answer from the bundled samples in a temporary data folder
 #      (--skip-smoke leaves it out) and `signal-rag health` when a bot is running.
 #
@@ -58,8 +61,9 @@ Options:
   --signal-url URL         the signal-cli daemon (default: http://127.0.0.1:8080)
   --llm-base-url URL       an OpenAI-compatible model server (default: none)
   --llm-model NAME         its model (default: none, the offline extractive answerer)
-  --passphrase-file FILE   read the access passphrase from FILE
-  --llm-api-key-file FILE  read the model server's API key from FILE
+  --passphrase-file FILE   read the access passphrase from FILE (any readable file,
+                           also a pipe: <(pass show signal-rag) or /dev/stdin)
+  --llm-api-key-file FILE  read the model server's API key from FILE (the same)
   --data-dir DIR           the bot's index, state and logs (default: data in the repository)
   --with-signal-cli        fetch signal-cli and a Java runtime into ~/.cache/signal-rag
                            (Linux x86-64 and macOS; see docs/installation.md)
@@ -74,6 +78,9 @@ Secrets are never taken as arguments (others can read them in `ps`):
   SIGNAL_RAG_AUDIT__PEPPER       an existing audit pepper to keep using (else one is made)
 The other settings may come from the environment too: SIGNAL_RAG_SIGNAL__ACCOUNT,
 SIGNAL_RAG_SIGNAL__URL, SIGNAL_RAG_LLM__BASE_URL, SIGNAL_RAG_LLM__MODEL, SIGNAL_RAG_DATA_DIR.
+
+The .env written here holds those secrets: it is for running the bot on this host, not
+for Docker Compose (which takes its secrets from ./secrets/: docs/docker.md).
 
 Exit codes: 0 ok, 1 a step failed, 2 usage, configuration or a missing prerequisite.
 EOF
@@ -152,7 +159,27 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 
+# A symlinked .env (e.g. into a private folder) stays a link: the new file replaces the
+# link's final target. readlink without -f: macOS before 12.3 lacks it.
+resolve_links() {  # $1 absolute path; prints it with every link followed
+  local path=$1 target hops=0
+  while [[ -L $path ]]; do
+    hops=$((hops + 1))
+    if [[ $hops -gt 40 ]]; then return 1; fi
+    target=$(readlink -- "$path") || return 1
+    case $target in
+      /*) path=$target ;;
+      *) path=$(dirname "$path")/$target ;;
+    esac
+  done
+  printf '%s' "$path"
+}
 ENV_FILE=$(abspath "$ENV_FILE")
+ENV_NAMED=$ENV_FILE  # as given: where Compose or the reader looks for it
+if [[ -L $ENV_FILE ]]; then
+  ENV_FILE=$(resolve_links "$ENV_FILE") \
+    || die 2 "--env-file $ENV_FILE: a symlink that cannot be resolved (a loop?)"
+fi
 VENV_DIR=$(abspath "$VENV_DIR")
 if [[ -n $LINK_NAME ]] && { [[ ${#LINK_NAME} -gt 50 ]] || [[ $LINK_NAME == *[[:cntrl:]]* ]]; }; then
   die 2 "--link NAME must be 1 to 50 printable characters"
@@ -177,8 +204,9 @@ read_secret_file() {  # $1 option name, $2 file, $3 key
   if [[ -n $(get G_ "$3") ]]; then
     die 2 "$3 and $1 are both set: keep one"
   fi
-  if [[ ! -f $2 || ! -r $2 ]] || ! value=$(cat -- "$2"); then
-    die 2 "$1: cannot read $2"
+  # Not -f: a pipe (<(pass show ...), /dev/stdin) is a fine source; read exactly once.
+  if [[ -d $2 || ! -r $2 ]] || ! value=$(cat -- "$2" 2>/dev/null); then
+    die 2 "$1: cannot read $2 (missing, a folder, or not readable)"
   fi
   if [[ -z $value ]]; then die 2 "$1: $2 is empty"; fi
   put G_ "$3" "$value"
@@ -414,14 +442,14 @@ for key in $MANAGED; do
 done
 
 # --link needs a signal-cli: fetched below, or one that is here already.
-SIGNAL_CLI='' RUN_SIGNAL_CLI=signal-cli
+SIGNAL_CLI='' SIGNAL_CLI_ENV=''
 CACHE="${SIGNAL_RAG_CACHE:-$HOME/.cache/signal-rag}"
 use_cached_signal_cli() {  # $1 env file written by scripts/fetch-signal-cli.sh
   # shellcheck disable=SC1090  # KEY='value' lines of our own fetch script
   . "$1"
   export JAVA_HOME
   SIGNAL_CLI=$SIGNAL_CLI_BIN
-  RUN_SIGNAL_CLI="JAVA_HOME=$JAVA_HOME $SIGNAL_CLI_BIN"
+  SIGNAL_CLI_ENV=$1
 }
 if [[ -n $LINK_NAME ]] && ! $WITH_SIGNAL_CLI; then
   if [[ -n ${SIGNAL_CLI_BIN-} ]]; then
@@ -514,7 +542,7 @@ fi
 # ---- 6. .env
 describe() {
   case $1 in
-    SIGNAL_RAG_SIGNAL__URL) printf '# The signal-cli daemon: signal-cli -a NUMBER daemon --http 127.0.0.1:8080 --receive-mode manual' ;;
+    SIGNAL_RAG_SIGNAL__URL) printf '# The signal-cli daemon: signal-cli -a NUMBER daemon --http HOST:PORT --receive-mode manual' ;;
     SIGNAL_RAG_LLM__API_KEY) printf "# The model server's API key (secret)." ;;
     SIGNAL_RAG_ACCESS__PASSPHRASE) printf '# Users send this once before the bot answers them (secret).' ;;
     SIGNAL_RAG_AUDIT__PEPPER) printf '# HMAC key of user ids (audit trail, limits, state): keep it; a new one forgets every user (secret).' ;;
@@ -539,7 +567,9 @@ render_env() {  # $1 source file, $2 creating (true/false)
     printf '%s\n' "# signal-rag settings, written by setup.sh from .env.example. It holds secrets" \
       "# (access passphrase, audit pepper, API key): mode 0600, never commit or share it." \
       "# The bot reads the environment: set -a; . ./.env; set +a  (docs/installation.md)." \
-      "# Docker Compose reads it too (docs/docker.md), with secrets in ./secrets/ there." ""
+      "# For a host install only, NOT for Docker Compose: Compose hands .env to the bot as" \
+      "# environment and takes secrets from ./secrets/; the container refuses a secret set" \
+      "# both ways. Compose: start from .env.example (docs/docker.md)." ""
   fi
   while IFS= read -r line || [[ -n $line ]]; do
     if $2 && ! $past_header; then  # .env.example's own header is about Compose only
@@ -620,6 +650,10 @@ fi
 mv -f "$ENV_TMP" "$ENV_FILE"
 ENV_TMP=''
 say "ok: settings valid for signal-rag serve; $ENV_FILE has mode 0600"
+env_dir=$(dirname "$ENV_NAMED")
+if [[ -f $env_dir/docker-compose.yml && -d $env_dir/secrets ]]; then
+  say "note: $ENV_FILE holds secrets and is for this host only; with Docker Compose the bot refuses a secret that is both in .env and in ./secrets/ (docs/docker.md)"
+fi
 
 # ---- 7. health
 step "Health check"
@@ -653,13 +687,46 @@ else
   say "warning: a bot is running but not ready: $health_out"
 fi
 
-rel_env=$ENV_FILE
-if [[ $ENV_FILE == "$ROOT"/* ]]; then rel_env=./${ENV_FILE#"$ROOT"/}; fi
+# The signal-cli daemon option that serves SIGNAL_RAG_SIGNAL__URL ($1).
+daemon_listen() {
+  local rest=${1#*://}
+  case $1 in
+    unix://*) printf -- '--socket %s' "$rest"; return ;;
+    https://*) printf -- '--http 127.0.0.1:PORT'; return ;;  # plain HTTP behind a TLS proxy
+    tcp://*) printf -- '--tcp ' ;;
+    *) printf -- '--http ' ;;
+  esac
+  rest=${rest%%/*}
+  case $rest in
+    *:[0-9]*) printf '%s' "$rest" ;;
+    *) printf '%s:80' "$rest" ;;
+  esac
+}
+rel_env=$ENV_NAMED
+if [[ $ENV_NAMED == "$ROOT"/* ]]; then rel_env=./${ENV_NAMED#"$ROOT"/}; fi
+run_signal_cli=signal-cli
+if [[ -z $SIGNAL_CLI_ENV && -z $SIGNAL_CLI && -f $CACHE/signal-cli.env ]] \
+    && ! command -v signal-cli >/dev/null 2>&1; then
+  SIGNAL_CLI_ENV=$CACHE/signal-cli.env  # fetched by an earlier run
+fi
+if [[ -n $SIGNAL_CLI_ENV ]]; then
+  # shellcheck disable=SC2016  # expanded by the reader's shell, after the env file
+  run_signal_cli='"$SIGNAL_CLI_BIN"'
+elif [[ -n $SIGNAL_CLI ]]; then
+  run_signal_cli=$SIGNAL_CLI
+fi
 step "Done"
-cat >&2 <<EOF
-Next (docs/installation.md):
-  set -a; . $rel_env; set +a
-  $RUN_SIGNAL_CLI -a "\$SIGNAL_RAG_SIGNAL__ACCOUNT" daemon --http 127.0.0.1:8080 --receive-mode manual &
-  $VENV_DIR/bin/signal-rag ingest PATH/TO/YOUR/DOCUMENTS
-  $VENV_DIR/bin/signal-rag serve
-EOF
+{
+  printf '%s\n' "Next (docs/installation.md):" "  set -a; . $rel_env; set +a"
+  if [[ -n $SIGNAL_CLI_ENV ]]; then
+    printf '%s\n' "  set -a; . $SIGNAL_CLI_ENV; set +a   # SIGNAL_CLI_BIN, JAVA_HOME"
+  fi
+  # shellcheck disable=SC2016  # $SIGNAL_RAG_SIGNAL__ACCOUNT is for the reader's shell
+  printf '  %s -a "$SIGNAL_RAG_SIGNAL__ACCOUNT" daemon %s --receive-mode manual &\n' \
+    "$run_signal_cli" "$(daemon_listen "$N_SIGNAL_RAG_SIGNAL__URL")"
+  if [[ $N_SIGNAL_RAG_SIGNAL__URL == https://* ]]; then
+    printf '%s\n' "  # signal-cli serves plain HTTP: your TLS proxy serves $N_SIGNAL_RAG_SIGNAL__URL and forwards to PORT"
+  fi
+  printf '%s\n' "  $VENV_DIR/bin/signal-rag ingest PATH/TO/YOUR/DOCUMENTS" \
+    "  $VENV_DIR/bin/signal-rag serve"
+} >&2

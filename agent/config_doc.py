@@ -145,8 +145,10 @@ Docker secrets files: a file named like the variable (any case) directly inside
 `/run/secrets` (or the folder named by `SIGNAL_RAG_SECRETS_DIR`), e.g.
 `/run/secrets/signal_rag_llm__api_key`. Only files whose names start with `signal_rag_`
 are read, so the folder may hold other programs' secrets; one of ours that is not UTF-8
-text is an error naming the file. Settings are validated at start; an invalid value
-stops the program with exit code 2 and a message naming the variable.
+text is an error naming the file. An environment variable wins over its secret file (the
+container's entry point refuses such a clash instead, see below). Settings are validated
+at start; an invalid value stops the program with exit code 2 and a message naming the
+variable.
 
 In the tables, *secret* marks a value held as a secret (masked when the settings are
 printed), and "allowed:" gives the values or the range a setting accepts.

@@ -3,8 +3,10 @@
 #
 # 1. Secrets: every NAME_FILE variable (NAME = SIGNAL_RAG_* or OPENAI_API_KEY) is read and
 #    exported as NAME; every file in the secrets directory named like such a variable (any
-#    case, e.g. signal_rag_audit__pepper) is exported as NAME unless NAME is already set.
-#    An unreadable or empty secret file, or NAME set twice, is an error.
+#    case, e.g. signal_rag_audit__pepper) is exported as NAME. An unreadable or empty
+#    secret file is an error, and so is NAME set twice: in the environment and by a secret
+#    file (NAME_FILE or the folder), or by both kinds of file. Silently preferring one
+#    would hide a stale secret (e.g. a pepper in an env_file next to ./secrets/).
 # 2. Configuration: docker/check_config.py validates it with the application's settings
 #    model (plus the `serve` checks when the command is serve). One stderr line per problem.
 # 3. First start: for `serve`, when no index exists (neither INDEX_DIR/manifest.json nor
@@ -60,6 +62,7 @@ is_set() {  # is the variable named $1 set (even to an empty value)?
 }
 
 # 1a. NAME_FILE variables.
+from_file=' '  # names exported from a NAME_FILE, for 1b's message
 for file_var in $(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*_FILE\)=.*/\1/p'); do
   case "$file_var" in
     *__FILE) continue ;;  # SIGNAL_RAG_LOG__FILE is a setting, not NAME + _FILE
@@ -75,6 +78,7 @@ for file_var in $(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*_FILE\)=.*/\1/p'); do
   if read_secret "$file_var" "$path"; then
     export "$name=$secret_value"
     unset "$file_var"
+    from_file="$from_file$name "
   fi
 done
 
@@ -87,8 +91,14 @@ elif [ -d "$secrets_dir" ]; then
     [ -e "$path" ] || continue  # an empty folder leaves the glob as it is
     name=$(basename "$path" | tr '[:lower:]' '[:upper:]')
     is_ours "$name" || continue
+    case $from_file in
+      *" $name "*)
+        problem "$name: set by both ${name}_FILE and the secret file $path: keep one"
+        continue ;;
+    esac
     if is_set "$name"; then
-      continue  # the environment wins, as in the settings loader
+      problem "$name: set in the environment and by the secret file $path: keep one (secrets belong in files, not in an env_file or environment:)"
+      continue
     fi
     if read_secret "$name" "$path"; then
       export "$name=$secret_value"

@@ -201,12 +201,54 @@ def test_variable_and_its_file_both_set_exits_2(box, tmp_path):
     assert "both set" in line
 
 
-def test_environment_wins_over_the_secrets_folder(box):
+def test_variable_in_the_environment_and_the_secrets_folder_exits_2(box):
+    """Compose's env_file (.env) and ./secrets/ both giving the pepper: neither may win
+    silently, or a stale copy in .env would shadow the secret file."""
+    secret = box["secrets"] / "signal_rag_audit__pepper"
+    result = run(serve_env(box, SIGNAL_RAG_AUDIT__PEPPER="e" * 32,
+                           SIGNAL_RAG_AUTO_INGEST="false"))
+    assert result.returncode == 2
+    [line] = error_lines(result.stderr)
+    assert line == ("entrypoint: config error: SIGNAL_RAG_AUDIT__PEPPER: set in the "
+                    f"environment and by the secret file {secret}: keep one (secrets belong "
+                    "in files, not in an env_file or environment:)")
+    assert PEPPER not in result.stderr and "e" * 32 not in result.stderr
+    assert calls(box) == []  # nothing was started
+
+
+def test_empty_variable_and_a_secret_file_also_exit_2(box):
+    # set but empty counts as set: `KEY=` in an env_file is still a second source
     (box["secrets"] / "signal_rag_llm__api_key").write_text("sk-file")
-    result = run(serve_env(box, SIGNAL_RAG_LLM__API_KEY="sk-env",
+    result = run(serve_env(box, SIGNAL_RAG_LLM__API_KEY=""))
+    assert result.returncode == 2
+    [line] = error_lines(result.stderr)
+    assert "SIGNAL_RAG_LLM__API_KEY: set in the environment and by the secret file" in line
+    assert "sk-file" not in result.stderr
+
+
+def test_file_variable_and_the_secrets_folder_both_set_exits_2(box, tmp_path):
+    key = tmp_path / "key.txt"
+    key.write_text("sk-from-variable")
+    (box["secrets"] / "signal_rag_llm__api_key").write_text("sk-from-folder")
+    result = run(serve_env(box, SIGNAL_RAG_LLM__API_KEY_FILE=str(key)))
+    assert result.returncode == 2
+    [line] = error_lines(result.stderr)
+    assert ("SIGNAL_RAG_LLM__API_KEY: set by both SIGNAL_RAG_LLM__API_KEY_FILE and the "
+            "secret file") in line
+    assert "sk-from" not in result.stderr
+    assert calls(box) == []
+
+
+def test_unrelated_environment_and_secret_files_do_not_clash(box, tmp_path):
+    # the pepper from the folder, the key from a _FILE variable, the passphrase from the
+    # environment: three sources, no name twice
+    key = tmp_path / "key.txt"
+    key.write_text("sk-from-variable")
+    result = run(serve_env(box, SIGNAL_RAG_LLM__API_KEY_FILE=str(key),
                            SIGNAL_RAG_AUTO_INGEST="false"))
     assert result.returncode == 0, result.stderr
-    assert calls(box)[0]["key"] == "sk-env"
+    [call] = calls(box)
+    assert (call["pepper"], call["key"]) == (PEPPER, "sk-from-variable")
 
 
 def test_explicit_secrets_dir_that_does_not_exist_exits_2(box, tmp_path):

@@ -178,16 +178,75 @@ def sourced_bytes(content: bytes, box: dict[str, Path]) -> dict[str, str]:
     (["--non-interactive", "--account", NUMBER, "--signal-url", "localhost:8080"],
      "SIGNAL_RAG_SIGNAL__URL must start with"),
     (["--passphrase-file", "/nonexistent/file"], "--passphrase-file: cannot read"),
+    (["--llm-api-key-file", "/"], "--llm-api-key-file: cannot read / (missing, a folder"),
     (["--non-interactive", "--env-file", "/nonexistent/dir/.env"], "does not exist"),
 ])
 def test_bad_options_exit_2_with_one_line(box, args, message):
-    secret = {} if "--passphrase-file" in args else {"SIGNAL_RAG_ACCESS__PASSPHRASE": PASSPHRASE}
+    secret = ({} if "--passphrase-file" in args
+              else {"SIGNAL_RAG_ACCESS__PASSPHRASE": PASSPHRASE})
     result = run(box, *args, env=base_env(box, **secret))
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
     assert line.startswith("setup.sh: error: ") and message in line, line
     assert "hunter2" not in line and "4242" not in line
     assert not box["env"].exists()
+
+
+def test_secrets_from_pipes_a_symlinked_env_and_the_daemon_hint(box):
+    """--passphrase-file <(...) and --llm-api-key-file /dev/stdin (pipes, not regular
+    files); a symlinked .env stays a link to the rewritten file; the closing hint starts
+    the daemon where --signal-url points; a Compose folder next to the .env gets a note."""
+    private = box["root"] / "private"
+    private.mkdir()
+    target = private / "bot.env"
+    target.write_text(f"SIGNAL_RAG_SIGNAL__ACCOUNT={NUMBER}\n")
+    box["env"].symlink_to(os.path.relpath(target, box["conf"]))
+    (box["conf"] / "docker-compose.yml").write_text("services: {}\n")
+    (box["conf"] / "secrets").mkdir()
+    script = ('exec bash "$1" --env-file "$2" --non-interactive --skip-smoke '
+              '--signal-url http://127.0.0.1:18080/ --llm-model llama3.2 '
+              '--llm-base-url http://127.0.0.1:11434/v1 --llm-api-key-file /dev/stdin '
+              '--passphrase-file <(printf %s "$3")')
+    result = subprocess.run(["bash", "-c", script, "sh", str(SETUP), str(box["env"]),
+                             PASSPHRASE], env=base_env(box), input=API_KEY + "\n",
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    assert box["env"].is_symlink() and box["env"].resolve() == target
+    assert_private(target)
+    values = sourced(target)
+    assert values["SIGNAL_RAG_ACCESS__PASSPHRASE"] == PASSPHRASE
+    assert values["SIGNAL_RAG_LLM__API_KEY"] == API_KEY
+    assert values["SIGNAL_RAG_SIGNAL__URL"] == "http://127.0.0.1:18080/"
+    assert sorted(p.name for p in private.iterdir()) == ["bot.env"]  # no temp file left
+    assert ('signal-cli -a "$SIGNAL_RAG_SIGNAL__ACCOUNT" daemon --http 127.0.0.1:18080 '
+            "--receive-mode manual &") in result.stderr
+    assert "127.0.0.1:8080" not in result.stderr
+    assert "for this host only; with Docker Compose the bot refuses" in result.stderr
+    assert PASSPHRASE not in result.stderr + result.stdout
+    assert API_KEY not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(("url", "listen"), [
+    ("tcp://127.0.0.1:7583", "daemon --tcp 127.0.0.1:7583 "),
+    ("unix:///run/signal-cli/socket", "daemon --socket /run/signal-cli/socket "),
+    ("http://signal-cli", "daemon --http signal-cli:80 "),
+])
+def test_daemon_hint_for_other_urls(box, url, listen):
+    result = run(box, "--non-interactive", "--account", NUMBER, "--signal-url", url,
+                 "--skip-smoke", env=base_env(box, SIGNAL_RAG_ACCESS__PASSPHRASE=PASSPHRASE))
+    assert result.returncode == 0, result.stderr
+    assert listen in result.stderr
+
+
+def test_env_file_link_loop_exits_2(box):
+    loop = box["conf"] / "loop.env"
+    loop.symlink_to("loop.env")
+    result = run(box, "--non-interactive", "--env-file", str(loop),
+                 env=base_env(box, SIGNAL_RAG_ACCESS__PASSPHRASE=PASSPHRASE))
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("setup.sh: error: --env-file") and "cannot be resolved" in line
+    assert loop.is_symlink()
 
 
 def test_missing_values_are_named(box):
@@ -264,7 +323,10 @@ def test_with_signal_cli_uses_the_fetch_script_and_its_cache(box):
                                               SIGNAL_RAG_CACHE=str(cache_dir())))
     assert result.returncode == 0, result.stderr
     assert f"signal-cli: {install.bin} (JAVA_HOME={install.java_home})" in result.stderr
-    assert f"JAVA_HOME={install.java_home} {install.bin} -a" in result.stderr  # next steps
+    # next steps: load the fetch script's env file, then its launcher (not on PATH)
+    env_file = cache_dir() / "signal-cli.env"
+    assert f"set -a; . {env_file}; set +a" in result.stderr
+    assert '"$SIGNAL_CLI_BIN" -a "$SIGNAL_RAG_SIGNAL__ACCOUNT" daemon --http' in result.stderr
 
 
 def test_link_without_signal_cli_is_a_usage_error(box):

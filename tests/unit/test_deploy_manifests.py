@@ -502,6 +502,8 @@ def test_security_context_matches_the_images(manifests) -> None:
     context = pod["securityContext"]
     assert (str(context["runAsUser"]), str(context["runAsGroup"])) == bot_uid
     assert str(context["fsGroup"]) == bot_uid[1] and context["runAsNonRoot"] is True
+    # Always would re-add group read/write to signal-cli's 0600 keys on every start
+    assert context["fsGroupChangePolicy"] == "OnRootMismatch"
     assert context["seccompProfile"] == {"type": "RuntimeDefault"}
     sidecar = _containers(manifests)["signal-cli"]["securityContext"]
     assert (str(sidecar["runAsUser"]), str(sidecar["runAsGroup"])) == cli_uid
