@@ -16,11 +16,13 @@ are included, and the size and sha256 of every file. Members live under five roo
     config/           the effective settings; secret values only with --include-secrets
 
 Restore reads the whole archive and checks every name, type, size and sha256 against the
-manifest before it writes anything; it extracts into a staging directory beside each
-target, checks the staged files again, and only then moves them into place, keeping any
-previous state aside (`<dir>.before-restore-<time>`). Exit codes: 0 ok, 1 an I/O error
-(nothing changed), 2 usage (refused: existing file, running bot, non-empty target), 3 the
-archive is damaged, truncated, hostile or of an unknown format.
+manifest before it writes anything; it extracts into a staging directory inside each
+target (so only the target, not its parent, must be writable), checks the staged files
+again, and only then swaps the target's entries for the staged ones, keeping the previous
+ones aside (`<dir>/.before-restore-<time>/`). Exit codes: 0 ok, 1 an I/O error (nothing
+changed) or an index that could not be copied, 2 usage (refused: existing file, running
+bot, non-empty target, a Python without tarfile filters), 3 the archive is damaged,
+truncated, hostile or of an unknown format.
 
 This module imports only typer and the standard library at import time.
 """
@@ -34,6 +36,7 @@ import hmac
 import io
 import json
 import os
+import re
 import shutil
 import sqlite3
 import stat
@@ -46,6 +49,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any, NoReturn
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import typer
 
@@ -70,6 +74,16 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 PEPPER_CHECK_MESSAGE = b"signal-rag backup: audit pepper check v1"
 INDEX_COPY_ATTEMPTS = 5
+INDEX_RETRY_DELAY = 0.2
+"""Seconds between copies of an index caught in ingest's swap (live -> last-good, then
+staging -> live): the directory is briefly missing."""
+LOST_FOUND = "lost+found"
+"""ext4 puts it at the root of a volume (root-owned, 0700): never ours, left where it is."""
+MAX_MEMBERS = 200_000
+"""More members (or manifest entries) than any bot's state has: a hostile archive."""
+SPACE_MARGIN = 100 << 20
+"""A restore leaves this much (or 5% of a small filesystem) free on every filesystem."""
+MIN_PYTHON_FOR_FILTERS = "3.11.4"
 EXIT_IO, EXIT_USAGE, EXIT_DAMAGED = 1, 2, 3
 _CHUNK = 1 << 20
 
@@ -107,7 +121,10 @@ class BackupManifest:
     dirs: list[str] = field(default_factory=list)
     pepper_check: str | None = None
     """HMAC-SHA256(pepper, constant): tells on restore whether the configured pepper is the
-    backed-up bot's, without revealing it."""
+    backed-up bot's, without revealing it. Only for a configured pepper."""
+    pepper_source: str | None = None
+    """"configured" (SIGNAL_RAG_AUDIT__PEPPER), "generated-file" (only the data dir's
+    .audit-pepper, as `ask`/`chat` create it: no check recorded) or "none"."""
     source: dict[str, str | None] = field(default_factory=dict)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -124,6 +141,7 @@ class BackupManifest:
             "format": self.format, "format_version": self.format_version,
             "created_at": self.created_at, "app_version": self.app_version,
             "secrets_included": self.secrets_included, "pepper_check": self.pepper_check,
+            "pepper_source": self.pepper_source,
             "source": self.source, "dirs": self.dirs,
             "files": [{"path": e.path, "size": e.size, "sha256": e.sha256}
                       for e in self.files],
@@ -147,6 +165,11 @@ def _is_sha256(value: object) -> bool:
             and all(c in "0123456789abcdef" for c in value))
 
 
+def _check_count(count: int) -> None:
+    if count > MAX_MEMBERS:
+        raise DamagedBackupError(f"{MANIFEST_NAME} lists more than {MAX_MEMBERS} entries")
+
+
 def parse_manifest(raw: bytes) -> BackupManifest:
     """The manifest, checked field by field; DamagedBackupError names what is wrong."""
     try:
@@ -163,6 +186,7 @@ def parse_manifest(raw: bytes) -> BackupManifest:
     files, dirs = data.get("files"), data.get("dirs")
     if not isinstance(files, list) or not isinstance(dirs, list):
         raise DamagedBackupError(f"{MANIFEST_NAME}: files and dirs must be lists")
+    _check_count(len(files) + len(dirs))
     entries: list[FileEntry] = []
     for item in files:
         if not (isinstance(item, dict) and isinstance(item.get("path"), str)
@@ -184,9 +208,11 @@ def parse_manifest(raw: bytes) -> BackupManifest:
     secrets = data.get("secrets_included")
     check = data.get("pepper_check")
     source = data.get("source", {})
+    pepper_source = data.get("pepper_source")
     if (not isinstance(secrets, bool) or not isinstance(data.get("created_at"), str)
             or not isinstance(data.get("app_version"), str)
-            or not (check is None or _is_sha256(check)) or not isinstance(source, dict)):
+            or not (check is None or _is_sha256(check)) or not isinstance(source, dict)
+            or not (pepper_source is None or isinstance(pepper_source, str))):
         raise DamagedBackupError(f"{MANIFEST_NAME}: malformed header fields")
     if not secrets and any(p.startswith(DATA + "/") and p.count("/") == 1
                            and p.split("/")[1] in SECRET_DATA_FILES for p in paths):
@@ -194,7 +220,7 @@ def parse_manifest(raw: bytes) -> BackupManifest:
                                  "a secret file")
     return BackupManifest(created_at=data["created_at"], app_version=data["app_version"],
                           secrets_included=secrets, files=entries, dirs=dir_names,
-                          pepper_check=check,
+                          pepper_check=check, pepper_source=pepper_source,
                           source={str(k): v if isinstance(v, str) else None
                                   for k, v in source.items()})
 
@@ -266,7 +292,8 @@ def copy_complete_lines(source: Path, target: Path) -> None:
 
 def _data_excluded(rel: Path, include_secrets: bool) -> bool:
     name = rel.name
-    if len(rel.parts) == 1 and (name in EXCLUDED_DATA_DIRS or name in {INDEX, LAST_GOOD}):
+    if len(rel.parts) == 1 and (name in EXCLUDED_DATA_DIRS or name in {INDEX, LAST_GOOD,
+                                                                       LOST_FOUND}):
         return True
     if len(rel.parts) == 1 and name in SECRET_DATA_FILES and not include_secrets:
         return True
@@ -305,20 +332,45 @@ def _walk(root: Path, skip: Callable[[Path], bool],
     return files, dirs
 
 
-def copy_index(source: Path, target: Path, *, attempts: int = INDEX_COPY_ATTEMPTS,
-               copy: Callable[[Path, Path], object] | None = None) -> str | None:
-    """Copy an index directory and check the copy against its own manifest. Ingest swaps
-    directories by renaming, so a copy may mix two versions: then copy again. Returns
-    None when the copy verifies, else why it does not."""
-    from knowledge.index import KnowledgeIndexError, verify_index
+MISSING = "missing"
 
-    copier = copy or (lambda src, dst: shutil.copytree(src, dst, symlinks=True))
-    reason = "missing"
+
+def _swapping(live: Path) -> bool:
+    """Whether ingest is writing or swapping `live` (its staging directory exists)."""
+    return any(live.parent.glob(f".{live.name}.staging-*"))
+
+
+def copy_index(source: Path, target: Path, *, live: Path | None = None,
+               attempts: int = INDEX_COPY_ATTEMPTS,
+               copy: Callable[[Path, Path], object] | None = None,
+               sleep: Callable[[float], None] | None = None) -> str | None:
+    """Copy an index directory and check the copy against its own manifest. Ingest swaps
+    directories by renaming (live -> last-good, staging -> live), so a copy may mix two
+    versions, or find the directory briefly missing: then copy again, with a short
+    backoff. `live` is the live index of the pair (default `source`). Returns None when
+    the copy verifies, MISSING when there is nothing to copy (no swap under way), else
+    why it could not be copied."""
+    from knowledge.index import KnowledgeIndexError, last_good_path, verify_index
+
+    live = live or source
+
+    def ignore(directory: str, _names: list[str]) -> list[str]:
+        return [LOST_FOUND] if Path(directory) == source else []
+
+    copier = copy or (lambda src, dst: shutil.copytree(src, dst, symlinks=True,
+                                                       ignore=ignore))
+    reason = MISSING
+    delay = INDEX_RETRY_DELAY
     for _ in range(attempts):
         if target.exists():
             shutil.rmtree(target)
         if not source.is_dir():
-            return "missing"
+            if not (_swapping(live) or (source == live and last_good_path(live).is_dir())):
+                return MISSING
+            reason = "missing while ingest was swapping it"
+            (sleep or time.sleep)(delay)  # the window between ingest's two renames
+            delay *= 2
+            continue
         try:
             copier(source, target)
             verify_index(target)
@@ -338,33 +390,50 @@ def _inside(path: Path, root: Path) -> bool:
     return path.resolve().is_relative_to(root.resolve())
 
 
+def io_message(exc: OSError, writing: Callable[[Path], bool]) -> str:
+    """One line naming the file and whether reading or writing it failed."""
+    problem = exc.strerror or str(exc)
+    if exc.filename is None:
+        return f"{problem} ({type(exc).__name__})"
+    path = Path(os.fsdecode(exc.filename))
+    return f"{'writing' if writing(path) else 'reading'} {path} failed: {problem}"
+
+
 def create_backup(output: Path, *, data_dir: Path, index_dir: Path,
                   signal_cli_dir: Path | None = None,
                   config: Mapping[str, bytes] | None = None,
                   include_secrets: bool = False, pepper: bytes | None = None,
-                  clock: Callable[[], float] = time.time) -> CreateReport:
-    """Write the archive to `output` (never over an existing file), mode 0600."""
+                  pepper_source: str | None = None, allow_missing_index: bool = False,
+                  clock: Callable[[], float] = time.time,
+                  sleep: Callable[[float], None] | None = None) -> CreateReport:
+    """Write the archive to `output` (never over an existing file), mode 0600. `pepper` is
+    the configured one only: a generated `.audit-pepper` may not be the bot's."""
     _check_create(output, data_dir, index_dir, signal_cli_dir)
-    output.parent.mkdir(parents=True, exist_ok=True)
     warnings: list[str] = []
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.staging-", dir=output.parent))
+    staging: Path | None = None
+
+    def writing(path: Path) -> bool:
+        return (path == output or output.is_relative_to(path)
+                or (staging is not None and path.is_relative_to(staging))
+                or (path.parent == output.parent and path.name.startswith(f".{output.name}.")))
+
     try:
+        output.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.staging-", dir=output.parent))
         manifest = BackupManifest(
             created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock())),
             app_version=app_version(), secrets_included=include_secrets,
             pepper_check=pepper_check(pepper) if pepper else None,
+            pepper_source=pepper_source,
             source={"data_dir": str(data_dir.resolve()), "index_dir": str(index_dir.resolve()),
                     "signal_cli_dir": str(signal_cli_dir.resolve()) if signal_cli_dir
                     else None})
         _stage_data(data_dir, index_dir, staging / DATA, include_secrets, warnings)
-        from knowledge.index import last_good_path
-
-        for name, source in ((INDEX, index_dir), (LAST_GOOD, last_good_path(index_dir))):
-            problem = copy_index(source, staging / name)
-            if problem is not None and (name == INDEX or problem != "missing"):
-                warnings.append(f"{name} not included: {problem}")
+        _stage_index(index_dir, staging, warnings, allow_missing_index, sleep)
         if signal_cli_dir is not None:
-            _stage_tree(signal_cli_dir, staging / SIGNAL_CLI, warnings)
+            _stage_tree(signal_cli_dir, staging / SIGNAL_CLI, warnings,
+                        lambda rel: rel == Path(LOST_FOUND)
+                        or rel.name.endswith(SQLITE_SIDE_FILES))
         if config:
             (staging / CONFIG).mkdir()
             for filename, content in config.items():
@@ -372,11 +441,31 @@ def create_backup(output: Path, *, data_dir: Path, index_dir: Path,
         _list_staged(staging, manifest, warnings)
         _write_archive(output, staging, manifest)
     except OSError as exc:
-        raise BackupError(f"cannot write the backup: {exc.strerror or exc} "
-                          f"({type(exc).__name__})") from exc
+        raise BackupError(f"cannot write the backup: {io_message(exc, writing)}") from exc
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return CreateReport(manifest, warnings)
+
+
+def _stage_index(index_dir: Path, staging: Path, warnings: list[str],
+                 allow_missing_index: bool, sleep: Callable[[float], None] | None) -> None:
+    """The live index and its last-good copy. A bot that never ingested has neither (a
+    note); one left out for any other reason fails the backup unless allowed, so a
+    scheduled backup never silently lacks the index."""
+    from knowledge.index import last_good_path
+
+    left_out: list[str] = []
+    for name, source in ((INDEX, index_dir), (LAST_GOOD, last_good_path(index_dir))):
+        problem = copy_index(source, staging / name, live=index_dir, sleep=sleep)
+        if problem == MISSING and name == INDEX:
+            warnings.append(f"{INDEX} not included: there is none yet (no ingest has run)")
+        elif problem is not None and problem != MISSING:
+            left_out.append(f"{name} not included: {problem}")
+    if left_out and not allow_missing_index:
+        raise BackupError(f"{'; '.join(left_out)} (pass --allow-missing-index to write the "
+                          "backup without it; ingest rebuilds an index from the documents)")
+    warnings.extend(left_out)
 
 
 def _check_create(output: Path, data_dir: Path, index_dir: Path,
@@ -490,8 +579,17 @@ def _write_archive(output: Path, staging: Path, manifest: BackupManifest) -> Non
             if output.exists():
                 raise UsageError(f"{output} exists: a backup is never overwritten") from None
             partial.rename(output)
+        _fsync_dir(output.parent)  # the new name survives a crash
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _tarinfo(name: str, kind: bytes, mode: int, mtime: float, size: int = 0) -> tarfile.TarInfo:
@@ -518,16 +616,22 @@ def _open_archive(path: Path) -> tarfile.TarFile:
 
 
 def _members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
-    """Members one by one; a truncated or corrupt stream becomes DamagedBackupError."""
+    """Members one by one; a truncated or corrupt stream becomes DamagedBackupError. At
+    most MAX_MEMBERS, and `tar.members` (where TarFile keeps every header) stays empty,
+    so a hostile archive cannot exhaust memory."""
     try:
-        while True:
+        for count in range(MAX_MEMBERS + 2):  # the manifest, then the entries
             member = tar.next()
+            tar.members = []  # type: ignore[attr-defined]  # typeshed omits it
             if member is None:
                 return
+            if count > MAX_MEMBERS:
+                break
             yield member
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise DamagedBackupError(f"the archive is truncated or damaged "
                                  f"({type(exc).__name__})") from None
+    raise DamagedBackupError(f"the archive has more than {MAX_MEMBERS} members")
 
 
 def _read_manifest(tar: tarfile.TarFile, members: Iterator[tarfile.TarInfo]) -> BackupManifest:
@@ -642,8 +746,8 @@ class Target:
     label: str
     path: Path
     staging: Path | None = None
-    inside: bool = False
-    """Staging lives inside the target (a mount point, which cannot be renamed)."""
+    """Always inside the target: only the target itself must be writable, not its parent
+    (`/var/lib`), and a mount point (which cannot be renamed) needs no other way."""
     aside: Path | None = None
     undo: Callable[[], None] | None = None
 
@@ -693,7 +797,10 @@ def _dest(name: str, routes: Mapping[str, tuple[str, str]]) -> tuple[str, str] |
     if root not in routes:
         return None
     target, sub = routes[root]
-    return target, "/".join(p for p in (sub, rest) if p)
+    inner = "/".join(p for p in (sub, rest) if p)
+    if inner.split("/", 1)[0] == LOST_FOUND:  # the volume's, never restored over
+        return None
+    return target, inner
 
 
 def _stamp(clock: Callable[[], float]) -> str:
@@ -704,7 +811,8 @@ def restore_backup(archive: Path, *, data_dir: Path, index_dir: Path,
                    signal_cli_dir: Path | None = None, force: bool = False,
                    clock: Callable[[], float] = time.time,
                    extract: Callable[..., None] | None = None) -> RestoreReport:
-    """Verify `archive`, then replace the targets through staging directories."""
+    """Verify `archive`, then replace the targets' contents through staging directories."""
+    check_python()
     manifest = verify_backup(archive)
     targets, routes, notes = _route(manifest, data_dir, index_dir, signal_cli_dir)
     report = RestoreReport(manifest, notes=notes)
@@ -728,14 +836,23 @@ def restore_backup(archive: Path, *, data_dir: Path, index_dir: Path,
             _undo_installs(installed, exc)
             raise
     except OSError as exc:
-        raise BackupError(f"restore failed, nothing was changed: {exc.strerror or exc} "
-                          f"({type(exc).__name__})") from exc
+        message = io_message(exc, lambda path: path != archive)
+        raise BackupError(f"restore failed, nothing was changed: {message}") from exc
     finally:
         for target in targets.values():
             if target.staging is not None and target.staging.exists():
                 shutil.rmtree(target.staging, ignore_errors=True)
     report.restored = [(t.label, t.path, t.aside) for t in targets.values()]
     return report
+
+
+def check_python() -> None:
+    """tarfile's extraction filters (PEP 706) came with Python 3.11.4; Debian 12 ships
+    3.11.2, where `filter=` would be a TypeError half-way through a restore."""
+    if not hasattr(tarfile, "data_filter"):
+        version = ".".join(str(n) for n in sys.version_info[:3])
+        raise UsageError(f"restore needs Python {MIN_PYTHON_FOR_FILTERS} or newer (tarfile "
+                         f"extraction filters); this is Python {version}")
 
 
 def _undo_installs(installed: list[Target], cause: OSError) -> None:
@@ -760,26 +877,50 @@ def _check_target(target: Target, force: bool) -> None:
     if locked is not None:
         raise UsageError(f"a running process holds {locked.relative_to(path)} in {path} "
                          "open: stop the bot (and signal-cli) before restoring")
-    if path.is_dir() and any(path.iterdir()) and not force:
+    if path.is_dir() and _own_entries(path, set()) and not force:
         raise UsageError(f"{path} is not empty: pass --force to restore over it (the "
                          "current state is kept aside, not deleted)")
 
 
+def _own_entries(path: Path, skip: set[Path]) -> list[Path]:
+    """The entries of a target a restore replaces: not `lost+found`, not the state an
+    earlier restore kept aside, not our own staging."""
+    return sorted(entry for entry in path.iterdir()
+                  if entry not in skip and entry.name != LOST_FOUND
+                  and not entry.name.startswith((".before-restore-", ".restore-")))
+
+
+def _space_margin(total: int) -> int:
+    return min(SPACE_MARGIN, total // 20)
+
+
 def _check_space(manifest: BackupManifest, targets: Mapping[str, Target],
                  routes: Mapping[str, tuple[str, str]]) -> None:
-    need: dict[str, int] = {}
+    """Every filesystem must hold what goes to all the targets on it, plus a margin (the
+    previous state stays aside, so nothing is freed)."""
+    need: dict[int, int] = {}
+    where: dict[int, tuple[Path, list[str]]] = {}
     for entry in manifest.files:
         dest = _dest(entry.path, routes)
-        if dest is not None:
-            need[dest[0]] = need.get(dest[0], 0) + entry.size
-    for key, size in need.items():
-        probe = targets[key].path
+        if dest is None:
+            continue
+        target = targets[dest[0]]
+        probe = target.path
         while not probe.exists():
             probe = probe.parent
-        free = shutil.disk_usage(probe).free
-        if size > free:
-            raise BackupError(f"not enough space for {targets[key].label} at "
-                              f"{targets[key].path}: {size} bytes needed, {free} free")
+        device = os.stat(probe).st_dev
+        need[device] = need.get(device, 0) + entry.size
+        labels = where.setdefault(device, (probe, []))[1]
+        if target.label not in labels:
+            labels.append(target.label)
+    for device, size in need.items():
+        probe, labels = where[device]
+        usage = shutil.disk_usage(probe)
+        margin = _space_margin(usage.total)
+        if size + margin > usage.free:
+            raise BackupError(f"not enough space for {' and '.join(labels)} on the "
+                              f"filesystem of {probe}: {size} bytes needed plus a margin of "
+                              f"{margin}, {usage.free} free")
 
 
 def _unused(path: Path) -> Path:
@@ -792,12 +933,8 @@ def _unused(path: Path) -> Path:
 
 def _make_staging(target: Target, stamp: str) -> None:
     path = target.path
-    if path.is_dir() and os.path.ismount(path):
-        target.inside = True
-        target.staging = _unused(path / f".restore-{stamp}")
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        target.staging = _unused(path.with_name(f".{path.name}.restore-{stamp}"))
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target.staging = _unused(path / f".restore-{stamp}")
     target.staging.mkdir(mode=0o700)
 
 
@@ -869,13 +1006,12 @@ def _chown_like_target(target: Target) -> None:
             os.lchown(Path(current) / name, owner.st_uid, owner.st_gid)
 
 
-def _move_entries(source: Path, target: Path, skip: set[Path],
+def _move_entries(entries: list[Path], target: Path,
                   moved: list[tuple[Path, Path]]) -> None:
-    """Rename every entry of `source` into `target`, recording (now, was) for an undo."""
-    for entry in sorted(source.iterdir()):
-        if entry not in skip:
-            entry.rename(target / entry.name)
-            moved.append((target / entry.name, entry))
+    """Rename `entries` into `target`, recording (now, was) for an undo."""
+    for entry in entries:
+        entry.rename(target / entry.name)
+        moved.append((target / entry.name, entry))
 
 
 def _undo_moves(moved: list[tuple[Path, Path]]) -> None:
@@ -885,60 +1021,18 @@ def _undo_moves(moved: list[tuple[Path, Path]]) -> None:
 
 
 def _install(target: Target, stamp: str) -> None:
-    """Put the staged tree in place; the previous state, if any, goes aside."""
+    """Swap the target's entries for the staged ones: the previous entries go into
+    `<target>/.before-restore-<time>/`, the staged ones in; if a move fails, the moves
+    made are undone. Renames inside the target need only the target to be writable."""
     path, staging = target.path, target.staging
     assert staging is not None
-    if not target.inside and not (path.is_dir() and any(path.iterdir())):
-        if path.exists():
-            path.rmdir()
-        staging.rename(path)
-        target.staging = None
-
-        def undo_fresh() -> None:
-            path.rename(staging)
-            target.staging = staging  # removed with the other staging directories
-
-        target.undo = undo_fresh
-        return
-    if not target.inside:
-        aside = _unused(path.with_name(f"{path.name}.before-restore-{stamp}"))
-        try:
-            path.rename(aside)
-        except OSError as exc:
-            if exc.errno != errno.EBUSY:  # a bind mount on the same filesystem
-                raise
-        else:
-            try:
-                staging.rename(path)
-            except OSError:
-                aside.rename(path)
-                raise
-            target.aside, target.staging = aside, None
-
-            def undo_swap() -> None:
-                path.rename(staging)
-                target.staging = staging
-                aside.rename(path)
-                target.aside = None
-
-            target.undo = undo_swap
-            return
-    else:
-        aside = _unused(path / f".before-restore-{stamp}")
-    _swap_contents(target, aside)
-
-
-def _swap_contents(target: Target, aside: Path) -> None:
-    """For a directory that cannot be renamed (a mount point): move its entries aside
-    and the staged ones in, undoing the moves if one fails."""
-    path, staging = target.path, target.staging
-    assert staging is not None
+    aside = _unused(path / f".before-restore-{stamp}")
     aside.mkdir(mode=0o700)
     out: list[tuple[Path, Path]] = []
     into: list[tuple[Path, Path]] = []
     try:
-        _move_entries(path, aside, {staging, aside}, out)
-        _move_entries(staging, path, set(), into)
+        _move_entries(_own_entries(path, {staging, aside}), aside, out)
+        _move_entries(sorted(staging.iterdir()), path, into)
     except OSError:
         _undo_moves(into)
         _undo_moves(out)
@@ -987,12 +1081,36 @@ def _plain(value: Any) -> Any:
     return value
 
 
+PERSONAL_SETTINGS = frozenset({"SIGNAL_RAG_ACCESS__ALLOWED", "SIGNAL_RAG_ACCESS__ADMINS",
+                               "SIGNAL_RAG_SIGNAL__ACCOUNT"})
+"""Phone numbers and Signal ids in clear: treated like secrets (only with --include-secrets)."""
+_TOKEN_NAME = re.compile(r"token|key|secret|pass|auth|sig|credential|session", re.IGNORECASE)
+
+
+def strip_url_credentials(value: str) -> str:
+    """A URL without its userinfo (`redis://:password@host`) and with the values of query
+    parameters named like tokens replaced; anything else is returned as it is."""
+    parts = urlsplit(value)
+    if not parts.scheme or not parts.netloc:
+        return value
+    netloc = parts.netloc.rpartition("@")[2]
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    new_query = parts.query
+    if any(_TOKEN_NAME.search(name) for name, _ in query):
+        new_query = urlencode([(name, "REDACTED" if _TOKEN_NAME.search(name) else item)
+                               for name, item in query])
+    return urlunsplit((parts.scheme, netloc, parts.path, new_query, parts.fragment))
+
+
 def config_snapshot(settings: Settings, environ: Mapping[str, str],
                     include_secrets: bool) -> dict[str, bytes]:
     """`settings.json` (every effective setting by its variable name) and `settings.env`
-    (the variables set in the environment); secret values only when asked."""
+    (the variables set in the environment). Unless asked: no secret values, no phone
+    numbers or ids (PERSONAL_SETTINGS), and URLs without the credentials they may carry."""
     effective: dict[str, Any] = {}
     omitted: list[str] = []
+    personal: list[str] = []
+    stripped: list[str] = []
     env_lines = ["# signal-rag settings of the backed-up bot (SIGNAL_RAG_* variables set "
                  "in its environment)"]
     given = {name.upper(): value for name, value in environ.items()}
@@ -1002,11 +1120,25 @@ def config_snapshot(settings: Settings, environ: Mapping[str, str],
                 omitted.append(env)
                 env_lines.append(f"# {env}= (secret, not included)")
             continue
-        effective[env] = _plain(value)
+        if env in PERSONAL_SETTINGS and not include_secrets:
+            if value:
+                personal.append(env)
+                env_lines.append(f"# {env}= (phone numbers or ids, not included)")
+            continue
+        plain = _plain(value)
+        shown = plain if secret else given.get(env)
+        if isinstance(plain, str) and not include_secrets:
+            clean = strip_url_credentials(plain)
+            if clean != plain or (shown is not None and strip_url_credentials(shown) != shown):
+                stripped.append(env)
+                env_lines.append(f"# {env}: credentials removed from the URL")
+            plain = clean
+            shown = strip_url_credentials(shown) if shown is not None else None
+        effective[env] = plain
         if (secret and value is not None) or env in given:
-            shown = _plain(value) if secret else given[env]
             env_lines.append(f"{env}={_env_quote(str(shown))}")
     document = {"settings": effective, "secrets_omitted": omitted,
+                "personal_omitted": personal, "url_credentials_removed": stripped,
                 "secrets_included": include_secrets}
     return {"settings.json": json.dumps(document, indent=2, sort_keys=True).encode(),
             "settings.env": ("\n".join(env_lines) + "\n").encode()}
@@ -1019,11 +1151,27 @@ def _env_quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
 
-def configured_pepper(settings: Settings, data_dir: Path) -> bytes | None:
-    """The pepper the bot uses: the configured one, else the generated file's (as
-    agent.audit.load_or_create_pepper reads them)."""
+def configured_pepper(settings: Settings) -> bytes | None:
+    """SIGNAL_RAG_AUDIT__PEPPER, the pepper `serve` uses. Not the data dir's generated
+    `.audit-pepper`: `ask`/`chat` create one when none is configured, so it says nothing
+    about the bot's pepper when `backup create` runs without the bot's credentials."""
+    if settings.audit.pepper is None:
+        return None
+    return settings.audit.pepper.get_secret_value().encode()
+
+
+def pepper_source(settings: Settings, data_dir: Path) -> str:
     if settings.audit.pepper is not None:
-        return settings.audit.pepper.get_secret_value().encode()
+        return "configured"
+    return "generated-file" if (data_dir / PEPPER_FILE).is_file() else "none"
+
+
+def _restored_pepper(settings: Settings, data_dir: Path) -> bytes | None:
+    """The pepper the restored bot will use (as agent.audit.load_or_create_pepper
+    reads it): the configured one, else the restored data dir's file."""
+    pepper = configured_pepper(settings)
+    if pepper is not None:
+        return pepper
     path = data_dir / PEPPER_FILE
     return path.read_bytes().strip() if path.is_file() else None
 
@@ -1031,8 +1179,14 @@ def configured_pepper(settings: Settings, data_dir: Path) -> bytes | None:
 def pepper_notes(manifest: BackupManifest, settings: Settings, data_dir: Path) -> list[str]:
     """What the restored bot will make of its users: they are keyed by HMAC(pepper)."""
     if manifest.pepper_check is None:
-        return []
-    pepper = configured_pepper(settings, data_dir)
+        why = {"generated-file": "the backed-up bot had no configured pepper, only a "
+                                 "generated .audit-pepper file",
+               "none": "the backed-up bot had no pepper"}.get(
+            manifest.pepper_source or "", "it was made without SIGNAL_RAG_AUDIT__PEPPER "
+                                          "configured")
+        return [f"this backup has no pepper check ({why}): make sure the restored bot uses "
+                "the pepper the backed-up bot used, or its users must activate again"]
+    pepper = _restored_pepper(settings, data_dir)
     if pepper is None:
         return ["warning: no audit pepper is configured and this backup holds none (made "
                 "without --include-secrets): set SIGNAL_RAG_AUDIT__PEPPER to the pepper the "
@@ -1059,8 +1213,7 @@ DataDirOption = Annotated[Path | None, typer.Option(
 
 def _fail(exc: BackupError | OSError) -> NoReturn:
     if isinstance(exc, OSError):  # one line, never a traceback
-        exc = BackupError(f"{exc.strerror or exc}: {exc.filename or ''} "
-                          f"({type(exc).__name__})")
+        exc = BackupError(io_message(exc, lambda _path: False))
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(exc.code)
 
@@ -1086,17 +1239,22 @@ def create_command(
         signal_cli_dir: SignalCliOption = None, data_dir: DataDirOption = None,
         include_secrets: Annotated[bool, typer.Option(
             "--include-secrets",
-            help="Also store the audit pepper, the prompt canary and secret settings.")]
-        = False) -> None:
+            help="Also store the audit pepper, the prompt canary, secret settings, the "
+                 "access lists and account number, and credentials in URLs.")] = False,
+        allow_missing_index: Annotated[bool, typer.Option(
+            "--allow-missing-index",
+            help="Write the backup even if the index (or its last-good copy) cannot be "
+                 "copied; without it that fails with exit 1.")] = False) -> None:
     """Write a consistent backup while the bot runs (SQLite online backup, sha256 manifest)."""
     settings = _load(data_dir)
     try:
-        pepper = configured_pepper(settings, settings.data_dir)
         report = create_backup(
             path, data_dir=settings.data_dir, index_dir=settings.index_path,
             signal_cli_dir=signal_cli_dir,
             config=config_snapshot(settings, os.environ, include_secrets),
-            include_secrets=include_secrets, pepper=pepper)
+            include_secrets=include_secrets, pepper=configured_pepper(settings),
+            pepper_source=pepper_source(settings, settings.data_dir),
+            allow_missing_index=allow_missing_index)
     except (BackupError, OSError) as exc:
         _fail(exc)
     for warning in report.warnings:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,6 +163,7 @@ def test_backup_of_a_running_bot_restores_every_answer_user_thread_and_audit_lin
     settings = json.loads((restored_dir / "restored-config" / "settings.json").read_text())
     assert settings["settings"]["SIGNAL_RAG_LLM__MODEL"] == "chat-test"
     assert PASSPHRASE not in json.dumps(settings) and PEPPER not in json.dumps(settings)
+    assert BOT_NUMBER not in json.dumps(settings), "the account number only when asked"
 
     # A bot on the restored dir knows its users (no passphrase again) and its inbox (a
     # redelivered, already answered message is not answered twice).
@@ -174,9 +177,84 @@ def test_backup_of_a_running_bot_restores_every_answer_user_thread_and_audit_lin
         assert refused.returncode == 2 and "running process" in refused.stderr, refused
     finally:
         stop(process)
+    again = cli(restored_env, "backup", "restore", "--force", str(archive))
+    assert again.returncode == 0, again.stderr
+    assert f"(previous state kept at {restored_dir}/.before-restore-" in again.stdout
     new = answers(sim)[sent_before:]
     assert len(new) == 1 and new[0].startswith(ANSWER), "one answer, from the model: the " \
                                                         "restored bot knew the user"
     assert model.count(CHAT_PATH) == chats_before + 1
     log = (tmp_path / "serve.log").read_text() + (tmp_path / "restored-serve.log").read_text()
     assert PASSPHRASE not in log and "What does exit code 3 mean?" not in log
+
+
+NOBODY = 65534
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user (nobody) needs root")
+def test_restore_as_the_bots_user_under_a_root_owned_parent(tmp_path: Path) -> None:
+    """`/var/lib` belongs to root and the bot's user owns only `/var/lib/signal-rag`: the
+    restore (docs/upgrade.md's rollback) must work with write access to the target alone,
+    and leave the volume's root-owned `lost+found` where it is.
+
+    The restore runs in a forked child that drops to uid/gid 65534 (nobody): exec'ing the
+    venv's interpreter as nobody is not possible here (it lives under /root)."""
+    from agent import backup
+    from agent.users import UserDirectory
+    from knowledge import index as _index  # noqa: F401  imported before dropping root
+
+    source = tmp_path / "source"
+    source.mkdir()
+    users = UserDirectory(source / "users.sqlite3")
+    users.activate("hmac-of-a-user")
+    users.close()
+    (source / "audit.jsonl").write_text('{"route":"answered"}\n')
+    archive = tmp_path / "b.tar.gz"
+    backup.create_backup(archive, data_dir=source, index_dir=source / "index")
+
+    base = Path(tempfile.mkdtemp(prefix="signal-rag-nobody-", dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        lib = base / "var-lib"  # root-owned 0755: not writable by the bot's user
+        lib.mkdir(mode=0o755)
+        target = lib / "signal-rag"
+        target.mkdir(mode=0o700)
+        (target / "old.txt").write_text("state before the rollback")
+        (target / "lost+found").mkdir(mode=0o700)  # root's, as mkfs.ext4 makes it
+        for path in (target, target / "old.txt"):
+            os.chown(path, NOBODY, NOBODY)
+        mine = base / "b.tar.gz"
+        shutil.copy(archive, mine)
+        os.chown(mine, NOBODY, NOBODY)
+
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            code = 70
+            try:
+                os.close(read)
+                os.setgroups([])
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+                report = backup.restore_backup(mine, data_dir=target,
+                                               index_dir=target / "index", force=True)
+                os.write(write, f"ok {report.restored[0][2]}".encode())
+                code = 0
+            except BaseException as exc:  # reported to the parent, which fails the test
+                os.write(write, f"{type(exc).__name__}: {exc}".encode())
+            finally:
+                os._exit(code)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            said = pipe.read().decode()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, said
+        aside = Path(said.split(" ", 1)[1])
+        assert aside.parent == target and aside.name.startswith(".before-restore-")
+        assert (aside / "old.txt").read_text() == "state before the rollback"
+        assert UserDirectory(target / "users.sqlite3").is_activated("hmac-of-a-user")
+        assert (target / "users.sqlite3").stat().st_uid == NOBODY
+        assert (target / "lost+found").stat().st_uid == 0, "lost+found stays in place"
+        assert sorted(p.name for p in lib.iterdir()) == ["signal-rag"], "nothing beside it"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -262,15 +262,70 @@ def test_a_swap_during_the_index_copy_is_copied_again(
     assert last_good_path(index).is_dir(), "the swap kept the previous generation"
 
 
-def test_a_damaged_index_is_left_out_with_a_warning(tmp_path: Path, data_dir: Path) -> None:
+def test_a_damaged_index_fails_the_backup_unless_allowed(tmp_path: Path, data_dir: Path) -> None:
     (data_dir / "index" / "chunks.json").write_text("[]")
     with pytest.raises(IndexCorruptError):
         verify_index(data_dir / "index")
     out = tmp_path / "b.tar.gz"
     result = runner.invoke(app, ["backup", "create", str(out)])
-    assert result.exit_code == 0
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: index not included")
+    assert "--allow-missing-index" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob(".b.tar.gz*"))
+    result = runner.invoke(app, ["backup", "create", str(out), "--allow-missing-index"])
+    assert result.exit_code == 0, result.output
     assert "warning: index not included" in result.stderr
     assert not any(name.startswith("index/") for name in members(out))
+
+
+def test_a_bot_that_never_ingested_is_backed_up_with_a_note(tmp_path: Path) -> None:
+    data = tmp_path / "fresh"
+    data.mkdir()
+    (data / "notes.txt").write_text("x")
+    out = tmp_path / "b.tar.gz"
+    result = runner.invoke(app, ["backup", "create", str(out), "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
+    assert "there is none yet" in result.stderr
+    assert set(members(out)) >= {"manifest.json", "data/notes.txt"}
+
+
+def test_an_index_missing_in_ingests_swap_window_is_copied_after_a_backoff(
+        tmp_path: Path, data_dir: Path) -> None:
+    """ingest renames live -> last-good, then staging -> live: between the two the live
+    index is missing while its staging directory (and the last-good copy) exist."""
+    index = data_dir / "index"
+    staged = data_dir / ".index.staging-abc"
+    shutil.copytree(index, staged)
+    shutil.rmtree(index)  # the window: live renamed away, staging not yet in place
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:  # ingest finishes its swap while we wait
+        waits.append(seconds)
+        if len(waits) == 2:
+            staged.rename(index)
+
+    copy = tmp_path / "copy"
+    assert copy_index(index, copy, sleep=sleep) is None
+    assert waits == [0.2, 0.4]
+    verify_index(copy)
+
+
+def test_an_index_that_stays_missing_in_a_swap_fails_the_backup(
+        tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    index = data_dir / "index"
+    shutil.copytree(index, last_good_path(index), dirs_exist_ok=True)
+    shutil.rmtree(index)
+    waits: list[float] = []
+    monkeypatch.setattr(backup.time, "sleep", waits.append)
+    out = tmp_path / "b.tar.gz"
+    result = runner.invoke(app, ["backup", "create", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "index not included: missing while ingest was swapping it" in result.stderr
+    assert len(waits) == backup.INDEX_COPY_ATTEMPTS and not out.exists()
+    result = runner.invoke(app, ["backup", "create", str(out), "--allow-missing-index"])
+    assert result.exit_code == 0 and "warning: index not included" in result.stderr
+    assert any(name.startswith("index.last-good/") for name in members(out))
 
 
 def test_signal_cli_data_round_trips_only_when_asked(tmp_path: Path, data_dir: Path) -> None:
@@ -329,8 +384,9 @@ def test_a_non_empty_target_needs_force_and_its_state_is_kept_aside(
     assert tree(target) == {"users.sqlite3": sha(target / "users.sqlite3")}
     result = restore(archive, target, "--force")
     assert result.exit_code == 0, result.output
-    [aside] = [p for p in tmp_path.iterdir() if p.name.startswith("live.before-restore-")]
+    [aside] = [p for p in target.iterdir() if p.name.startswith(".before-restore-")]
     assert (aside / "users.sqlite3").read_bytes() == b"newer state"
+    assert not [p for p in tmp_path.iterdir() if "restore" in p.name], "nothing beside it"
     assert f"previous state kept at {aside}" in result.stdout
     assert UserDirectory(target / "users.sqlite3").is_activated(USER)
 
@@ -430,14 +486,13 @@ def test_a_failure_on_the_second_target_puts_the_first_one_back(
     assert not list(tmp_path.rglob(".*restore-*"))
 
 
-def test_a_mount_point_target_is_restored_by_moving_its_contents(
-        tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_target_is_restored_by_moving_its_contents(
+        tmp_path: Path, data_dir: Path) -> None:
+    """Also how a mount point (which cannot be renamed) is restored."""
     archive = create(tmp_path)
     target = tmp_path / "volume"
     target.mkdir()
     (target / "old.txt").write_text("old state")
-    real_ismount = os.path.ismount
-    monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == target or real_ismount(p))
     result = restore(archive, target, "--force")
     assert result.exit_code == 0, result.output
     [aside] = [p for p in target.iterdir() if p.name.startswith(".before-restore-")]
@@ -452,7 +507,7 @@ def test_a_mount_point_target_is_restored_by_moving_its_contents(
     assert not [name for name in members(again) if "before-restore" in name]
 
 
-def test_a_failed_move_into_a_mount_point_is_undone(
+def test_a_failed_move_into_the_target_is_undone(
         tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     archive = create(tmp_path)
     target = tmp_path / "volume"
@@ -460,20 +515,20 @@ def test_a_failed_move_into_a_mount_point_is_undone(
     (target / "old.txt").write_text("old state")
     (target / "users.sqlite3").write_bytes(b"old users")
     before = tree(target)
-    real_ismount, real_move = os.path.ismount, backup._move_entries
-    monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == target or real_ismount(p))
+    real_move = backup._move_entries
 
-    def move(source: Path, into: Path, skip: set[Path], moved: list[tuple[Path, Path]]) -> None:
+    def move(entries: list[Path], into: Path, moved: list[tuple[Path, Path]]) -> None:
         if into == target:  # the staged entries: one goes in, then the disk fails
-            first = sorted(source.iterdir())[0]
+            first = entries[0]
             first.rename(into / first.name)
             moved.append((into / first.name, first))
-            raise OSError(5, "Input/output error")
-        real_move(source, into, skip, moved)
+            raise OSError(5, "Input/output error", str(into / first.name))
+        real_move(entries, into, moved)
 
     monkeypatch.setattr(backup, "_move_entries", move)
     result = restore(archive, target, "--force")
     assert result.exit_code == 1 and "nothing was changed" in result.stderr
+    assert f"writing {target}/" in result.stderr and "Input/output error" in result.stderr
     assert tree(target) == before
     assert sorted(p.name for p in target.iterdir()) == ["old.txt", "users.sqlite3"]
 
@@ -490,7 +545,7 @@ def test_a_symlinked_data_dir_is_restored_where_it_points(
     assert result.exit_code == 0, result.output
     assert link.is_symlink() and link.resolve() == real
     assert UserDirectory(real / "users.sqlite3").is_activated(USER)
-    [aside] = (tmp_path / "private").glob("signal-rag.before-restore-*")
+    [aside] = real.glob(".before-restore-*")
     assert (aside / "old.txt").read_text() == "old"
 
 
@@ -680,10 +735,11 @@ def test_config_snapshot_quotes_values_and_keeps_secrets_out(
     plain = config_snapshot(settings, os.environ, include_secrets=False)
     text = b"".join(plain.values())
     assert b"sk-very-secret" not in text and b"maybe-secret" not in text
-    assert PASSPHRASE.encode() not in text
-    assert b"SIGNAL_RAG_ACCESS__ALLOWED='uuid-1, uuid-2'\n" in plain["settings.env"]
+    assert PASSPHRASE.encode() not in text and b"uuid-1" not in text
+    assert b"# SIGNAL_RAG_ACCESS__ALLOWED= (phone numbers or ids, not included)" in text
     assert b"# SIGNAL_RAG_LLM__API_KEY= (secret, not included)" in plain["settings.env"]
     full = config_snapshot(settings, os.environ, include_secrets=True)
+    assert b"SIGNAL_RAG_ACCESS__ALLOWED='uuid-1, uuid-2'\n" in full["settings.env"]
     assert b"SIGNAL_RAG_LLM__API_KEY=sk-very-secret\n" in full["settings.env"]
     assert json.loads(full["settings.json"])["settings"]["SIGNAL_RAG_AUDIT__PEPPER"] == PEPPER
 
@@ -694,3 +750,148 @@ def test_an_io_error_is_one_line_and_exit_1(tmp_path: Path, data_dir: Path) -> N
     assert result.exit_code == 1, result.output
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith("error: ") and "Traceback" not in result.output
+    assert f"writing {tmp_path / 'not-a-dir'} failed" in result.stderr
+
+
+# --- review fixes: credentials, pepper source, lost+found, limits, space ------------------
+
+
+def test_url_credentials_are_left_out_unless_secrets_are_included(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SIGNAL_RAG_LIMITS__STORAGE_URL", "redis://:hunter2-pw@redis:6379/0")
+    monkeypatch.setenv("SIGNAL_RAG_LLM__BASE_URL",
+                       "https://me:llm-pw@llm.example/v1?api_key=tok-123&region=eu")
+    monkeypatch.setenv("SIGNAL_RAG_SIGNAL__ACCOUNT", "+15550001111")
+    settings = load_settings(tmp_path / "secrets")
+    plain = config_snapshot(settings, os.environ, include_secrets=False)
+    text = b"".join(plain.values())
+    for secret in (b"hunter2-pw", b"llm-pw", b"tok-123", b"+15550001111", b"me:"):
+        assert secret not in text
+    document = json.loads(plain["settings.json"])
+    assert document["settings"]["SIGNAL_RAG_LIMITS__STORAGE_URL"] == "redis://redis:6379/0"
+    assert document["settings"]["SIGNAL_RAG_LLM__BASE_URL"] == \
+        "https://llm.example/v1?api_key=REDACTED&region=eu"
+    assert {"SIGNAL_RAG_LIMITS__STORAGE_URL", "SIGNAL_RAG_LLM__BASE_URL"} <= set(
+        document["url_credentials_removed"])
+    assert "SIGNAL_RAG_SIGNAL__ACCOUNT" in document["personal_omitted"]
+    assert b"SIGNAL_RAG_LIMITS__STORAGE_URL=redis://redis:6379/0\n" in plain["settings.env"]
+    full = b"".join(config_snapshot(settings, os.environ, include_secrets=True).values())
+    assert b"hunter2-pw" in full and b"tok-123" in full and b"+15550001111" in full
+
+
+def test_a_generated_pepper_file_records_no_check_and_restore_says_so(
+        tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ask`/`chat` write .audit-pepper when no pepper is configured: a backup run without
+    the bot's credentials must not record that pepper as the bot's."""
+    monkeypatch.delenv("SIGNAL_RAG_AUDIT__PEPPER")
+    archive = create(tmp_path)
+    manifest = verify_backup(archive)
+    assert manifest.pepper_check is None and manifest.pepper_source == "generated-file"
+    monkeypatch.setenv("SIGNAL_RAG_AUDIT__PEPPER", PEPPER)
+    result = restore(archive, tmp_path / "restored")
+    assert result.exit_code == 0, result.output
+    assert "note: this backup has no pepper check" in result.stderr
+    assert "not the one the backup was made with" not in result.stderr
+    configured = verify_backup(create(tmp_path, name="configured.tar.gz"))
+    assert configured.pepper_source == "configured"
+    assert configured.pepper_check == backup.pepper_check(PEPPER.encode())
+
+
+def test_lost_and_found_is_neither_backed_up_nor_moved_nor_counted(
+        tmp_path: Path, data_dir: Path) -> None:
+    (data_dir / "lost+found").mkdir(mode=0o700)
+    (data_dir / "lost+found" / "#1234").write_bytes(b"fsck leftovers")
+    archive = create(tmp_path)
+    assert not any("lost+found" in name for name in members(archive))
+    volume = tmp_path / "volume"
+    (volume / "lost+found").mkdir(parents=True, mode=0o700)
+    (volume / "lost+found" / "#99").write_bytes(b"kept")
+    result = restore(archive, volume)  # no --force: lost+found alone is an empty volume
+    assert result.exit_code == 0, result.output
+    assert (volume / "lost+found" / "#99").read_bytes() == b"kept"
+    assert not list(volume.glob(".before-restore-*")), "nothing was moved aside"
+    assert UserDirectory(volume / "users.sqlite3").is_activated(USER)
+
+
+def test_restore_needs_tarfile_filters_and_says_which_python(
+        tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = create(tmp_path)
+    monkeypatch.delattr(tarfile, "data_filter")
+    target = tmp_path / "restored"
+    result = restore(archive, target)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: restore needs Python 3.11.4 or newer")
+    assert len(result.stderr.strip().splitlines()) == 1 and not target.exists()
+
+
+def test_member_and_manifest_counts_are_capped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backup, "MAX_MEMBERS", 3)
+    files = [_file(f"data/f{i}", b"x") for i in range(5)]
+    listed = write_tar(tmp_path / "listed.tar.gz",
+                       _manifest([_entry(f"data/f{i}", b"x") for i in range(5)]), files)
+    with pytest.raises(DamagedBackupError, match="lists more than 3 entries"):
+        verify_backup(listed)
+    flooded = write_tar(tmp_path / "flooded.tar.gz", _manifest([_entry("data/f0", b"x")]),
+                        [files[0], *[_special(root, tarfile.DIRTYPE) for root in backup.ROOTS]])
+    with pytest.raises(DamagedBackupError, match="more than 3 members"):
+        verify_backup(flooded)
+
+
+def test_tarfile_does_not_keep_every_member_in_memory(
+        tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = create(tmp_path)
+    kept: list[int] = []
+    real_next = tarfile.TarFile.next
+
+    def recording_next(self: tarfile.TarFile) -> tarfile.TarInfo | None:
+        kept.append(len(self.members))  # type: ignore[attr-defined]
+        return real_next(self)
+
+    monkeypatch.setattr(tarfile.TarFile, "next", recording_next)
+    manifest = verify_backup(archive)
+    assert len(kept) > len(manifest.files) and max(kept) <= 1
+
+
+def test_the_space_check_adds_up_targets_on_one_filesystem_and_keeps_a_margin(
+        tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    index = tmp_path / "elsewhere" / "index"
+    index.parent.mkdir()
+    shutil.move(data_dir / "index", index)
+    monkeypatch.setenv("SIGNAL_RAG_INDEX_DIR", str(index))
+    archive = create(tmp_path)
+    need = verify_backup(archive).total_size()
+    data_part = sum(e.size for e in verify_backup(archive).files
+                    if e.path.startswith(("data/", "config/")))
+    assert 0 < data_part < need
+    total = 10 << 30
+    free = [0]
+    monkeypatch.setattr(backup.shutil, "disk_usage",
+                        lambda _p: shutil._ntuple_diskusage(total, total - free[0], free[0]))  # type: ignore[attr-defined]
+    target = tmp_path / "live"
+    monkeypatch.setenv("SIGNAL_RAG_INDEX_DIR", str(tmp_path / "restored-index" / "index"))
+    free[0] = need + backup.SPACE_MARGIN - 1  # each target alone fits; both do not
+    result = restore(archive, target)
+    assert result.exit_code == 1, result.output
+    assert "not enough space for data and index" in result.stderr
+    assert f"{need} bytes needed plus a margin of {backup.SPACE_MARGIN}" in result.stderr
+    assert not target.exists() or not any(target.iterdir())
+    free[0] = need + backup.SPACE_MARGIN
+    assert restore(archive, target).exit_code == 0
+
+
+def test_the_output_folder_is_private_and_a_read_error_names_the_file(
+        tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = create(tmp_path)
+    assert stat.S_IMODE(archive.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o600
+
+    def unreadable(src: Path, dst: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(src))
+
+    monkeypatch.setattr(backup.shutil, "copyfile", unreadable)
+    result = runner.invoke(app, ["backup", "create", str(tmp_path / "backups" / "2.tar.gz")])
+    assert result.exit_code == 1, result.output
+    assert f"error: cannot write the backup: reading {data_dir}/" in result.stderr
+    assert "Permission denied" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
