@@ -181,6 +181,7 @@ class BotService:
         self._courtesy: set[asyncio.Task[Any]] = set()
         self._user_locks: dict[str, asyncio.Lock] = {}
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._retries: set[asyncio.Task[None]] = set()
         self._citations: dict[InboxKey, list[dict[str, Any]]] = {}
         self._routes: dict[InboxKey, str] = {}
         self._wake = asyncio.Event()
@@ -213,6 +214,8 @@ class BotService:
         with contextlib.suppress(asyncio.CancelledError):
             await receiver
         stopped.cancel()
+        for task in self._retries:  # waiting retries stay in the inbox for the next start
+            task.cancel()
         if self._in_flight:
             _, pending = await asyncio.wait(self._in_flight, timeout=self._drain_timeout)
             for task in pending:  # the inbox keeps these; they are re-claimed on start
@@ -242,6 +245,22 @@ class BotService:
         task = asyncio.ensure_future(self._best_effort(call))
         self._courtesy.add(task)
         task.add_done_callback(self._courtesy.discard)
+
+    def _retry_later(self, message: InboxMessage) -> None:
+        """Try a crashed message again after a backoff, in this process: waiting for the
+        next start would leave its sender unanswered (and /readyz failing) until someone
+        restarts the bot. After MAX_ATTEMPTS the sender gets the apology instead."""
+        delay = min(self._retry_cap, self._retry_initial * 2 ** message.attempts)
+
+        async def retry() -> None:
+            await self._sleep(delay)
+            claimed = await self._db(self.store.claim, message.key)
+            if claimed is not None:  # not answered, ignored or forgotten meanwhile
+                self._spawn(self._process(claimed))
+
+        task = asyncio.ensure_future(retry())
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -323,6 +342,7 @@ class BotService:
                 if self.monitors is not None:  # a crash never reaches the audit trail
                     self.monitors.errors.observe(ok=False)
                 mark_failed(span, exc)
+                self._retry_later(message)
                 return
             if reply == GAVE_UP:
                 self._count("failed", stage="gave_up")

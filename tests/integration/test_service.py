@@ -297,6 +297,47 @@ async def test_long_answer_is_split_and_sent_in_order(sim: FakeSignalDaemon, sta
     assert "Sources:" in parts[-1]
 
 
+async def test_a_crashed_message_is_tried_again_without_a_restart(
+        sim: FakeSignalDaemon, start: Any, assistant: Assistant,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real_ask = assistant.ask
+    calls = []
+
+    async def crash_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a transient failure")
+        return await real_ask(*args, **kwargs)
+
+    monkeypatch.setattr(assistant, "ask", crash_once)
+    service = await start()
+    await activate(sim)
+    sim.deliver(direct_message(QUESTION))
+    await sim.wait_for("send", 2, timeout=10)
+    assert "300 kilometres" in texts(sim)[1]
+    assert len(calls) == 2 and service.stats.answered == 2  # the activation and the answer
+
+
+async def test_a_message_that_always_crashes_gets_the_apology_without_a_restart(
+        sim: FakeSignalDaemon, start: Any, assistant: Assistant,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.service import GAVE_UP, MAX_ATTEMPTS
+
+    calls = []
+
+    async def always_crash(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        raise RuntimeError("a persistent failure")
+
+    monkeypatch.setattr(assistant, "ask", always_crash)
+    await start()
+    await activate(sim)
+    sim.deliver(direct_message(QUESTION))
+    await sim.wait_for("send", 2, timeout=10)
+    assert texts(sim)[1] == GAVE_UP
+    assert len(calls) == MAX_ATTEMPTS
+
+
 async def test_a_message_that_keeps_crashing_gets_an_apology(sim: FakeSignalDaemon, start: Any,
                                                              tmp_path: Path) -> None:
     from agent.service import GAVE_UP, MAX_ATTEMPTS
