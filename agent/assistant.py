@@ -26,6 +26,7 @@ from graph.builder import build_graph, model_retry_policy
 from graph.context import Alerts, AuditSink, GraphContext, LogAlerts, NoSpans, PassageSource
 from graph.prompts import new_canary
 from graph.state import Citation, FallbackReason
+from guards.passages import PassageChecks
 from knowledge.batching import BatchingEmbedder
 from knowledge.embeddings import Embedder, LocalEmbedder, OpenAIEmbedder
 from knowledge.index import EmbeddingInfo, KnowledgeIndex, KnowledgeIndexError, open_index
@@ -124,11 +125,29 @@ class Assistant:
         self.breaker = breaker or CircuitBreaker(
             settings.breaker.failure_threshold, settings.breaker.window,
             settings.breaker.cooldown, on_change=_log_breaker)
+        self.passage_checks: PassageChecks | None = None
         self.index = index
         self.checkpointer = checkpointer
         self.graph = build_graph(retry_policy=retry_policy or model_retry_policy(
             settings.llm.max_attempts, settings.llm.retry_initial_interval),
             checkpointer=checkpointer)
+
+    @property
+    def index(self) -> KnowledgeIndex | None:
+        return self._index
+
+    @index.setter
+    def index(self, index: KnowledgeIndex | None) -> None:
+        """Swap the index and start checking its chunks in the background (PERF-1):
+        every passage check is then a lookup; the previous index's checks are reused for
+        unchanged chunks, and a chunk not reached yet is checked when it is retrieved."""
+        self._index = index
+        if index is None:
+            self.passage_checks = None
+            return
+        checks = PassageChecks(previous=self.passage_checks)
+        checks.fill_in_background(chunk.text for chunk in index.chunks)
+        self.passage_checks = checks
 
     def knowledge(self) -> PassageSource | None:
         if self.index is None:
@@ -143,7 +162,8 @@ class Assistant:
     def context(self) -> GraphContext:
         cfg = self.settings
         return GraphContext(
-            knowledge=self.knowledge(), audit=self.audit, chat_model=self.chat_model,
+            knowledge=self.knowledge(), passage_checks=self.passage_checks,
+            audit=self.audit, chat_model=self.chat_model,
             model_name=cfg.llm.model or "extractive", breaker=self.breaker,
             top_k=cfg.retrieval.top_k, max_input_chars=cfg.max_input_chars,
             max_attempts=cfg.llm.max_attempts, max_retry_after=cfg.llm.max_retry_after,

@@ -148,14 +148,20 @@ async def bench_graph(name: str, index_dir: Path, embedder: Any,
     from agent.audit import MemoryAuditSink
     from graph.builder import build_graph
     from graph.context import GraphContext
+    from guards.passages import PassageChecks
     from knowledge.index import EmbeddingInfo, open_index
     from knowledge.retrieval import KnowledgeBase
 
     timed = TimedEmbedder(embedder)
     index = open_index(index_dir, EmbeddingInfo("local", embedder.model_name, 384))
     instant = GenericFakeChatModel(messages=itertools.cycle([AIMessage("Instant answer [1].")]))
+    # The bot checks every chunk in the background once its index is loaded (the
+    # Assistant's index setter); measure that steady state.
+    checks = PassageChecks()
+    checks.fill(chunk.text for chunk in index.chunks)
     ctx = GraphContext(knowledge=KnowledgeBase(index, timed, min_similarity=-1.0),
-                       audit=MemoryAuditSink(), chat_model=instant, model_name="instant")
+                       passage_checks=checks, audit=MemoryAuditSink(), chat_model=instant,
+                       model_name="instant")
     graph, noop = build_graph(), noop_graph()
     for question in questions[:5]:  # warm-up
         await graph.ainvoke({"question": question, "user": "bench"}, context=ctx)

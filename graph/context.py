@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from langchain_core.language_models import BaseChatModel
 
 from graph.prompts import new_canary
+from guards.passages import PassageCheck
 from knowledge.retrieval import ScoredChunk
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,12 @@ class PassageSource(Protocol):
     """Finds passages for a question; raises when the knowledge base is unavailable."""
 
     def search(self, question: str, k: int) -> list[ScoredChunk]: ...
+
+
+class PassageLookup(Protocol):
+    """Passage checks computed ahead of time, by the chunk's raw text (guards.passages)."""
+
+    def get(self, raw: str) -> PassageCheck | None: ...
 
 
 class Breaker(Protocol):
@@ -116,6 +123,9 @@ class GraphContext:
     knowledge: PassageSource | None
     """None means no verified index is loaded: the graph answers in degraded mode."""
     audit: AuditSink
+    passage_checks: PassageLookup | None = None
+    """Passage checks computed ahead of time for the loaded index (PERF-1); a chunk
+    missing there is checked when retrieved."""
     chat_model: BaseChatModel | None = None
     """None selects the offline extractive answerer."""
     model_name: str = "extractive"

@@ -52,3 +52,18 @@ async def test_audit_event_has_no_text_and_hashes_the_user(assistant: Assistant)
     [event] = assistant.audit.events  # type: ignore[attr-defined]
     assert "+15551234567" not in repr(event) and "directory" not in repr(event)
     assert len(event["user"]) == 64 and event["route"] == "answered"
+
+
+async def test_every_chunk_is_checked_ahead_of_time(assistant: Assistant):
+    """The passage checks the graph looks up (PERF-1) cover the whole index, and follow it."""
+    checks = assistant.passage_checks
+    assert checks is not None and checks.done.wait(60)
+    assert assistant.index is not None and len(checks) == len(assistant.index.chunks)
+    assert assistant.context().passage_checks is checks
+    answer = await assistant.ask("How long am I locked out after wrong passphrase attempts?")
+    assert "[1]" in answer.reply
+    index = assistant.index
+    assistant.index = None
+    assert assistant.passage_checks is None and assistant.context().passage_checks is None
+    assistant.index = index
+    assert assistant.passage_checks is not checks and assistant.passage_checks is not None

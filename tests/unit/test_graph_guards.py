@@ -124,7 +124,7 @@ async def test_the_extractive_fallback_is_checked_too_and_document_urls_pass(
         monkeypatch: pytest.MonkeyPatch):
     # The subject is the output guard: keep the (separately tested) threat detector's
     # score on this passage out of it.
-    monkeypatch.setattr("graph.nodes.retrieve.detect",
+    monkeypatch.setattr("guards.passages.detect",
                         lambda *_: SimpleNamespace(blocked=False, rules=()))
     doc = ("links.md", "The default chunk size is 1000 characters with 200 characters of "
                        "overlap. Details: https://docs.example.com/chunking.")
@@ -161,8 +161,10 @@ def _broken(*_: object, **__: object) -> None:
 @pytest.mark.parametrize(("target", "guard"), [
     ("graph.nodes.sanitize.clean", "sanitize"),
     ("graph.nodes.threat_check.detect", "threat_check"),
-    ("graph.nodes.retrieve.detect", "passage_check"),
-    ("graph.nodes.retrieve.clean_passage", "passage_check"),
+    ("graph.nodes.retrieve.check_passage", "passage_check"),
+    ("guards.passages.detect", "passage_check"),
+    ("guards.passages.clean_passage", "passage_check"),
+    ("graph.nodes.retrieve.clean_passage", "passage_check"),  # the title
     ("graph.nodes.output_guard.check_output", "output_guard"),
 ])
 async def test_a_failing_guard_gives_unavailable_and_alerts(
