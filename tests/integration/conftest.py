@@ -7,6 +7,7 @@ are ingested once into a session temp folder.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from agent.settings import Settings, load_settings
 from knowledge.embeddings import LocalEmbedder
 from knowledge.index import EmbeddingInfo, KnowledgeIndex, open_index
 from knowledge.ingest import ingest
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.signal_daemon import FakeSignalDaemon, fake_signal_daemon
 from tests.integration.redis_server import redis_server  # noqa: F401 - a shared fixture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,3 +61,17 @@ def settings_for(sample_data_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_pat
         return load_settings(tmp_path / "no-secrets")
 
     return make
+
+
+@pytest.fixture
+def model() -> Iterator[FakeOpenAIServer]:
+    """The loopback OpenAI-compatible server a `serve` process talks to (32-d embeddings)."""
+    with FakeOpenAIServer(embedding_dim=32) as server:
+        yield server
+
+
+@pytest.fixture
+def sim() -> Iterator[FakeSignalDaemon]:
+    """The signal-cli daemon simulator over HTTP, as a `serve` process uses it."""
+    with fake_signal_daemon(keepalive_interval=0.5, tcp=False) as daemon:
+        yield daemon

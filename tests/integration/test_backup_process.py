@@ -25,7 +25,6 @@ from tests.fakes.signal_daemon import (
     BOT_UUID,
     FakeSignalDaemon,
     direct_message,
-    fake_signal_daemon,
 )
 from tests.integration.conftest import EXAMPLES
 from tests.integration.redis_server import free_port
@@ -43,12 +42,6 @@ BOB = {"source_uuid": BOB_UUID, "source_number": None}
 def model() -> Iterator[FakeOpenAIServer]:
     with FakeOpenAIServer(embedding_dim=32, default=Reply(ANSWER)) as server:
         yield server
-
-
-@pytest.fixture
-def sim() -> Iterator[FakeSignalDaemon]:
-    with fake_signal_daemon(keepalive_interval=0.5, tcp=False) as daemon:
-        yield daemon
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ signal-cli unit runs the real daemon. The sandbox directives are not exercised h
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -21,7 +22,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -33,11 +33,11 @@ from tests.fakes.signal_daemon import (
     BOT_UUID,
     FakeSignalDaemon,
     direct_message,
-    fake_signal_daemon,
 )
 from tests.integration.conftest import EXAMPLES, ROOT
 from tests.integration.redis_server import free_port
 from tests.integration.signal_cli_daemon import require_signal_cli
+from tests.integration.test_serve_process import wait_until as serve_wait_until
 from tests.unit.test_deploy_manifests import (
     BOT_UNIT,
     CLI_UNIT,
@@ -60,12 +60,7 @@ PEPPER = "0123456789abcdef" * 4
 QUESTION = "What does exit code 3 mean?"
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
+wait_until = functools.partial(serve_wait_until, timeout=60.0)
 
 
 class Host:
@@ -129,18 +124,6 @@ class Host:
             words.append(re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}",
                                 lambda m: env.get(m.group(1), ""), word))
         return words
-
-
-@pytest.fixture
-def model() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer(embedding_dim=32) as server:
-        yield server
-
-
-@pytest.fixture
-def sim() -> Iterator[FakeSignalDaemon]:
-    with fake_signal_daemon(keepalive_interval=0.5, tcp=False) as daemon:
-        yield daemon
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,6 @@ from tests.fakes.signal_daemon import (
     BOT_UUID,
     FakeSignalDaemon,
     direct_message,
-    fake_signal_daemon,
 )
 from tests.integration.conftest import EXAMPLES
 from tests.integration.redis_server import free_port
@@ -39,18 +38,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.05)
-
-
-@pytest.fixture
-def model() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer(embedding_dim=32) as server:
-        yield server
-
-
-@pytest.fixture
-def sim() -> Iterator[FakeSignalDaemon]:
-    with fake_signal_daemon(keepalive_interval=0.5, tcp=False) as daemon:
-        yield daemon
 
 
 @pytest.fixture
