@@ -37,6 +37,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import sqlite3
 import stat
@@ -1136,19 +1137,12 @@ def config_snapshot(settings: Settings, environ: Mapping[str, str],
             shown = strip_url_credentials(shown) if shown is not None else None
         effective[env] = plain
         if (secret and value is not None) or env in given:
-            env_lines.append(f"{env}={_env_quote(str(shown))}")
+            env_lines.append(f"{env}={shlex.quote(str(shown))}")
     document = {"settings": effective, "secrets_omitted": omitted,
                 "personal_omitted": personal, "url_credentials_removed": stripped,
                 "secrets_included": include_secrets}
     return {"settings.json": json.dumps(document, indent=2, sort_keys=True).encode(),
             "settings.env": ("\n".join(env_lines) + "\n").encode()}
-
-
-def _env_quote(value: str) -> str:
-    safe = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./:@,+=%-;")
-    if value and set(value) <= safe:
-        return value
-    return "'" + value.replace("'", "'\\''") + "'"
 
 
 def configured_pepper(settings: Settings) -> bytes | None:
