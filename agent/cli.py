@@ -78,6 +78,16 @@ def _add_link_command() -> None:
 
 
 _add_link_command()
+
+
+def _add_model_app() -> None:
+    """`model`: its module imports only typer and rich; torch loads only to export."""
+    from agent.model_cli import app as model_app
+
+    app.add_typer(model_app, name="model")
+
+
+_add_model_app()
 err = Console(stderr=True)
 
 
@@ -220,9 +230,11 @@ def serve() -> None:
         access_policy(settings)  # fail before opening anything
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
+    from knowledge.embeddings import EmbeddingError
+
     try:
         asyncio.run(run_service(settings))
-    except ConfigError as exc:
+    except (ConfigError, EmbeddingError) as exc:  # EmbeddingError: no usable local model
         _fail(str(exc), EXIT_CONFIG)
 
 
