@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from agent.settings import ConfigError, Settings, load_settings
@@ -99,7 +100,7 @@ class GraphFormat(StrEnum):
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # [extra] stays
     raise typer.Exit(code)
 
 
@@ -282,8 +283,12 @@ def graph_command(
     """Draw the LangGraph state machine offline (Mermaid, ASCII, PNG or SVG)."""
     from graph.builder import build_graph
     from graph.drawing import draw
+    from knowledge.extras import MissingExtraError
 
-    drawing = draw(build_graph(), fmt.value)
+    try:
+        drawing = draw(build_graph(), fmt.value)
+    except MissingExtraError as exc:
+        _fail(str(exc), EXIT_CONFIG)
     data = drawing.encode() if isinstance(drawing, str) else drawing
     if output is not None:
         output.write_bytes(data)

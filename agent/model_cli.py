@@ -12,6 +12,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 EXIT_CONFIG = 2
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # knowledge.embeddings.DEFAULT_LOCAL_MODEL (not imported)
@@ -22,7 +23,7 @@ err = Console(stderr=True)
 
 
 def _fail(message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # [extra] stays
     raise typer.Exit(EXIT_CONFIG)
 
 

@@ -89,8 +89,9 @@ class EmbeddingSettings(BaseModel):
         json_schema_extra={DOC_DEFAULT: "`<python environment>/share/signal-rag/models/"
                                         "<model>` (where `make install` exports it)"})
     threads: int = Field(
-        0, ge=0, le=256,
-        description="for `local`: ONNX Runtime threads per embedding call (0: one per core)")
+        1, ge=0, le=256,
+        description="for `local`: ONNX Runtime threads per embedding call (0: one per "
+                    "core); one is fastest when other work shares the cores")
     base_url: str | None = Field(None, description="embeddings endpoint for `openai`",
                                  json_schema_extra={DOC_DEFAULT: "`SIGNAL_RAG_LLM__BASE_URL`"})
     api_key: SecretStr | None = Field(None, description="for the embeddings endpoint",

@@ -207,10 +207,11 @@ class LocalEmbedder:
     """An exported sentence-transformers model on ONNX Runtime, from local files only.
 
     Loaded on first use and then thread-safe (ONNX Runtime sessions may run concurrently).
-    `threads` is ONNX Runtime's intra-op thread count (0: one per physical core)."""
+    `threads` is ONNX Runtime's intra-op thread count (0: one per physical core; one is
+    fastest when other work shares the cores, measured: benchmarks)."""
 
     def __init__(self, model: str = DEFAULT_LOCAL_MODEL, batch_size: int = 64, *,
-                 model_dir: Path | None = None, threads: int = 0) -> None:
+                 model_dir: Path | None = None, threads: int = 1) -> None:
         self._model_ref = model
         self._model_dir = model_dir if model_dir is not None else default_model_dir(model)
         self._batch_size = batch_size
@@ -233,13 +234,8 @@ class LocalEmbedder:
     def _load(self) -> _OnnxModel:
         with self._lock:
             if self._loaded is None:
-                self._loaded = _OnnxModel.load(self._model_dir, self._threads)
-                found = self._loaded.manifest.model
-                if found != self._model_ref:
-                    self._loaded = None
-                    raise ModelFilesError(
-                        f"the embedding model in {self._model_dir} is {found!r}, but "
-                        f"{self._model_ref!r} is configured (SIGNAL_RAG_EMBEDDINGS__MODEL)")
+                self._loaded = _OnnxModel.load(self._model_dir, self._threads,
+                                               expected=self._model_ref)
             return self._loaded
 
     def embed_documents(self, texts: Sequence[str]) -> Vectors:
@@ -269,8 +265,13 @@ class _OnnxModel:
         self.output = session.get_outputs()[0].name
 
     @classmethod
-    def load(cls, model_dir: Path, threads: int) -> _OnnxModel:
+    def load(cls, model_dir: Path, threads: int, *, expected: str) -> _OnnxModel:
         manifest, contents = read_model_dir(model_dir)
+        if manifest.model != expected:
+            raise ModelFilesError(
+                f"the embedding model in {model_dir} is {manifest.model!r}, but {expected!r} "
+                "is configured (SIGNAL_RAG_EMBEDDINGS__MODEL); an index records its model, "
+                "so a new one also needs `signal-rag ingest PATH --rebuild`")
         import onnxruntime
         from tokenizers import Tokenizer
 
