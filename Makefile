@@ -35,15 +35,17 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-# The local embedding model as ONNX (~90 MB, ~30 s once): exported again only when the
-# directory is missing or fails its sha256 check.
+# The local embedding model as ONNX (~90 MB, ~30 s once), where the bot looks by default.
+# `make model` exports it again (e.g. after `signal-rag model verify` found it damaged).
+$(MODEL_DIR)/manifest.json: $(VENV)/.installed
+	$(BIN)/signal-rag model export --out $(MODEL_DIR)
+
 model: $(VENV)/.installed
-	@$(BIN)/signal-rag model verify --dir $(MODEL_DIR) >/dev/null 2>&1 || \
-		$(BIN)/signal-rag model export --out $(MODEL_DIR)
+	$(BIN)/signal-rag model export --out $(MODEL_DIR)
 
-install: $(VENV)/.installed model
+install: $(VENV)/.installed $(MODEL_DIR)/manifest.json
 
-install-dev: $(VENV)/.installed-dev model
+install-dev: $(VENV)/.installed-dev $(MODEL_DIR)/manifest.json
 
 run: install
 	SIGNAL_RAG_DATA_DIR=$(DATA_DIR) $(BIN)/signal-rag ingest $(EXAMPLES)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from knowledge.documents import file_sha256
 from knowledge.embeddings import (
     DEFAULT_LOCAL_MODEL,
     MODEL_FORMAT,
@@ -34,7 +35,6 @@ from knowledge.embeddings import (
     LocalEmbedder,
     ModelManifest,
     load_sentence_transformer,
-    sha256_bytes,
 )
 from knowledge.extras import require
 
@@ -83,7 +83,7 @@ def export_model(out: Path, model: str = DEFAULT_LOCAL_MODEL, *, int8: bool = Fa
             _quantise(staging / ONNX_FILE)
         tokenizer = _tokenizer_json(st, config["do_lower_case"])
         (staging / TOKENIZER_FILE).write_text(tokenizer, encoding="utf-8")
-        files = {name: sha256_bytes((staging / name).read_bytes())
+        files = {name: file_sha256(staging / name)
                  for name in (ONNX_FILE, TOKENIZER_FILE)}
         manifest_data = {
             "format": MODEL_FORMAT, "model": exported_name(model, int8=int8),
