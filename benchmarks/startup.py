@@ -541,13 +541,13 @@ def run_startup_benchmark(runs: int, scifact: Path = DEFAULT_SCIFACT,
                 "rss_at_ready_p50_mb": rss[0], "rss_at_ready_max_mb": rss[1],
                 "peak_rss_max_mb": max(r["peak_rss_mb"] for r in rows)}
 
-    rows = {name: (serve_row(f"{name}, {big.label} ({big_build['chunks']} chunks)",
-                             big_runs[name]),
-                   serve_row(f"{name}, samples ({small_build['chunks']} chunks)",
-                             small_runs[name]))
-            for name in EMBEDDERS}
-    big_row, small_row = rows["onnx"]
-    torch_row = rows["torch"][0]
+    serve_rows = {name: (serve_row(f"{name}, {big.label} ({big_build['chunks']} chunks)",
+                                   big_runs[name]),
+                         serve_row(f"{name}, samples ({small_build['chunks']} chunks)",
+                                   small_runs[name]))
+                  for name in EMBEDDERS}
+    big_row, small_row = serve_rows["onnx"]
+    torch_row = serve_rows["torch"][0]
     floor_s, bare_s = statistics.median(floor), statistics.median(bare)
     baselines = [
         {"what": "python -c pass", "p50_s": floor_s, "max_s": max(floor),
@@ -583,7 +583,7 @@ def run_startup_benchmark(runs: int, scifact: Path = DEFAULT_SCIFACT,
     return {"corpus": big.label, "documents": big.documents, "index": big_build,
             "index_cache": str(big_index.parent), "load_average_before": load_before,
             "load_average_after": loadavg(),
-            "serve": [row for name in EMBEDDERS for row in rows[name]],
+            "serve": [row for name in EMBEDDERS for row in serve_rows[name]],
             "torch": {"ready_p50_s": torch_row["ready_p50_s"],
                       "rss_at_ready_p50_mb": torch_row["rss_at_ready_p50_mb"]},
             "baselines": baselines, "index_load": loads, "phases": phases,
