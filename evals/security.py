@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from guards.learned import LearnedModel, default_model, parse_model
-from guards.scan import Item, Metrics, metrics, parse_lines
+from guards.scan import Item, Metrics, json_lines, metrics, parse_lines
 from guards.threats import Source, analyze
 from guards.train import TRAIN_FILE, dumps, export, fit, read_rows
 
@@ -91,7 +91,7 @@ def cross_validated(items: Sequence[Item], k: int = FOLDS) -> list[bool]:
 
 
 def _read(path: Path) -> list[Item]:
-    return parse_lines(path.read_text(encoding="utf-8").splitlines())
+    return parse_lines(json_lines(path.read_text(encoding="utf-8")))
 
 
 def knowledge_passages() -> list[Item]:
