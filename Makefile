@@ -67,7 +67,7 @@ lint: install-dev
 # deploy/ (docs/deployment.md): the Kubernetes manifests against the Kubernetes schemas
 # (strict, offline), then the units and manifests checked against the code.
 SHELL_SCRIPTS := $(wildcard scripts/*.sh docker/*.sh) .ci/run setup.sh
-DOCKERFILES := docker/Dockerfile docker/signal-cli/Dockerfile
+DOCKERFILES := docker/Dockerfile docker/signal-cli/Dockerfile docker/standin/Dockerfile
 K8S_MANIFESTS := $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
 deploy-check: install-dev
 	$(BIN)/shellcheck $(SHELL_SCRIPTS)
