@@ -27,8 +27,10 @@
 # - A private socket ($RUN_DIR/docker.sock) rather than /var/run/docker.sock: nothing else
 #   on the machine is touched, and `down` can stop exactly the daemon it started.
 # - Stand-in bases: no registry is reachable, so `debootstrap --variant=minbase bookworm`
-#   is imported as debian:bookworm-slim and python:3.11-slim-bookworm is built on it from
-#   docker/standin/Dockerfile, under the names the production Dockerfiles use. The
+#   is imported as debian:bookworm-slim; python:3.11-slim-bookworm (docker/standin/
+#   Dockerfile) and redis:7.4-alpine (docker/standin/redis.Dockerfile, Debian's
+#   redis-server, for the compose `redis` profile) are built on it, under the names the
+#   production Dockerfiles and docker-compose.yml use. The
 #   stand-in carries this machine's CA bundle (package downloads in a build go through an
 #   intercepting egress proxy here); the production Dockerfiles never do. A real image of
 #   the same name (a Docker host that can pull) is left alone.
@@ -123,7 +125,8 @@ slim_rootfs() {  # $1: root directory
 image_exists() { "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
 
 build_standins() {
-  local debian=debian:bookworm-slim python=python:3.11-slim-bookworm work
+  local debian=debian:bookworm-slim python=python:3.11-slim-bookworm redis=redis:7.4-alpine
+  local work
   if ! image_exists "$debian"; then
     command -v debootstrap >/dev/null 2>&1 || die "debootstrap missing"
     work="$(mktemp -d "$CACHE/.debootstrap.XXXXXX")"
@@ -152,6 +155,13 @@ build_standins() {
       --label "$STANDIN_LABEL=debian-python3.11" -t "$python" "$work" >&2 \
       || { rm -rf "$work"; die "stand-in build failed"; }
     rm -rf "$work"
+  fi
+  if ! image_exists "$redis"; then
+    log "building the stand-in $redis on $debian"
+    DOCKER_BUILDKIT=1 nice -n 10 "$DOCKER" build --network host --quiet \
+      --label "$STANDIN_LABEL=debian-redis-server" -t "$redis" \
+      -f "$ROOT/docker/standin/redis.Dockerfile" "$ROOT/docker/standin" >&2 \
+      || die "stand-in build failed"
   fi
 }
 

@@ -29,16 +29,10 @@ ENGINE_SCRIPT = ROOT / "scripts" / "container-engine.sh"
 BOT_IMAGE = "signal-rag:latest"
 SIGNAL_CLI_VERSION = "0.13.19"
 TORCH_VERSION = "2.13.0"
+WHEEL_PORT = 47613
 SIGNAL_CLI_IMAGE = f"signal-rag/signal-cli:{SIGNAL_CLI_VERSION}"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 ASKED = os.environ.get("SIGNAL_RAG_CONTAINER_TESTS", "") == "1"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.container)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -133,6 +127,11 @@ def engine() -> Iterator[Engine]:
         subprocess.run(["bash", str(ENGINE_SCRIPT), "down"], timeout=120, check=False)
 
 
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *_args: object) -> None:
+        return None
+
+
 @pytest.fixture(scope="session")
 def torch_wheels() -> Iterator[str]:
     """A loopback URL listing the CPU torch wheel, for the image's build stage.
@@ -148,8 +147,11 @@ def torch_wheels() -> Iterator[str]:
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
                         "--dest", str(wheels), f"torch=={TORCH_VERSION}+cpu"],
                        check=True, timeout=1200)
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(wheels))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    handler = functools.partial(QuietHandler, directory=str(wheels))
+    try:  # the URL is a build arg, part of the build cache key: keep it the same
+        server = ThreadingHTTPServer(("127.0.0.1", WHEEL_PORT), handler)
+    except OSError:  # taken (another run): a cold build of the export stage, still correct
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

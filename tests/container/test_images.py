@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.container.conftest import (
     ROOT,
     SIGNAL_CLI_VERSION,
     Engine,
     docker_run_args,
 )
+
+pytestmark = pytest.mark.container
 
 EXAMPLES = ROOT / "examples" / "knowledge"
 # Uncompressed size as the engine reports it (`docker image inspect`, .Size), issue DEP-1.
