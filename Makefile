@@ -2,14 +2,17 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# torch is pinned in pyproject.toml; on machines without a local CPU wheel you may point
-# pip at the CPU index to avoid the multi-GB CUDA build: make run TORCH_INDEX=<cpu index url>
+# The bot embeds with ONNX Runtime; torch (pinned in pyproject.toml's `export` extra) is
+# installed only to export the packaged model to ONNX once, into the venv, where the bot
+# finds it (docs/installation.md). On machines without a local CPU wheel you may point pip
+# at the CPU index to avoid the multi-GB CUDA build: make run TORCH_INDEX=<cpu index url>
 TORCH_INDEX ?=
 TORCH_PIP_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 DATA_DIR ?= $(or $(SIGNAL_RAG_DATA_DIR),data)
 EXAMPLES := examples/knowledge
+MODEL_DIR := $(VENV)/share/signal-rag/models/all-MiniLM-L6-v2
 
-.PHONY: run install install-dev test test-deps lint deploy-check bench container-test engine-up engine-down graph-doc config-doc signal-cli clean help train-detector security-eval eval-scifact eval
+.PHONY: run install install-dev model test test-deps lint deploy-check bench container-test engine-up engine-down graph-doc config-doc signal-cli clean help train-detector security-eval eval-scifact eval
 
 help:
 	@echo "make run    - set up, ingest the bundled sample documents, chat in the terminal"
@@ -25,16 +28,22 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0 $(TORCH_PIP_ARGS)
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[export]'
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed
+# The local embedding model as ONNX (~90 MB, ~30 s once): exported again only when the
+# directory is missing or fails its sha256 check.
+model: $(VENV)/.installed
+	@$(BIN)/signal-rag model verify --dir $(MODEL_DIR) >/dev/null 2>&1 || \
+		$(BIN)/signal-rag model export --out $(MODEL_DIR)
 
-install-dev: $(VENV)/.installed-dev
+install: $(VENV)/.installed model
+
+install-dev: $(VENV)/.installed-dev model
 
 run: install
 	SIGNAL_RAG_DATA_DIR=$(DATA_DIR) $(BIN)/signal-rag ingest $(EXAMPLES)

@@ -48,7 +48,8 @@ def build_embedder(settings: Settings) -> Embedder:
     cfg = settings.embeddings
     if cfg.provider == "local":
         # Concurrent questions share one forward pass (the model has no query prefix).
-        return BatchingEmbedder(LocalEmbedder(cfg.model, batch_size=cfg.batch_size))
+        return BatchingEmbedder(LocalEmbedder(cfg.model, batch_size=cfg.batch_size,
+                                              model_dir=cfg.model_dir, threads=cfg.threads))
     api_key = cfg.api_key.get_secret_value() if cfg.api_key else "not-needed"
     return OpenAIEmbedder(cfg.model, base_url=cfg.base_url, api_key=api_key,
                           timeout=settings.llm.timeout, batch_size=cfg.batch_size)
