@@ -8,7 +8,7 @@ default the packaged all-MiniLM-L6-v2 weights), its transformer is exported with
 embedder checks before loading. The same weights and versions give the same bytes.
 
 Before anything is written, the export embeds probe sentences both ways and refuses a
-result whose vectors differ from sentence-transformers' (cosine below 0.99999; 0.99 for
+result whose vectors differ from sentence-transformers' (cosine below 0.99999; 0.97 for
 the optional int8 model, whose weights are quantised on purpose).
 """
 
@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from knowledge.documents import file_sha256
 from knowledge.embeddings import (
     DEFAULT_LOCAL_MODEL,
     MODEL_FORMAT,
@@ -34,7 +35,6 @@ from knowledge.embeddings import (
     LocalEmbedder,
     ModelManifest,
     load_sentence_transformer,
-    sha256_bytes,
 )
 from knowledge.extras import require
 
@@ -42,7 +42,9 @@ OPSET = 17
 ONNX_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 MIN_COSINE = 0.99999
-MIN_COSINE_INT8 = 0.99
+MIN_COSINE_INT8 = 0.97
+"""int8 weights move vectors on purpose (per-channel: cosine 0.977-0.995 on the probes
+against 0.87-0.97 per-tensor); docs/evals.md has what that does to retrieval."""
 PROBES = (
     "How long am I locked out after wrong passphrase attempts?",
     "What does exit code 3 mean?",
@@ -83,7 +85,7 @@ def export_model(out: Path, model: str = DEFAULT_LOCAL_MODEL, *, int8: bool = Fa
             _quantise(staging / ONNX_FILE)
         tokenizer = _tokenizer_json(st, config["do_lower_case"])
         (staging / TOKENIZER_FILE).write_text(tokenizer, encoding="utf-8")
-        files = {name: sha256_bytes((staging / name).read_bytes())
+        files = {name: file_sha256(staging / name)
                  for name in (ONNX_FILE, TOKENIZER_FILE)}
         manifest_data = {
             "format": MODEL_FORMAT, "model": exported_name(model, int8=int8),
@@ -175,12 +177,21 @@ def _export_onnx(st: Any, inputs: Sequence[str], path: Path) -> None:
 
 
 def _quantise(path: Path) -> None:
-    """Dynamic int8 quantisation of the weights (activations stay float)."""
+    """Dynamic int8 quantisation of the weights, one scale per output channel
+    (activations stay float)."""
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fp32 = path.with_suffix(".fp32.onnx")
     path.rename(fp32)
-    quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its advice to pre-process goes to the root logger
+    try:
+        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        root.setLevel(level)
     fp32.unlink()
 
 
