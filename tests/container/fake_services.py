@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -79,6 +80,9 @@ def otlp_receiver() -> None:
 
 
 if __name__ == "__main__":
+    # PID 1 in its container: without a handler SIGTERM is ignored and `down` waits for
+    # its timeout before it kills.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if sys.argv[1:2] == ["signal-daemon"] and len(sys.argv) == 3:
         signal_daemon(Path(sys.argv[2]))
     elif sys.argv[1:] == ["otlp-receiver"]:
