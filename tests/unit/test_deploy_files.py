@@ -247,7 +247,7 @@ def _stage(text: str, name: str) -> str:
 def test_bot_dockerfile_shape():
     text = (ROOT / "docker" / "Dockerfile").read_text(encoding="utf-8")
     stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, re.M | re.I)
-    assert [name for _, name in stages] == ["build", "export", "venv", "runtime"]
+    assert [name for _, name in stages] == ["deps", "build", "export", "venv", "runtime"]
     runtime = _stage(text, "runtime")  # the last stage: the default target
     users = re.findall(r"^USER\s+(\S+)", runtime, re.M)
     assert users == ["10001:10001"]
@@ -258,7 +258,11 @@ def test_bot_dockerfile_shape():
         body = _stage(text, stage)
         assert "export.txt" not in body and "torch" not in body.lower(), stage
     assert "signal-rag model verify --dir /opt/signal-rag/model" in runtime
-    assert "signal-rag model export --out /opt/signal-rag/model" in _stage(text, "export")
+    export = _stage(text, "export")
+    assert "signal-rag model export --out /opt/signal-rag/model" in export
+    # the long install depends on pyproject.toml only (the deps stage), not on the code
+    assert "--mount=type=bind,from=deps," in export.split("signal-rag model export")[0]
+    assert "COPY README.md" not in _stage(text, "deps") and "agent/" not in _stage(text, "deps")
     assert 'HEALTHCHECK' in text and '"signal-rag", "health"' in text
     assert 'ENTRYPOINT ["/usr/local/lib/signal-rag/entrypoint.sh"]' in text
     for line in re.findall(r"^(?:ARG|ENV)\s.*$", text, re.M):
