@@ -12,7 +12,7 @@ DATA_DIR ?= $(or $(SIGNAL_RAG_DATA_DIR),data)
 EXAMPLES := examples/knowledge
 MODEL_DIR := $(VENV)/share/signal-rag/models/all-MiniLM-L6-v2
 
-.PHONY: run install install-dev model test test-deps lint deploy-check bench graph-doc config-doc signal-cli clean help corpus train-detector train-detector-check security-eval eval-scifact eval
+.PHONY: run install install-dev model test test-deps lint deploy-check bench container-test engine-up engine-down graph-doc config-doc signal-cli clean help corpus train-detector train-detector-check security-eval eval-scifact eval
 
 help:
 	@echo "make run    - set up, ingest the bundled sample documents, chat in the terminal"
@@ -78,7 +78,7 @@ lint: install-dev
 # deploy/ (docs/deployment.md): the Kubernetes manifests against the Kubernetes schemas
 # (strict, offline), then the units and manifests checked against the code.
 SHELL_SCRIPTS := $(wildcard scripts/*.sh docker/*.sh) .ci/run setup.sh
-DOCKERFILES := docker/Dockerfile docker/signal-cli/Dockerfile
+DOCKERFILES := docker/Dockerfile docker/signal-cli/Dockerfile $(wildcard docker/standin/*Dockerfile)
 K8S_MANIFESTS := $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
 deploy-check: install-dev
 	$(BIN)/shellcheck $(SHELL_SCRIPTS)
@@ -90,6 +90,20 @@ deploy-check: install-dev
 
 bench: install-dev
 	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.images
+
+# The images built and run on a real engine (docs/docker.md, "Tested here"). `make test`
+# runs these too when CI=true; elsewhere they need SIGNAL_RAG_CONTAINER_TESTS=1, which this
+# sets. The engine (Debian's docker.io on a private socket, stand-in bases) is installed
+# and started by scripts/container-engine.sh when none runs, and stopped afterwards.
+container-test: install-dev
+	SIGNAL_RAG_CONTAINER_TESTS=1 $(BIN)/python -m pytest -v --durations=0 tests/container
+
+# Keep an engine running between runs (faster), or stop the one engine-up started.
+engine-up:
+	bash scripts/container-engine.sh up
+engine-down:
+	bash scripts/container-engine.sh down
 
 # Retrieval evals (docs/evals.md). eval-scifact reproduces the published SciFact rows (bm25,
 # dense, rrf) and scores the shipped default (hybrid); the first run embeds the corpus
