@@ -9,7 +9,7 @@ TORCH_PIP_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 DATA_DIR ?= $(or $(SIGNAL_RAG_DATA_DIR),data)
 EXAMPLES := examples/knowledge
 
-.PHONY: run install install-dev test test-deps lint deploy-check bench graph-doc config-doc signal-cli clean help train-detector security-eval eval-scifact eval
+.PHONY: run install install-dev test test-deps lint deploy-check bench fuzz faults graph-doc config-doc signal-cli clean help train-detector security-eval eval-scifact eval
 
 help:
 	@echo "make run    - set up, ingest the bundled sample documents, chat in the terminal"
@@ -79,6 +79,17 @@ deploy-check: install-dev
 
 bench: install-dev
 	$(BIN)/python -m benchmarks
+
+# The fuzzers (docs/reliability.md) with 50 times the inputs `make test` gives them; prints
+# inputs and time per target.
+fuzz: install-dev
+	SIGNAL_RAG_FUZZ=long $(BIN)/python -m pytest -q -p no:cacheprovider \
+		--hypothesis-show-statistics tests/fuzz
+
+# The fault campaign alone (`make test` runs it too): `serve` against failing dependencies.
+faults: install-dev
+	@$(MAKE) --no-print-directory test-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m faults tests/integration
 
 # Retrieval evals (docs/evals.md). eval-scifact reproduces the published SciFact rows (bm25,
 # dense, rrf) and scores the shipped default (hybrid); the first run embeds the corpus

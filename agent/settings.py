@@ -7,6 +7,7 @@ raise `ConfigError` whose message names the environment variable to fix.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ from pydantic_settings import (
     NestedSecretsSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 ENV_PREFIX = "SIGNAL_RAG_"
@@ -499,6 +501,18 @@ class OwnSecretsSource(NestedSecretsSettingsSource):
         return secrets
 
 
+def _unparsable(exc: SettingsError) -> str:
+    """pydantic-settings reads a whole group of settings (`SIGNAL_RAG_LLM`, or a secret file
+    `signal_rag_llm`) as a JSON object; name it without quoting its value (found by
+    tests/fuzz/test_fuzz_settings.py: it escaped as a SettingsError)."""
+    match = re.search(r'field "([^"]+)" from source "(\w+)"', str(exc))
+    if match is None:
+        return "invalid configuration: a value could not be parsed"
+    where = "a secret file" if "Secret" in match[2] else "the environment"
+    return (f"{ENV_PREFIX}{match[1].upper()}: not a JSON object (in {where}); set the "
+            f"group's settings one by one, e.g. {ENV_PREFIX}{match[1].upper()}__<NAME>")
+
+
 def load_settings(secrets_dir: Path | None = None, **overrides: Any) -> Settings:
     """Read settings from the environment and Docker secrets files, or raise ConfigError."""
     directory = secrets_dir
@@ -515,6 +529,8 @@ def load_settings(secrets_dir: Path | None = None, **overrides: Any) -> Settings
     except (UnicodeDecodeError, OSError) as exc:
         raise ConfigError(f"{ENV_PREFIX}SECRETS_DIR: cannot read the secrets files in "
                           f"{directory} ({type(exc).__name__})") from None
+    except SettingsError as exc:  # a group (e.g. SIGNAL_RAG_LLM) set to a value, not JSON
+        raise ConfigError(_unparsable(exc)) from None
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
