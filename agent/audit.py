@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 PEPPER_FILE = ".audit-pepper"
 
 
@@ -22,14 +24,20 @@ class UserHasher:
     def __init__(self, pepper: bytes) -> None:
         if len(pepper) < 16:
             raise ValueError("the audit pepper must be at least 16 bytes")
-        self._pepper = pepper
+        # Only the keyed state is kept, not the pepper's bytes: no attribute, repr or
+        # traceback of this object can show the key.
+        self._keyed = hmac.new(pepper, digestmod=hashlib.sha256)
 
     def __call__(self, user_id: str) -> str:
-        return hmac.new(self._pepper, user_id.encode(), hashlib.sha256).hexdigest()
+        mac = self._keyed.copy()
+        mac.update(user_id.encode())
+        return mac.hexdigest()
 
 
-def load_or_create_pepper(data_dir: Path, configured: str | None) -> bytes:
+def load_or_create_pepper(data_dir: Path, configured: SecretStr | str | None) -> bytes:
     """The configured pepper, else one generated once and kept (0600) in the data dir."""
+    if isinstance(configured, SecretStr):
+        configured = configured.get_secret_value()
     if configured:
         return configured.encode()
     path = data_dir / PEPPER_FILE

@@ -1211,7 +1211,7 @@ def pepper_notes(manifest: BackupManifest, settings: Settings, data_dir: Path) -
 
 # --- the command line ---------------------------------------------------------------------
 
-app = typer.Typer(no_args_is_help=True,
+app = typer.Typer(pretty_exceptions_show_locals=False, no_args_is_help=True,
                   help="Back up and restore the bot's state (data dir, index, signal-cli "
                        "data, settings).")
 SignalCliOption = Annotated[Path | None, typer.Option(
