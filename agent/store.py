@@ -59,6 +59,7 @@ never carry message text.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -114,6 +115,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at);
 """
+
+log = logging.getLogger(__name__)
 
 
 class StoreError(RuntimeError):
@@ -192,15 +195,42 @@ class Store:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         # Message content lives here: create the file owner-only. SQLite gives the -wal
         # and -shm files the database file's permissions.
+        self.damaged_aside: Path | None = None
+        """Where a damaged file was moved at open (None when it opened cleanly)."""
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                raise  # locked, read-only, disk full: the file is fine, the moment is not
+            # A damaged file would stop every start (a crash loop) and its rows cannot be
+            # read anyway: keep it aside for inspection and start an empty one.
+            self.damaged_aside = self._set_aside()
+            log.error("store_damaged", extra={"file": self._path.name,
+                                              "kept_as": self.damaged_aside.name})
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
         os.close(os.open(self._path, os.O_CREAT | os.O_RDWR, 0o600))
         # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE) where they matter.
-        self._db = sqlite3.connect(self._path, isolation_level=None,
-                                   check_same_thread=False)
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        self._db = db
         try:
             self._configure()
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+            if verdict != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
         except BaseException:
-            self._db.close()
+            db.close()
             raise
+        return db
+
+    def _set_aside(self) -> Path:
+        aside = self._path.with_name(f"{self._path.name}.damaged-{int(self._clock())}")
+        for suffix in ("", "-wal", "-shm"):
+            source = self._path.with_name(self._path.name + suffix)
+            if source.exists():
+                source.rename(aside.with_name(aside.name + suffix))
+        return aside
 
     def _configure(self) -> None:
         db = self._db

@@ -292,3 +292,34 @@ def test_a_version_1_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> 
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     db.close()
+
+
+@pytest.mark.parametrize("damage", [
+    b"SQLite format 3\0" + bytes(range(256)) * 16,   # a header, then garbage pages
+    b"not a database at all" * 100,
+])
+def test_a_damaged_file_is_kept_aside_and_a_fresh_one_opened(
+        tmp_path: Path, damage: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    """A damaged inbox must not stop every start (a crash loop, found by the fault
+    campaign): it is moved aside, named in one log line, and an empty inbox opens."""
+    path = tmp_path / "inbox.sqlite3"
+    path.write_bytes(damage)
+    with Store(path, clock=lambda: 1234.0) as store:
+        assert store.damaged_aside == tmp_path / "inbox.sqlite3.damaged-1234"
+        assert store.accept("a", 1, "a", {"text": "hi"})
+    assert store.damaged_aside.read_bytes() == damage
+    assert [r.message for r in caplog.records if r.levelname == "ERROR"] == ["store_damaged"]
+
+
+def test_a_locked_file_is_not_taken_for_a_damaged_one(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    Store(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            Store(path)
+        assert sorted(p.name for p in tmp_path.iterdir() if "damaged" in p.name) == []
+    finally:
+        holder.close()
