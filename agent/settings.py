@@ -254,6 +254,31 @@ class LimitsSettings(BaseModel):
         return value
 
 
+class DependencySettings(BaseModel):
+    """`serve` starts and reports not ready, instead of failing, while the embedding endpoint
+    (`openai` provider), the chat model server or Redis is down, probes each in the
+    background and recovers on its own (docs/operations.md, "Dependencies")."""
+
+    model_config = ConfigDict(title="Dependencies (embedding endpoint, model server, Redis)")
+
+    probe_interval: float = Field(
+        30.0, gt=0, le=3600,
+        description="seconds between probes of a dependency that is up; one that is down is "
+                    "probed again after 1, 2, 4 … up to 30 s")
+    probe_timeout: float = Field(5.0, gt=0, le=120, description="seconds per probe")
+    alert_minutes: float = Field(
+        2.0, gt=0, le=1440,
+        description="`embeddings_unreachable`, `model_unreachable` and "
+                    "`limits_storage_unreachable` fire once a dependency has been down this "
+                    "long")
+    hold: float = Field(
+        300.0, ge=0, le=86_400,
+        description="seconds a message that needs a dependency that is down (a question "
+                    "while the embedding endpoint is down, an activation while Redis is "
+                    "down) waits in the inbox for it; then it gets the \"temporarily "
+                    "unavailable\" reply")
+
+
 class HealthSettings(BaseModel):
     model_config = ConfigDict(title="Health and metrics server")
 
@@ -427,6 +452,7 @@ class Settings(BaseSettings):
     signal: SignalSettings = SignalSettings()
     access: AccessSettings = AccessSettings()
     limits: LimitsSettings = LimitsSettings()
+    dependencies: DependencySettings = DependencySettings()
     alerts: AlertSettings = AlertSettings()
     anomalies: AnomalySettings = AnomalySettings()
 
