@@ -376,17 +376,22 @@ class Store:
 
     def due_outbox(self, now: float | None = None, limit: int = 100) -> list[OutboxItem]:
         """Pending parts whose time has come, oldest first. A part waits while an earlier
-        part of the same reply is still pending, so a reply never arrives out of order."""
+        part of the same reply is still pending, so a reply never arrives out of order.
+
+        A part created "in the future" is due too: the wall clock stepped back (NTP, a VM
+        resumed), and its retry time, on the old clock, could be days away (found by the
+        fault campaign). A smaller step back delays a retry by at most the step."""
         at = self._clock() if now is None else now
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, sender_uuid, msg_timestamp, part, text, recipient, group_id, "
                 "quote_author, quote_timestamp, attempts, trace FROM outbox AS o "
-                "WHERE status = 'pending' AND next_attempt_at <= ? AND NOT EXISTS ("
+                "WHERE status = 'pending' AND (next_attempt_at <= ? OR created_at > ?) "
+                "AND NOT EXISTS ("
                 "  SELECT 1 FROM outbox AS e WHERE e.sender_uuid = o.sender_uuid "
                 "  AND e.msg_timestamp = o.msg_timestamp AND e.part < o.part "
                 "  AND e.status = 'pending') "
-                "ORDER BY id LIMIT ?", (at, limit)).fetchall()
+                "ORDER BY id LIMIT ?", (at, at, limit)).fetchall()
         return [OutboxItem(id=row[0], key=InboxKey(row[1], row[2]), part=row[3], text=row[4],
                            recipient=row[5], group_id=row[6], quote_author=row[7],
                            quote_timestamp=row[8], attempts=row[9], trace=row[10])

@@ -183,6 +183,21 @@ def test_retry_scheduling_follows_the_clock(store: Store, clock: FakeClock) -> N
     assert (text, error, attempts) == (None, "UntrustedIdentityError", 3)
 
 
+def test_a_retry_is_due_at_once_when_the_wall_clock_steps_back(store: Store,
+                                                                clock: FakeClock) -> None:
+    """Found by the fault campaign: a retry scheduled for "in 2 s" on a clock that then
+    stepped back three days waited three days. A part created after "now" is due."""
+    key = accept(store)
+    store.record_reply(key, [ReplyPart("answer", recipient=ALICE)])
+    item = store.due_outbox()[0]
+    clock.now += 100  # the part has waited 100 s (signal-cli was down)
+    assert store.mark_retry(item.id, clock.now + 2, "SignalNetworkError")
+    clock.now -= 50  # a step back smaller than the part's age: the retry keeps its time,
+    assert store.due_outbox() == []  # so it comes later by at most the step
+    clock.now -= 3 * 86_400
+    assert [due.id for due in store.due_outbox()] == [item.id]
+
+
 def test_a_failed_part_does_not_block_the_next(store: Store) -> None:
     key = accept(store)
     store.record_reply(key, [ReplyPart("one", recipient=ALICE),
