@@ -398,6 +398,9 @@ class BotService:
                 mark_failed(span, exc)
                 self._retry_later(message)
                 return
+            if reply is not None and not reply.strip():  # never an empty send (the graph
+                log.error("empty_reply_replaced")         # guards this too)
+                reply = GAVE_UP
             if reply == GAVE_UP:
                 self._count("failed", stage="gave_up")
             elif unavailable:

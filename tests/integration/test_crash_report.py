@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from agent.observability.crash import EXIT_INTERNAL
+
 PASSPHRASE = "crash-test passphrase 7f3a"
 PEPPER = "crash-test-pepper-0123456789abcdef"
 API_KEY = "sk-crashtest0123456789abcdefghij"
