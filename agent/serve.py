@@ -102,6 +102,7 @@ def build_dependencies(settings: Settings, assistant: Assistant,
             settings.limits.storage_url, timeout=min(timeout, 2.0)),
             condition=LIMITS_STORAGE_UNREACHABLE))
     return DependencyMonitor(found, alerts, interval=cfg.probe_interval,
+                             backoff_cap=min(30.0, cfg.probe_interval),
                              alert_after=cfg.alert_minutes * 60, probe_timeout=timeout)
 
 

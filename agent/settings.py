@@ -264,7 +264,7 @@ class DependencySettings(BaseModel):
     probe_interval: float = Field(
         30.0, gt=0, le=3600,
         description="seconds between probes of a dependency that is up; one that is down is "
-                    "probed again after 1, 2, 4 … up to 30 s")
+                    "probed again after 1, 2, 4 … s, up to 30 s or this interval if shorter")
     probe_timeout: float = Field(5.0, gt=0, le=120, description="seconds per probe")
     alert_minutes: float = Field(
         2.0, gt=0, le=1440,

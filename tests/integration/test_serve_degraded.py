@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -40,13 +41,32 @@ def embedding_port() -> int:
     return free_port()
 
 
+@pytest.fixture(scope="module")
+def openai_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample documents indexed once through the loopback endpoint (32-d vectors)."""
+    data = tmp_path_factory.mktemp("openai-index")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SIGNAL_RAG_") and k != "OPENAI_API_KEY"}
+    with FakeOpenAIServer(embedding_dim=DIM) as endpoint:
+        env.update(SIGNAL_RAG_DATA_DIR=str(data), SIGNAL_RAG_SECRETS_DIR=str(data),
+                   SIGNAL_RAG_EMBEDDINGS__PROVIDER="openai",
+                   SIGNAL_RAG_EMBEDDINGS__MODEL="embed-test",
+                   SIGNAL_RAG_EMBEDDINGS__BASE_URL=endpoint.base_url)
+        ingest = subprocess.run([*CLI, "ingest", str(EXAMPLES)], env=env,
+                                capture_output=True, text=True, timeout=300, check=False)
+    assert ingest.returncode == 0, ingest.stderr
+    return data / "index"
+
+
 @pytest.fixture
 def base_env(tmp_path: Path, model: FakeOpenAIServer, sim: FakeSignalDaemon,
-             embedding_port: int) -> dict[str, str]:
-    """Settings of a bot whose embeddings come from their own endpoint on `embedding_port`;
-    the index is built through it, then it is stopped."""
+             embedding_port: int, openai_index: Path) -> dict[str, str]:
+    """Settings of a bot whose embeddings come from their own endpoint on
+    `embedding_port`, where nothing listens yet; a copy of the index built through such an
+    endpoint."""
     secrets = tmp_path / "secrets"
     secrets.mkdir()
+    shutil.copytree(openai_index, tmp_path / "data" / "index")
     values = {k: v for k, v in os.environ.items()
               if not k.startswith("SIGNAL_RAG_") and k != "OPENAI_API_KEY"}
     values.update(
@@ -61,11 +81,8 @@ def base_env(tmp_path: Path, model: FakeOpenAIServer, sim: FakeSignalDaemon,
         SIGNAL_RAG_SIGNAL__BOT_UUID=BOT_UUID, SIGNAL_RAG_ACCESS__PASSPHRASE=PASSPHRASE,
         SIGNAL_RAG_HEALTH__ADDR=f"127.0.0.1:{free_port()}", SIGNAL_RAG_AUDIT__PEPPER=PEPPER,
         SIGNAL_RAG_DEPENDENCIES__ALERT_MINUTES="0.02",  # 1.2 s: the alert fires in the test
-        SIGNAL_RAG_DEPENDENCIES__PROBE_TIMEOUT="2")
-    with FakeOpenAIServer(embedding_dim=DIM, port=embedding_port):
-        ingest = subprocess.run([*CLI, "ingest", str(EXAMPLES)], env=values,
-                                capture_output=True, text=True, timeout=300, check=False)
-    assert ingest.returncode == 0, ingest.stderr
+        SIGNAL_RAG_DEPENDENCIES__PROBE_TIMEOUT="2",
+        SIGNAL_RAG_DEPENDENCIES__PROBE_INTERVAL="2")  # also caps the backoff while down
     return values
 
 
