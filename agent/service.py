@@ -515,6 +515,7 @@ class BotService:
                 and LIMITS_STORAGE in self.dependencies.dependencies:
             # The lockout fails closed while Redis is down; rather than dropping the
             # attempt in silence, it waits in the inbox for Redis to come back.
+            self.dependencies.report(LIMITS_STORAGE, False, "StorageError")
             raise DependencyDown([LIMITS_STORAGE])
         if state.locked:
             self._count("refused", reason="locked_out")
@@ -675,9 +676,10 @@ class BotService:
         """Alert while the shared rate-limit store (Redis) is unreachable: the limiter then
         counts per process and the activation lockout fails closed, so new users cannot
         activate; resolve when a decision comes from the store again."""
-        if self.dependencies is not None:
-            self.dependencies.report(LIMITS_STORAGE, reachable,
-                                     None if reachable else "StorageError")
+        if self.dependencies is not None and reachable:
+            # Only successes: a degraded decision may come from the limiter's local fallback
+            # window, which outlasts the outage; the probe and the lockout report failures.
+            self.dependencies.report(LIMITS_STORAGE, True)
         if not reachable:
             self._raise_alert(LIMITS_STORAGE_UNREACHABLE)
         elif self.monitors is not None:
