@@ -50,14 +50,18 @@ class Answer:
     fallback_reason: FallbackReason | None = None
 
 
-def build_embedder(settings: Settings) -> Embedder:
+def build_embedder(settings: Settings, *, max_retries: int = 2) -> Embedder:
+    """`max_retries`: the OpenAI client's own retries; `serve` passes 0, its dependency
+    probe and the inbox hold are the retry layer there (a hung endpoint then costs one
+    timeout per question, not three)."""
     cfg = settings.embeddings
     if cfg.provider == "local":
         # Concurrent questions share one forward pass (the model has no query prefix).
         return BatchingEmbedder(LocalEmbedder(cfg.model, batch_size=cfg.batch_size))
     api_key = cfg.api_key.get_secret_value() if cfg.api_key else "not-needed"
     return OpenAIEmbedder(cfg.model, base_url=cfg.base_url, api_key=api_key,
-                          timeout=settings.llm.timeout, batch_size=cfg.batch_size)
+                          timeout=settings.llm.timeout, batch_size=cfg.batch_size,
+                          max_retries=max_retries)
 
 
 def embedding_info(settings: Settings, embedder: Embedder) -> EmbeddingInfo:

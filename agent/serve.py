@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
 from agent.addressing import BotIdentity
-from agent.assistant import Assistant
+from agent.assistant import Assistant, build_embedder
 from agent.health import HealthServer
 from agent.observability.alerts import (
     EMBEDDINGS_UNREACHABLE,
@@ -113,7 +113,8 @@ def build_service(settings: Settings, assistant: Assistant | None = None,
     """The service with everything `serve` runs: alerts to admins and the webhook, the
     audit trail feeding alerts and metrics, anomaly detection, tracing."""
     policy = access_policy(settings)
-    assistant = assistant or Assistant(settings, checkpointer=checkpointer)
+    assistant = assistant or Assistant(settings, checkpointer=checkpointer,
+                                       embedder=build_embedder(settings, max_retries=0))
     REDACTOR.hasher = assistant.hash_user  # ids in any log line become their HMAC
     cfg = settings.signal
     options: dict[str, object] = {"account": cfg.account, "stale_after": cfg.stale_after}
