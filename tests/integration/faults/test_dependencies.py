@@ -104,6 +104,9 @@ def test_every_dependency_faulty_at_start_then_each_one_mid_conversation(
         wait_for(lambda n=name: CHECK[n] not in bot.failing(), f"{name} back in /readyz")
     wait_for(bot.ready, "ready once everything is back")
     bot.assert_alive()
+    for check in CHECK.values():
+        if check != "signal_cli":
+            assert dependency_up(bot, check) == 1, check
     chat.wait_all_answered()
     wait_for(lambda: set(ALERT.values()) <= bot.alerts("resolved"),
              f"every alert resolved (resolved: {bot.alerts('resolved')})")
