@@ -57,6 +57,9 @@ GRACE_S = 3.0
 SETTLE_S = 0.5
 """After the awaited replies, how long a second reply may take to show up as a duplicate
 (the end of each scenario counts again, after the process has stopped)."""
+STARTUP_DEADLINE_S = 180.0
+"""From `serve` starting to its health server answering: imports and the output guard take
+5-7 s on an idle machine, and over a minute on a 2-core machine shared with other builds."""
 DEADLINE_S = 60.0
 """Upper bound for any awaited condition: generous for a loaded 2-core CI machine."""
 
@@ -191,11 +194,15 @@ class Bot:
         return f"http://{self.env['SIGNAL_RAG_HEALTH__ADDR']}"
 
     def start(self) -> None:
+        """Start `serve` and wait until its health server answers (or it exits)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         with self.output.open("ab") as out:
             self.proc = subprocess.Popen([*self.launcher, "serve"], env=self.env, cwd=ROOT,
                                          stdout=out, stderr=out)
         self.starts += 1
+        wait_for(lambda: not self.alive() or self.readyz() is not None,
+                 "the health server answers", STARTUP_DEADLINE_S)
+        self.assert_alive()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -254,6 +261,11 @@ class Bot:
     def alerts(self, status: str = "firing") -> set[str]:
         return {str(e.get("condition")) for e in self.events("operator_alert")
                 if e.get("status") == status}
+
+    def alert_count(self, condition: str, status: str = "firing") -> int:
+        """How many times `condition` was logged with `status` so far."""
+        return sum(1 for e in self.events("operator_alert")
+                   if e.get("condition") == condition and e.get("status") == status)
 
     def inbox_rows(self) -> list[tuple[str, int]]:
         """(status, count) of the durable inbox, read while the bot is stopped."""

@@ -37,6 +37,12 @@ RECOVERY_ORDER = ("redis", "embeddings", "model", "signal_cli")
 ANSWER = "Exit code 3 means the index is missing or damaged [1]."
 
 
+def alert_deadline(name: str) -> float:
+    """signal-cli's reachability is observed every 30 s (not configurable yet), so its
+    alert fires 30-60 s after the fault; the other dependencies follow the 2 s probe."""
+    return 90.0 if name == "signal_cli" else 60.0
+
+
 def dependency_up(bot: Bot, check: str) -> float | None:
     """The signal_rag_dependency_up gauge for one dependency, if exposed."""
     for line in bot.metrics().splitlines():
@@ -115,13 +121,19 @@ def test_every_dependency_faulty_at_start_then_each_one_mid_conversation(
     # second question arrives during the fault.
     chat.activate()  # the activation made while Redis was down may have been refused
     for name in RECOVERY_ORDER:
+        alert = ALERT[name]
+        fired, resolved = bot.alert_count(alert), bot.alert_count(alert, "resolved")
         fault_in_flight(name, mode, deps, chat)
         chat.ask()
         wait_for(lambda n=name: CHECK[n] in bot.failing(),
                  f"/readyz reports {name} {mode} mid-conversation")
+        wait_for(lambda a=alert, f=fired: bot.alert_count(a) > f,
+                 f"{alert} fired again mid-conversation", timeout=alert_deadline(name))
         bot.assert_alive()
         deps.set(name, "up")
         wait_for(bot.ready, f"ready again after {name} came back")
+        wait_for(lambda a=alert, r=resolved: bot.alert_count(a, "resolved") > r,
+                 f"{alert} resolved again", timeout=alert_deadline(name))
         chat.wait_all_answered()
 
     finish(bot, chat)

@@ -152,7 +152,6 @@ def test_inbox_audit_and_index_damaged_while_stopped(deps: Deps, bot: Bot,
     for damage in (damage_inbox, damage_audit, damage_index):
         damage(bot.data_dir)
     bot.start()
-    wait_for(lambda: bot.readyz() is not None, "the health server answers after the damage")
     bot.assert_alive()
     assert [p.name for p in bot.data_dir.glob("inbox.sqlite3.damaged-*")], "kept aside"
     assert bot.events("store_damaged"), "the damaged inbox is named in the log"
