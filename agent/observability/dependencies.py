@@ -25,7 +25,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,13 +229,6 @@ class DependencyMonitor:
         if not self.dependencies:
             return
         await asyncio.gather(*(self._watch(name, stop) for name in self.dependencies))
-
-
-def readiness_checks(monitor: DependencyMonitor | None) -> Mapping[str, tuple[bool, str]]:
-    """Each dependency as (ok, detail) for `/readyz`."""
-    if monitor is None:
-        return {}
-    return {name: (state.up is True, state.detail) for name, state in monitor.states().items()}
 
 
 # ------------------------------------------------------------------ probes

@@ -11,7 +11,6 @@ from agent.observability.dependencies import (
     MODEL,
     Dependency,
     DependencyMonitor,
-    readiness_checks,
 )
 
 
@@ -59,11 +58,10 @@ async def test_unknown_until_probed_then_down_with_the_error_class() -> None:
     clock, alerts, switch = Clock(), Alerts(), Switch()
     deps = monitor(switch, alerts, clock)
     assert deps.state(EMBEDDINGS).up is None and deps.down() == []  # nothing waits on it
-    assert readiness_checks(deps) == {EMBEDDINGS: (False, "not checked yet")}
+    assert deps.state(EMBEDDINGS).detail == "not checked yet"
     assert await deps.probe(EMBEDDINGS) is False
     assert deps.down() == [EMBEDDINGS]
-    assert readiness_checks(deps)[EMBEDDINGS] == (False,
-                                                  "unreachable: ConnectionRefusedError")
+    assert deps.state(EMBEDDINGS).detail == "unreachable: ConnectionRefusedError"
     assert deps.up() == {EMBEDDINGS: False}
 
 
