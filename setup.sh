@@ -487,7 +487,7 @@ if make_works; then
   fi
 else
   # The Makefile's `install` recipe, for hosts without a working make (macOS without the
-  # command line tools). pyproject.toml pins torch for both.
+  # command line tools). pyproject.toml pins torch (the `export` extra) for both.
   say "no working $MAKE_CMD: running the Makefile's install steps directly"
   if [[ ! -x $VENV_DIR/bin/python ]]; then
     "$PY" -m venv "$VENV_DIR" || die 1 "$PY -m venv $VENV_DIR failed"
@@ -498,10 +498,15 @@ else
       || die 1 "no torch pin in pyproject.toml"
     "$VENV_DIR/bin/pip" install --quiet "$torch_pin" ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} \
       || die 1 "installing $torch_pin failed (see above; --torch-index may help)"
-    (cd "$ROOT" && "$VENV_DIR/bin/pip" install --quiet -e .) || die 1 "installing signal-rag failed"
+    (cd "$ROOT" && "$VENV_DIR/bin/pip" install --quiet -e '.[export]') \
+      || die 1 "installing signal-rag failed"
     touch "$VENV_DIR/.installed"
   else
     say "already installed and up to date"
+  fi
+  # The Makefile's model step: the embedding model as ONNX, where the bot looks for it.
+  if ! "$VENV_DIR/bin/signal-rag" model verify --dir "$VENV_DIR/share/signal-rag/models/all-MiniLM-L6-v2" >/dev/null 2>&1; then
+    "$VENV_DIR/bin/signal-rag" model export >&2 || die 1 "exporting the embedding model failed"
   fi
 fi
 PY="$VENV_DIR/bin/python"

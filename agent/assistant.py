@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,8 @@ def build_embedder(settings: Settings, *, max_retries: int = 2) -> Embedder:
     cfg = settings.embeddings
     if cfg.provider == "local":
         # Concurrent questions share one forward pass (the model has no query prefix).
-        return BatchingEmbedder(LocalEmbedder(cfg.model, batch_size=cfg.batch_size))
+        return BatchingEmbedder(LocalEmbedder(cfg.model, batch_size=cfg.batch_size,
+                                              model_dir=cfg.model_dir, threads=cfg.threads))
     api_key = cfg.api_key.get_secret_value() if cfg.api_key else "not-needed"
     return OpenAIEmbedder(cfg.model, base_url=cfg.base_url, api_key=api_key,
                           timeout=settings.llm.timeout, batch_size=cfg.batch_size,
@@ -185,10 +186,21 @@ class Assistant:
                              min_similarity=cfg.min_similarity, min_coverage=cfg.min_coverage)
         return base if self.spans is None else TracedKnowledge(base, self.spans)
 
+    def _query_vector(self, knowledge: PassageSource | None) -> Callable[[str], Any] | None:
+        """The embedding head reads vectors of the model it was trained on, nothing else."""
+        from guards.semantic import MODEL
+
+        if knowledge is None or Path(self.embedder.model_name).name != MODEL:
+            return None
+        vector: Callable[[str], Any] | None = getattr(knowledge, "query_vector", None)
+        return vector
+
     def context(self) -> GraphContext:
         cfg = self.settings
+        knowledge = self.knowledge()
         return GraphContext(
-            knowledge=self.knowledge(), passage_checks=self.passage_checks,
+            knowledge=knowledge, passage_checks=self.passage_checks,
+            query_vector=self._query_vector(knowledge),
             audit=self.audit, chat_model=self.chat_model,
             model_name=cfg.llm.model or "extractive", breaker=self.breaker,
             top_k=cfg.retrieval.top_k, max_input_chars=cfg.max_input_chars,

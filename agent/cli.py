@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from agent.settings import ConfigError, Settings, load_settings
@@ -81,6 +82,16 @@ def _add_link_command() -> None:
 
 
 _add_link_command()
+
+
+def _add_model_app() -> None:
+    """`model`: its module imports only typer and rich; torch loads only to export."""
+    from agent.model_cli import app as model_app
+
+    app.add_typer(model_app, name="model")
+
+
+_add_model_app()
 err = Console(stderr=True)
 
 
@@ -92,7 +103,7 @@ class GraphFormat(StrEnum):
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -223,9 +234,11 @@ def serve() -> None:
         access_policy(settings)  # fail before opening anything
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
+    from knowledge.embeddings import EmbeddingError
+
     try:
         asyncio.run(run_service(settings))
-    except ConfigError as exc:
+    except (ConfigError, EmbeddingError) as exc:  # EmbeddingError: no usable local model
         _fail(str(exc), EXIT_CONFIG)
 
 
@@ -273,8 +286,12 @@ def graph_command(
     """Draw the LangGraph state machine offline (Mermaid, ASCII, PNG or SVG)."""
     from graph.builder import build_graph
     from graph.drawing import draw
+    from knowledge.extras import MissingExtraError
 
-    drawing = draw(build_graph(), fmt.value)
+    try:
+        drawing = draw(build_graph(), fmt.value)
+    except MissingExtraError as exc:
+        _fail(str(exc), EXIT_CONFIG)
     data = drawing.encode() if isinstance(drawing, str) else drawing
     if output is not None:
         output.write_bytes(data)

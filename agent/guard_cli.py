@@ -37,7 +37,14 @@ def scan(
     to stderr. A malformed line stops the scan before any output (exit 2), naming its number.
     """
     from guards.learned import DetectorUnavailableError
-    from guards.scan import ScanInputError, describe, metrics, parse_lines, verdict_row
+    from guards.scan import (
+        ScanInputError,
+        describe,
+        json_lines,
+        metrics,
+        parse_lines,
+        verdict_row,
+    )
     from guards.threats import detect
 
     try:
@@ -47,7 +54,7 @@ def scan(
                   highlight=False)
         raise typer.Exit(EXIT_USAGE) from exc
     try:
-        items = parse_lines(raw.splitlines())
+        items = parse_lines(json_lines(raw))
     except ScanInputError as exc:
         err.print(f"[bold red]error:[/] {file}: {exc}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from exc

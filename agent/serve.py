@@ -144,7 +144,6 @@ def build_service(settings: Settings, assistant: Assistant | None = None,
         except KnowledgeIndexError as exc:  # degraded mode: answer, alert, keep running
             log.error("index_unavailable", extra={"error": type(exc).__name__})
             monitors.manager.alert(INDEX_CORRUPT, error=type(exc).__name__)
-    assistant.warm_guards()
     data = settings.data_dir
     return BotService(
         transport=transport, assistant=assistant, store=Store(data / "inbox.sqlite3"),
@@ -193,6 +192,15 @@ async def _serve_with(settings: Settings, saver: BaseCheckpointSaver[Any], metri
     await run(service, health)
 
 
+def warm_guards(assistant: Assistant) -> None:
+    """Load the output guard in the background; a failure is logged, and every reply then
+    fails closed in the output guard, which loads it again (and raises) when it checks."""
+    try:
+        assistant.warm_guards()
+    except Exception as exc:  # noqa: BLE001 - any failure: the guard fails closed later
+        log.error("output_guard_warm_up_failed", extra={"error": type(exc).__name__})
+
+
 GRAPH_THREADS = 32
 """Threads for the graph's synchronous nodes. asyncio's default (cores + 4: six here) is
 too few: a node waiting for its query's turn in a shared embedding batch holds a thread,
@@ -221,6 +229,10 @@ async def run(service: BotService, health: HealthServer | None = None) -> None:
                                   f"{health.host}:{health.port} ({exc.strerror})") from exc
             log.info("health_server_started", extra={"url": health.url})
         log.info("serve_started")
+        # After the health server is up: guardrails' import (~1.4 s of start-up) must not
+        # hold back /readyz. A reply that comes first waits for it inside the output guard,
+        # and a failed warm-up fails each reply closed there (guards/output.py).
+        loop.run_in_executor(None, warm_guards, service.assistant)
         monitoring = None
         if service.monitors is not None:
             breaker = service.assistant.breaker

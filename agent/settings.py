@@ -78,11 +78,22 @@ class EmbeddingSettings(BaseModel):
     model_config = ConfigDict(title="Embeddings")
 
     provider: Literal["local", "openai"] = Field(
-        "local", description="`local` (packaged all-MiniLM-L6-v2, offline) or `openai`")
+        "local", description="`local` (an ONNX export of all-MiniLM-L6-v2, offline) or "
+                             "`openai`")
     model: str = Field(
         "all-MiniLM-L6-v2",
-        description="for `local`: that name or a folder of sentence-transformers files; "
-                    "for `openai`: the endpoint's model (required)")
+        description="for `local`: the exported model's name, which its `manifest.json` must "
+                    "give (see `signal-rag model export`); for `openai`: the endpoint's "
+                    "model (required)")
+    model_dir: Path | None = Field(
+        None, description="for `local`: the directory `signal-rag model export` wrote; "
+                          "checked by sha256 at start, never downloaded",
+        json_schema_extra={DOC_DEFAULT: "`<python environment>/share/signal-rag/models/"
+                                        "<model>` (where `make install` exports it)"})
+    threads: int = Field(
+        1, ge=0, le=256,
+        description="for `local`: ONNX Runtime threads per embedding call (0: one per "
+                    "core); one is fastest when other work shares the cores")
     base_url: str | None = Field(None, description="embeddings endpoint for `openai`",
                                  json_schema_extra={DOC_DEFAULT: "`SIGNAL_RAG_LLM__BASE_URL`"})
     api_key: SecretStr | None = Field(None, description="for the embeddings endpoint",

@@ -77,7 +77,10 @@ def write_scifact_docs(scifact: Path, limit: int, target: Path) -> list[str]:
         return [json.loads(line)["text"] for line in queries]
 
 
-def bench_ingest(name: str, docs: Path, embedder: Any, repeats: int) -> dict[str, Any]:
+def bench_ingest(name: str, docs: Path, embedder: Any, raw_model: Any,
+                 repeats: int) -> dict[str, Any]:
+    """`ingest` with `embedder` against sentence-transformers' own `encode` (`raw_model`)
+    on the same texts: the ratio PERF-4 and the issue's ingest row read."""
     from knowledge.chunking import chunk_pages, make_splitter
     from knowledge.documents import discover, load
     from knowledge.ingest import embedding_text, ingest
@@ -86,7 +89,6 @@ def bench_ingest(name: str, docs: Path, embedder: Any, repeats: int) -> dict[str
     # The raw model embeds exactly what ingest embeds (title + text), so the ratio is fair.
     texts = [embedding_text(c) for p in discover(docs)
              for c in chunk_pages(load(p, p.relative_to(docs).as_posix()), splitter)]
-    raw_model = embedder._load()  # the sentence-transformers model itself, already warm
     raw, ours, reingest = [], [], []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -104,10 +106,31 @@ def bench_ingest(name: str, docs: Path, embedder: Any, repeats: int) -> dict[str
             reingest.append(time.perf_counter() - started)
             assert again.chunks_embedded == 0
     raw_s, ours_s = statistics.median(raw), statistics.median(ours)
-    return {"corpus": name, "chunks": len(texts), "raw_encode_s": raw_s, "ingest_s": ours_s,
-            "raw_chunks_per_s": len(texts) / raw_s, "ingest_chunks_per_s": len(texts) / ours_s,
-            "ratio_ingest_vs_raw": ours_s / raw_s, "reingest_s": statistics.median(reingest),
+    return {"corpus": name, "embedder": embedder_label(embedder), "chunks": len(texts),
+            "st_encode_s": raw_s, "ingest_s": ours_s,
+            "st_chunks_per_s": len(texts) / raw_s, "ingest_chunks_per_s": len(texts) / ours_s,
+            "throughput_vs_st": raw_s / ours_s, "reingest_s": statistics.median(reingest),
             "reingest_embedded": 0, "repeats": repeats}
+
+
+def embedder_label(embedder: Any) -> str:
+    from knowledge.embeddings import LocalEmbedder
+
+    return "onnx" if isinstance(embedder, LocalEmbedder) else "torch"
+
+
+def bench_query(embedder: Any, questions: list[str]) -> dict[str, Any]:
+    """One query embedding at a time, as a quiet bot makes them."""
+    for question in questions[:5]:  # warm-up
+        embedder.embed_query(question)
+    times = []
+    for question in questions:
+        started = time.perf_counter()
+        embedder.embed_query(question)
+        times.append((time.perf_counter() - started) * 1000)
+    return {"embedder": embedder_label(embedder), "queries": len(questions),
+            "p50_ms": statistics.median(times), "p95_ms": percentile(times, 95),
+            "max_ms": max(times)}
 
 
 def noop_graph() -> Any:
@@ -180,7 +203,8 @@ async def bench_graph(name: str, index_dir: Path, embedder: Any,
     assert len(embeds) == len(totals), "the query must be embedded exactly once per message"
     overhead = [(t - e) * 1000 for t, e in zip(totals, embeds, strict=True)]
     noop_ms = [n * 1000 for n in noops]
-    return {"index": name, "chunks": len(index.chunks), "questions": len(questions),
+    return {"index": name, "embedder": embedder_label(embedder), "chunks": len(index.chunks),
+            "questions": len(questions),
             "overhead_p50_ms": statistics.median(overhead),
             "overhead_p95_ms": percentile(overhead, 95),
             "embed_p50_ms": statistics.median(embeds) * 1000,
@@ -212,15 +236,18 @@ def main() -> None:
     parser.add_argument("--bot-transports", default="tcp,http",
                         help="daemon transports to measure the bot through (comma-separated)")
     parser.add_argument("--startup-runs", type=int, default=5,
-                        help="serve start-ups per index for PERF-3 (0 to skip)")
+                        help="serve start-ups per index and embedder for PERF-3 (0 to skip)")
     parser.add_argument("--startup-docs", type=int, default=5000,
                         help="documents in the start-up index (built once, then cached)")
+    parser.add_argument("--embedders", default="torch,onnx",
+                        help="embedders to measure side by side (torch: the sentence-"
+                             "transformers path before, onnx: the shipped one)")
     parser.add_argument("--only", choices=("startup",),
                         help="run only this section (writes benchmarks/results/startup.json)")
     args = parser.parse_args()
 
     from agent.observability.logs import configure_logging
-    from knowledge.embeddings import LocalEmbedder
+    from knowledge.embeddings import LocalEmbedder, SentenceTransformerEmbedder
     from knowledge.ingest import ingest
 
     configure_logging("WARNING")
@@ -229,52 +256,144 @@ def main() -> None:
 
         startup_section(max(1, args.startup_runs), args.scifact, args.startup_docs)
         return
-    embedder = LocalEmbedder()
-    _ = embedder.dimension  # load once, outside every measurement
-    ingest_rows, graph_rows, bot_rows = [], [], []
+    reference = SentenceTransformerEmbedder()  # torch: the baseline and the raw `encode`
+    known = {"torch": reference, "onnx": LocalEmbedder()}
+    embedders = [known[name] for name in args.embedders.split(",")]
+    for embedder in embedders:
+        _ = embedder.dimension  # load once, outside every measurement
+    raw_model = reference._load()
+    ingest_rows, graph_rows, bot_rows, query_rows = [], [], [], []
     sample_questions = [line.strip() for line in (ROOT / "benchmarks" / "questions.txt")
                         .read_text(encoding="utf-8").splitlines() if line.strip()]
+    onnx = known["onnx"]
     with tempfile.TemporaryDirectory() as tmp:
-        ingest_rows.append(bench_ingest("samples", SAMPLES, embedder, args.repeats))
-        sample_index = Path(tmp) / "samples-index"
-        ingest(SAMPLES, sample_index, embedder, provider="local")
+        for embedder in embedders:
+            ingest_rows.append(bench_ingest("samples", SAMPLES, embedder, raw_model,
+                                            args.repeats))
+        sample_index = Path(tmp) / "samples-index"  # the same vectors serve both embedders
+        ingest(SAMPLES, sample_index, onnx, provider="local")
         questions = list(itertools.islice(itertools.cycle(sample_questions), args.questions))
-        graph_rows.append(asyncio.run(bench_graph("samples", sample_index, embedder, questions)))
+        for embedder in embedders:
+            graph_rows.append(asyncio.run(bench_graph("samples", sample_index, embedder,
+                                                      questions)))
         if args.bot_seconds > 0:
             from benchmarks.bot import run_bot_benchmark
 
             bot_rows = [asyncio.run(run_bot_benchmark(sample_index, embedder,
                                                       seconds=args.bot_seconds,
                                                       transport=transport))
-                        for transport in args.bot_transports.split(",")]
+                        for transport in args.bot_transports.split(",")
+                        for embedder in embedders]
+        scifact_queries: list[str] = []
         if (args.scifact / "corpus.jsonl").is_file():
             docs = Path(tmp) / "scifact-docs"
-            queries = write_scifact_docs(args.scifact, args.scifact_docs, docs)
-            ingest_rows.append(bench_ingest(f"scifact[:{args.scifact_docs}]", docs, embedder, 1))
+            scifact_queries = write_scifact_docs(args.scifact, args.scifact_docs, docs)
+            label = f"scifact[:{args.scifact_docs}]"
+            for embedder in embedders:
+                ingest_rows.append(bench_ingest(label, docs, embedder, raw_model, 1))
             scifact_index = Path(tmp) / "scifact-index"
-            ingest(docs, scifact_index, embedder, provider="local")
-            graph_rows.append(asyncio.run(bench_graph(
-                f"scifact[:{args.scifact_docs}]", scifact_index, embedder,
-                queries[:args.questions])))
+            ingest(docs, scifact_index, onnx, provider="local")
+            for embedder in embedders:
+                graph_rows.append(asyncio.run(bench_graph(
+                    label, scifact_index, embedder, scifact_queries[:args.questions])))
         else:
             print(f"SciFact not found at {args.scifact}: skipped")
+        query_texts = (scifact_queries or questions)[:args.questions]
+        query_rows = [bench_query(embedder, query_texts) for embedder in embedders]
     startup = None
     if args.startup_runs > 0:
         from benchmarks.startup import startup_section
 
         startup = startup_section(args.startup_runs, args.scifact, args.startup_docs)
-    print_table("Ingest throughput vs the raw model (PERF-4: ratio <= 1.10)", ingest_rows)
+    print_table("Ingest throughput vs sentence-transformers' own encode (PERF-4: ratio >= "
+                "1/1.10; issue 13: onnx >= 1.5)", ingest_rows)
+    print_table("Query embedding, one at a time (issue 13: p50 <= 6 ms, p95 <= 12 ms)",
+                query_rows)
     print_table("Graph overhead per question minus the embedding call, instant model "
                 "(PERF-1: p95 ratio <= 1.5 vs no-op graph)", graph_rows)
     if bot_rows:
         print_table("Bot throughput through the daemon simulator, instant model, 100 users "
-                    "(PERF-2: >= 50 answers/s, 0 lost)", bot_rows)
+                    "(PERF-2: >= 50 answers/s, 0 lost; issue 13: HTTP >= 80, TCP >= 100)",
+                    bot_rows)
+    targets = target_rows(ingest_rows, query_rows, graph_rows, bot_rows, startup)
+    print_table("Issue 13 targets: torch path (before) beside the ONNX path, same run",
+                targets)
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
-    results = {"ingest": ingest_rows, "graph": graph_rows, "bot": bot_rows,
-               "startup": startup}
+    results = {"ingest": ingest_rows, "query": query_rows, "graph": graph_rows,
+               "bot": bot_rows, "startup": startup, "targets": targets}
     (out / "latest.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(f"results: {out / 'latest.json'}")
+
+
+def target_rows(ingest_rows: list[dict[str, Any]], query_rows: list[dict[str, Any]],
+                graph_rows: list[dict[str, Any]], bot_rows: list[dict[str, Any]],
+                startup: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Every row of issue 13's table, torch beside onnx, with the verdict on onnx's figure;
+    a figure this run did not measure says so (never a verdict on it)."""
+    def pick(rows: list[dict[str, Any]], embedder: str, **match: Any) -> dict[str, Any] | None:
+        return next((r for r in rows if r.get("embedder") == embedder
+                     and all(r.get(k) == v for k, v in match.items())), None)
+
+    def row(figure: str, torch: float | None, onnx: float | None, target: str,
+            met: bool | None) -> dict[str, Any]:
+        return {"figure": figure, "torch": "n/a" if torch is None else torch,
+                "onnx": "not measured" if onnx is None else onnx,
+                "onnx/torch": "n/a" if torch is None or onnx is None or not torch
+                else onnx / torch,
+                "target": target,
+                "result": "not measured" if met is None else "MET" if met else "MISSED"}
+
+    def value(found: dict[str, Any] | None, key: str) -> float | None:
+        return None if found is None else float(found[key])
+
+    rows = []
+    serve_torch = (startup or {}).get("torch", {})
+    serve_onnx = (startup or {}).get("serve", [{}])[0] if startup else {}
+    ready = serve_onnx.get("ready_p50_s")
+    rss = serve_onnx.get("rss_at_ready_p50_mb")
+    rows.append(row("start -> /readyz p50, 5,000-doc index (s)", serve_torch.get("ready_p50_s"),
+                    ready, "<= 3 s", None if ready is None else ready <= 3.0))
+    rows.append(row("RSS at ready p50 (MB)", serve_torch.get("rss_at_ready_p50_mb"), rss,
+                    "<= 400 MB", None if rss is None else rss <= 400.0))
+    for key, limit in (("p50_ms", 6.0), ("p95_ms", 12.0)):
+        onnx_q = value(pick(query_rows, "onnx"), key)
+        rows.append(row(f"query embedding {key[:3]} (ms)", value(pick(query_rows, "torch"), key),
+                        onnx_q, f"<= {limit:g} ms", None if onnx_q is None else onnx_q <= limit))
+    for found in (r for r in ingest_rows if r["embedder"] == "onnx"):
+        torch_row = pick(ingest_rows, "torch", corpus=found["corpus"])
+        rows.append(row(f"ingest throughput vs st encode, {found['corpus']}",
+                        value(torch_row, "throughput_vs_st"), found["throughput_vs_st"],
+                        ">= 1.5x", found["throughput_vs_st"] >= 1.5))
+    for found in (r for r in graph_rows if r["embedder"] == "onnx"):
+        torch_row = pick(graph_rows, "torch", index=found["index"])
+        rows.append(row(f"graph overhead p95 / no-op, {found['index']}",
+                        value(torch_row, "ratio_p95_vs_noop"), found["ratio_p95_vs_noop"],
+                        "<= 1.5", found["ratio_p95_vs_noop"] <= 1.5))
+    for transport, limit in (("http", 80.0), ("tcp", 100.0)):
+        found = pick(bot_rows, "onnx", transport=transport)
+        rows.append(row(f"answers/s, 100 users, {transport.upper()}",
+                        value(pick(bot_rows, "torch", transport=transport), "answers_per_s"),
+                        value(found, "answers_per_s"), f">= {limit:g}",
+                        None if found is None else found["answers_per_s"] >= limit))
+    rows.append({"figure": "default image size (MB)", "torch": "n/a", "onnx": image_size(),
+                 "onnx/torch": "n/a", "target": "<= 400 MB", "result": "see docker/ (E)"})
+    return rows
+
+
+def image_size() -> str:
+    """The default image's size if one is built on this machine, else "not built"."""
+    import shutil
+    import subprocess
+
+    for engine in ("docker", "podman"):
+        if shutil.which(engine) is None:
+            continue
+        out = subprocess.run([engine, "image", "inspect", "signal-rag:latest", "--format",
+                              "{{.Size}}"], capture_output=True, text=True, check=False)
+        if out.returncode == 0 and out.stdout.strip().isdigit():
+            return f"{int(out.stdout.strip()) / 1e6:.0f}"
+    return "not built"
 
 
 if __name__ == "__main__":

@@ -47,10 +47,10 @@ async def run_bot_benchmark(index_dir: Path, embedder: Any, *, seconds: float,
     from agent.signal import create_transport
     from agent.store import Store
     from agent.users import UserDirectory
+    from benchmarks.__main__ import embedder_label
     from benchmarks.load_daemon import user_ids
     from guards.ratelimit import ActivationLockout, UserRateLimiter
     from knowledge.batching import BatchingEmbedder
-    from knowledge.embeddings import LocalEmbedder
     from knowledge.index import EmbeddingInfo, open_index
     from tests.fakes.signal_daemon import BOT_NUMBER, BOT_UUID
 
@@ -69,8 +69,7 @@ async def run_bot_benchmark(index_dir: Path, embedder: Any, *, seconds: float,
                                                         embedder.dimension))
             instant = GenericFakeChatModel(messages=itertools.cycle([AIMessage("Instant [1].")]))
             # As `serve` builds it: concurrent questions share the local model's passes.
-            served = BatchingEmbedder(embedder) if isinstance(embedder, LocalEmbedder) \
-                else embedder
+            served = BatchingEmbedder(embedder)
             assistant = Assistant(settings, embedder=served, index=index,
                                   chat_model=instant, audit=MemoryAuditSink())
             store = Store(Path(tmp) / "inbox.sqlite3")
@@ -102,6 +101,6 @@ async def run_bot_benchmark(index_dir: Path, embedder: Any, *, seconds: float,
             load.kill()
             await load.wait()
     calls = result.pop("rpc_calls")
-    return {"embedder": embedder.model_name, "transport": transport,
+    return {"embedder": embedder_label(embedder), "transport": transport,
             "typing_delay_s": typing_delay, **result,
             "rpc_per_answer": sum(calls.values()) / max(1, result["answers"])}

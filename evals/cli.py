@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -41,7 +42,7 @@ err = Console(stderr=True)
 
 
 def _fail(message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_USAGE)
 
 
@@ -94,7 +95,12 @@ def retrieval(
     from evals.retrievers import ConfigError, parse_specs
     from evals.runner import run_retrieval
     from knowledge.embeddings import EmbeddingError, LocalEmbedder
+    from knowledge.extras import MissingExtraError, require
 
+    try:
+        require("eval", "signal-rag eval retrieval", "pytrec_eval")
+    except MissingExtraError as exc:
+        _fail(str(exc))
     try:
         specs = parse_specs(retriever)
         data = load_dataset(dataset, split)

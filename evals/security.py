@@ -1,11 +1,14 @@
 """Security evaluation of the threat guard (EV-3): recall, false-positive rate, per layer.
 
-`python -m evals.security` (or `make security-eval`) scores each labelled set three times —
-rules only, rules + decoding, and all layers with the learned detector — and writes
-`security.md` and `security.json`. The learned layer never scores a line it was trained on:
-on the external deepset set it is k-fold cross-validated (trained on the repository's
-training data plus the other folds); the project's own held-out sets are scored with the
-shipped weights, which are trained without them. Latency is measured, not assumed.
+`python -m evals.security` (or `make security-eval`) writes `security.md` and
+`security.json`:
+
+- leave-one-source-out (`evals.loso`) over the training corpus and the shared deepset train
+  split: each source is scored by models trained and calibrated on the other sources only.
+  This is the figure that predicts unseen sets; row-level k-fold is shown beside it;
+- the project's own sets, the sample documents and SciFact abstracts (passages) and the
+  final untouched set, scored with the shipped weights, which never saw them;
+- latency per message check. The learned layers never score a line they were trained on.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import sys
 import time
@@ -22,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from guards.learned import LearnedModel, default_model, parse_model
-from guards.scan import Item, Metrics, metrics, parse_lines
+from guards.learned import LearnedModel, default_model
+from guards.scan import Item, Metrics, json_lines, metrics, parse_lines
+from guards.semantic import SemanticHead, default_head
 from guards.threats import Source, analyze
-from guards.train import TRAIN_FILE, dumps, export, fit, read_rows
+from guards.train import TRAIN_FILE, Example, training_examples
 
 ROOT = Path(__file__).resolve().parent.parent
 DEEPSET = ROOT.parent / "shared" / "datasets" / "prompt-injection" / "deepset-train.jsonl"
@@ -33,9 +36,8 @@ OWN_SETS = ROOT / "evals" / "datasets" / "security"
 KNOWLEDGE = ROOT / "examples" / "knowledge"
 REPORTS = ROOT / "evals" / "reports"
 FOLDS = 5
-SEED = 7
 
-LAYERS = ("rules", "rules+decoding", "rules+decoding+learned")
+LAYERS = ("rules", "rules+decoding", "rules+decoding+n-gram", "all layers (+ embedding head)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,43 +57,23 @@ def _source(item: Item, default: Source = "message") -> Source:
 
 
 def _blocked(items: Sequence[Item], layer: str, model: LearnedModel | None,
-             source: Source = "message") -> list[bool]:
+             head: SemanticHead | None = None, source: Source = "message") -> list[bool]:
     decoding = layer != "rules"
-    learned = layer.endswith("learned")
-    return [analyze(item.text, source=_source(item, source), decoding=decoding,
-                    learned=learned, model=model if learned else None).blocked
-            for item in items]
+    learned = layer not in LAYERS[:2]
+    flags = [analyze(item.text, source=_source(item, source), decoding=decoding,
+                     learned=learned, model=model if learned else None).blocked
+             for item in items]
+    if layer == LAYERS[3] and head is not None:
+        from guards.embedcache import embed
 
-
-def _folds(items: Sequence[Item], k: int) -> list[list[int]]:
-    """Stratified, seeded fold assignment: every fold keeps the set's class balance."""
-    rng = random.Random(SEED)  # noqa: S311 - seeded for reproducibility, not for secrecy
-    folds: list[list[int]] = [[] for _ in range(k)]
-    for label in (0, 1):
-        indices = [i for i, item in enumerate(items) if item.label == label]
-        rng.shuffle(indices)
-        for position, index in enumerate(indices):
-            folds[position % k].append(index)
-    return folds
-
-
-def cross_validated(items: Sequence[Item], k: int = FOLDS) -> list[bool]:
-    """Blocked flags with the learned layer trained on repo data + the other k-1 folds."""
-    base = read_rows(TRAIN_FILE)
-    blocked = [False] * len(items)
-    for fold in _folds(items, k):
-        held = set(fold)
-        extra = [(item.text, int(item.label or 0)) for i, item in enumerate(items)
-                 if i not in held]
-        model = parse_model(json.loads(dumps(export(fit(base + extra)))))
-        for index in fold:
-            blocked[index] = analyze(items[index].text, source=_source(items[index]),
-                                     model=model).blocked
-    return blocked
+        vectors = embed([item.text for item in items])
+        flags = [flag or (_source(item, source) == "message" and head.blocks(vector))
+                 for flag, vector, item in zip(flags, vectors, items, strict=True)]
+    return flags
 
 
 def _read(path: Path) -> list[Item]:
-    return parse_lines(path.read_text(encoding="utf-8").splitlines())
+    return parse_lines(json_lines(path.read_text(encoding="utf-8")))
 
 
 def knowledge_passages() -> list[Item]:
@@ -105,6 +87,13 @@ def knowledge_passages() -> list[Item]:
         items.extend(Item(text=chunk.text, label=0, kind="document")
                      for chunk in chunk_pages(load(path, path.name), splitter))
     return items
+
+
+def sample_questions() -> list[Item]:
+    """The questions of the bundled retrieval eval (`make eval`): all benign messages."""
+    path = ROOT / "evals" / "datasets" / "sample" / "queries.jsonl"
+    return [Item(text=json.loads(line)["text"], label=0, kind="question")
+            for line in json_lines(path.read_text(encoding="utf-8")) if line.strip()]
 
 
 def scifact_passages(limit: int) -> list[Item]:
@@ -139,8 +128,51 @@ def latency(items: Sequence[Item], model: LearnedModel, repeat: int = 3) -> dict
             "mean_chars": statistics.fmean(len(i.text) for i in items)}
 
 
-def evaluate(deepset: Path | None, folds: int, scifact: int) -> dict[str, Any]:
+def shipped_head() -> SemanticHead | None:
+    from guards.semantic import DEFAULT_HEAD
+
+    return default_head() if DEFAULT_HEAD.exists() else None
+
+
+def source_metrics(examples: Sequence[Example], flags: dict[str, dict[str, list[bool]]]
+                   ) -> dict[str, dict[str, Metrics]]:
+    """Per left-out source and overall (every row scored when its source was left out)."""
+    out: dict[str, dict[str, Metrics]] = {}
+    overall: dict[str, tuple[list[int], list[bool]]] = {}
+    for source, by_config in flags.items():
+        labels = [e.label for e in examples if e.source == source]
+        out[source] = {}
+        for config, blocked in by_config.items():
+            out[source][config] = metrics(labels, blocked)
+            pooled = overall.setdefault(config, ([], []))
+            pooled[0].extend(labels)
+            pooled[1].extend(blocked)
+    out["overall (pooled)"] = {c: metrics(ls, bs) for c, (ls, bs) in overall.items()}
+    return out
+
+
+def generalisation(deepset: Path | None, folds: int) -> dict[str, Any]:
+    """Leave-one-source-out and row-level k-fold over the corpus (+ deepset train)."""
+    from evals.loso import kfold, loso
+    from guards.embedcache import embed
+
+    examples = training_examples([TRAIN_FILE], deepset)
+    vectors = embed([e.text for e in examples])
+
+    def progress(source: str, _models: Any) -> None:
+        print(f"  left out {source}", file=sys.stderr, flush=True)
+
+    per_source = source_metrics(examples, loso(examples, vectors, progress))
+    flags = kfold(examples, vectors, folds)
+    labels = [e.label for e in examples]
+    in_distribution = {config: metrics(labels, blocked) for config, blocked in flags.items()}
+    return {"loso": per_source, "kfold": in_distribution, "rows": len(examples)}
+
+
+def evaluate(deepset: Path | None, folds: int, scifact: int,
+             with_loso: bool = True, with_final: bool = False) -> dict[str, Any]:
     shipped = default_model()
+    head = shipped_head()
     results: list[SetResult] = []
     own: list[tuple[str, list[Item]]] = []
     for name in ("attacks", "benign", "holdout_attacks", "holdout_benign"):
@@ -150,6 +182,12 @@ def evaluate(deepset: Path | None, folds: int, scifact: int) -> dict[str, Any]:
     holdout = own[2][1] + own[3][1]
     own.insert(2, ("own attacks + benign", combined))
     own.append(("own holdout attacks + benign", holdout))
+    final = _read(OWN_SETS / "final_untouched.jsonl") if with_final else []
+    if final:
+        own.append(("FINAL untouched set (evals/datasets/security/final_untouched.jsonl)",
+                    final))
+    own.append(("bundled eval questions (evals/datasets/sample/queries.jsonl)",
+                sample_questions()))
     passages = [("sample documents, chunked (examples/knowledge)", knowledge_passages())]
     if scifact:
         passages.append((f"SciFact abstracts, first {scifact} (passages)",
@@ -158,36 +196,35 @@ def evaluate(deepset: Path | None, folds: int, scifact: int) -> dict[str, Any]:
     for name, items in own:
         labels = [item.label for item in items]
         for layer in LAYERS:
-            note = "shipped weights (never trained on this set)" if "learned" in layer else ""
-            results.append(SetResult(name, layer, metrics(labels, _blocked(items, layer,
-                                                                           shipped)), note))
-    kinds = _per_kind(own[0][1] + own[3][1], shipped)
-    if deepset is not None:
-        items = _read(deepset)
-        labels = [item.label for item in items]
-        name = f"deepset-train ({len(items)} lines, external)"
-        for layer in LAYERS[:2]:
-            results.append(SetResult(name, layer, metrics(labels, _blocked(items, layer, None)),
-                                     ""))
-        results.append(SetResult(name, LAYERS[2], metrics(labels, cross_validated(items, folds)),
-                                 f"{folds}-fold cross-validated: trained on repo data + "
-                                 "the other folds"))
+            note = "shipped weights (never trained on this set)" if layer in LAYERS[2:] else ""
+            results.append(SetResult(name, layer, metrics(labels, _blocked(
+                items, layer, shipped, head)), note))
+    kinds = _per_kind(own[0][1] + own[3][1] + final, shipped, head)
     passage_items = [item for _name, items in passages for item in items]
     latency_passages = latency(passage_items, shipped)
     latency_messages = latency(combined + holdout, shipped)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    thresholds = (f"{shipped.threshold} for messages, {shipped.passage_threshold} "
+    thresholds = (f"n-gram {shipped.threshold} for messages, {shipped.passage_threshold} "
                   "for passages")
-    return {"results": results, "kinds": kinds, "thresholds": thresholds,
-            "latency_passages": latency_passages,
-            "latency_messages": latency_messages, "load": load}
+    if head is not None:
+        thresholds += (f"; embedding head {head.threshold} for messages, "
+                       f"{head.passage_threshold} for passages")
+    report: dict[str, Any] = {
+        "results": results, "kinds": kinds, "thresholds": thresholds,
+        "latency_passages": latency_passages, "latency_messages": latency_messages,
+        "load": load}
+    if with_loso:
+        report |= generalisation(deepset, folds)
+    return report
 
 
-def _per_kind(items: Sequence[Item], model: LearnedModel) -> dict[str, Metrics]:
+def _per_kind(items: Sequence[Item], model: LearnedModel,
+              head: SemanticHead | None) -> dict[str, Metrics]:
     kinds: dict[str, list[Item]] = {}
     for item in items:
-        kinds.setdefault(item.kind or "other", []).append(item)
-    return {kind: metrics([i.label for i in group], _blocked(group, LAYERS[2], model))
+        if item.label == 1:
+            kinds.setdefault(item.kind or "other", []).append(item)
+    return {kind: metrics([i.label for i in group], _blocked(group, LAYERS[3], model, head))
             for kind, group in sorted(kinds.items())}
 
 
@@ -201,12 +238,18 @@ def render(report: dict[str, Any], command: str) -> str:
              "Recall = share of attacks blocked (attack success rate = 1 − recall); "
              "FPR = share of benign texts blocked; balanced accuracy = (recall + 1 − FPR) / 2.",
              "",
-             f"Learned thresholds: {report['thresholds']}. Lines of kind `passage` or "
+             f"Learned thresholds (calibrated on out-of-fold scores of the training rows): "
+             f"{report['thresholds']}.", ""]
+    if "loso" in report:
+        lines += _render_generalisation(report)
+    lines += ["## Sets the shipped weights never saw", "",
+             "Lines of kind `passage` or "
              "`indirect` and all document chunks are scored as retrieved passages. The "
              "`attacks`/`benign` sets were read during development (rule gaps were fixed), so "
              "their figures are optimistic; the `holdout_*` sets were written afterwards and "
-             "never used for tuning. Some training templates imitate attack styles seen in "
-             "the deepset set (not its lines), which flatters its figures a little.",
+             "never used for tuning, but were read in earlier reports. The FINAL untouched "
+             "set was written before the wide-corpus detector was trained and was never "
+             "used for any choice.",
              "", "| set | layers | attacks | recall | attack success | benign | FPR | "
              "balanced acc. | note |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: "
              "| --- |"]
@@ -216,7 +259,8 @@ def render(report: dict[str, Any], command: str) -> str:
         lines.append(f"| {r.name} | {r.layer} | {m.attacks} | {_fmt(m.recall)} | "
                      f"{_fmt(success)} | {m.benign} | {_fmt(m.fpr)} | "
                      f"{_fmt(m.balanced_accuracy)} | {r.note} |")
-    lines += ["", "## Recall by kind of attack (own attack sets, all layers)", "",
+    lines += ["", "## Recall by kind of attack (own dev, holdout and final attack sets, all "
+              "layers)", "",
               "| kind | attacks | blocked | recall |", "| --- | ---: | ---: | ---: |"]
     for kind, m in report["kinds"].items():
         lines.append(f"| {kind} | {m.attacks} | {m.detected} | {_fmt(m.recall)} |")
@@ -233,13 +277,53 @@ def render(report: dict[str, Any], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cell(m: Metrics) -> str:
+    parts = []
+    if m.attacks:
+        parts.append(f"recall {_fmt(m.recall)}")
+    if m.benign:
+        parts.append(f"FPR {_fmt(m.fpr)}")
+    return ", ".join(parts) or "–"
+
+
+def _render_generalisation(report: dict[str, Any]) -> list[str]:
+    from evals.loso import CONFIGS
+
+    lines = ["## Leave-one-source-out (predicts sets never seen)", "",
+             f"{report['rows']} rows: the corpus (`guards/data/corpus.jsonl`, sources in "
+             "`guards/data/PROVENANCE.md`) and the shared deepset train split. Each source is "
+             "scored by the full detector with learned layers trained on all *other* sources "
+             "and thresholds calibrated on their out-of-fold scores; nothing is tuned on the "
+             "left-out source. Overall pools every row, each scored while its source was "
+             "left out.", "",
+             "| left-out source | attacks | benign | " + " | ".join(CONFIGS) + " |",
+             "| --- | ---: | ---: | " + " | ".join("---" for _ in CONFIGS) + " |"]
+    for source, by_config in report["loso"].items():
+        first = next(iter(by_config.values()))
+        name = f"**{source}**" if source.startswith("overall") else source
+        lines.append(f"| {name} | {first.attacks} | {first.benign} | "
+                     + " | ".join(_cell(by_config[c]) for c in CONFIGS) + " |")
+    lines += ["", "## In-distribution k-fold (optimistic sanity check)", "",
+              "Row-level folds over the same rows: every source is seen in training.", "",
+              "| configuration | recall | FPR |", "| --- | ---: | ---: |"]
+    for config, m in report["kfold"].items():
+        lines.append(f"| {config} | {_fmt(m.recall)} | {_fmt(m.fpr)} |")
+    return [*lines, ""]
+
+
 def _as_json(report: dict[str, Any]) -> dict[str, Any]:
     def m(x: Metrics) -> dict[str, Any]:
         return {"attacks": x.attacks, "benign": x.benign, "detected": x.detected,
                 "false_positives": x.false_positives, "recall": x.recall, "fpr": x.fpr,
                 "balanced_accuracy": x.balanced_accuracy}
 
-    return {"results": [{"set": r.name, "layer": r.layer, "note": r.note, **m(r.result)}
+    extra: dict[str, Any] = {}
+    if "loso" in report:
+        extra = {"loso": {s: {c: m(x) for c, x in by.items()}
+                          for s, by in report["loso"].items()},
+                 "kfold": {c: m(x) for c, x in report["kfold"].items()}}
+    return {**extra,
+            "results": [{"set": r.name, "layer": r.layer, "note": r.note, **m(r.result)}
                         for r in report["results"]],
             "kinds": {k: m(v) for k, v in report["kinds"].items()},
             "latency_passages": report["latency_passages"],
@@ -254,13 +338,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scifact", type=int, default=300,
                         help="benign SciFact abstracts to scan as passages (0: none)")
     parser.add_argument("--out", type=Path, default=REPORTS)
+    parser.add_argument("--final", action="store_true",
+                        help="also score the final untouched set (once, when done)")
+    parser.add_argument("--no-loso", action="store_true",
+                        help="skip leave-one-source-out and k-fold (minutes of training)")
     args = parser.parse_args(argv)
     deepset = None if args.no_deepset else args.deepset
     if deepset is not None and not deepset.exists():
         print(f"error: {deepset} not found (use --no-deepset)", file=sys.stderr)
         return 2
     scifact = args.scifact if (ROOT.parent / "shared" / "datasets" / "scifact").exists() else 0
-    report = evaluate(deepset, args.folds, scifact)
+    report = evaluate(deepset, args.folds, scifact, with_loso=not args.no_loso,
+                      with_final=args.final)
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python -m evals.security " + " ".join(argv if argv is not None else sys.argv[1:])
     (args.out / "security.md").write_text(render(report, command.strip()), encoding="utf-8")

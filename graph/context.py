@@ -126,6 +126,10 @@ class GraphContext:
     passage_checks: PassageLookup | None = None
     """Passage checks computed ahead of time for the loaded index (PERF-1); a chunk
     missing there is checked when retrieved."""
+    query_vector: Callable[[str], Any] | None = None
+    """Embeds the message for the threat check's embedding head (guards/semantic.py); the
+    knowledge base keeps the vector, so retrieval does not embed the message again. None
+    when the embedder is not the model the head was trained on: the head is skipped."""
     chat_model: BaseChatModel | None = None
     """None selects the offline extractive answerer."""
     model_name: str = "extractive"

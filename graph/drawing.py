@@ -2,7 +2,8 @@
 
 LangChain renders PNG through a web service or a browser download, neither of which
 works offline; here grandalf (the layout engine LangChain's ASCII drawing already uses)
-places the nodes and matplotlib renders them, both from local wheels.
+places the nodes and matplotlib renders them, both from local wheels (matplotlib is the
+`draw` extra: the bot never draws).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def _layout(drawable: Any) -> dict[str, tuple[float, float]]:
 
 
 def _render_image(drawable: Any, fmt: Literal["png", "svg"]) -> bytes:
+    from knowledge.extras import require
+
+    require("draw", f"signal-rag graph --format {fmt}", "matplotlib")  # else MissingExtraError
     import matplotlib
 
     matplotlib.use("Agg")

@@ -34,6 +34,16 @@ _HEX_HINT = re.compile(r"[0-9a-fA-F]{16}|[0-9a-fA-F]{2}[\s,:][0-9a-fA-F]{2}[\s,:
 _BASE64_HINT = re.compile(r"[A-Za-z0-9+/_-]{16}")
 
 
+@dataclass(slots=True)
+class DecodeWork:
+    """Work done by `decode_payloads`, counted so tests bound it without a clock."""
+
+    decoder_calls: int = 0
+    """Decoders run on a candidate text (after their cheap check passed)."""
+    decoded_chars: int = 0
+    """Characters of decoded output kept."""
+
+
 @dataclass(frozen=True, slots=True)
 class Decoded:
     encoding: str
@@ -120,21 +130,32 @@ _DECODERS: tuple[tuple[str, Callable[[str], Iterator[str]], Callable[[str], bool
 )
 
 
-def decode_payloads(text: str, depth: int = MAX_DEPTH) -> list[Decoded]:
-    """Every embedded encoded payload, unwrapped up to `depth` levels of nesting."""
+DECODED_BUDGET = MAX_DECODED_CHARS * 4
+"""Decoded characters kept per call, over all levels and candidates."""
+
+
+def decode_payloads(text: str, depth: int = MAX_DEPTH,
+                    work: DecodeWork | None = None) -> list[Decoded]:
+    """Every embedded encoded payload, unwrapped up to `depth` levels of nesting.
+
+    `work`, when given, is incremented with the work done (for tests and benchmarks).
+    """
+    work = DecodeWork() if work is None else work
     found: list[Decoded] = []
     frontier = [Decoded("", text)]
-    budget = MAX_DECODED_CHARS * 4
+    budget = DECODED_BUDGET
     for _level in range(depth):
         next_frontier: list[Decoded] = []
         for parent in frontier:
             for name, decoder, possible in _DECODERS:
                 if not possible(parent.text):
                     continue
+                work.decoder_calls += 1
                 for count, decoded in enumerate(decoder(parent.text)):
                     if count >= MAX_CANDIDATES or budget <= 0:
                         break
                     budget -= len(decoded)
+                    work.decoded_chars += len(decoded[:MAX_DECODED_CHARS])
                     chain = f"{parent.encoding}>{name}" if parent.encoding else name
                     next_frontier.append(Decoded(chain, decoded[:MAX_DECODED_CHARS]))
         if not next_frontier:

@@ -27,6 +27,15 @@ class Item:
     """Optional free-form group name (e.g. "encoded") for per-kind recall in reports."""
 
 
+def json_lines(raw: str) -> list[str]:
+    """JSON Lines split on "\\n" only (a trailing "\\r" is JSON whitespace).
+
+    `str.splitlines` also splits on U+2028/U+2029 and other separators, which JSON allows
+    unescaped inside strings and which attack corpora contain.
+    """
+    return raw.split("\n")
+
+
 def parse_lines(lines: Iterable[str]) -> list[Item]:
     items: list[Item] = []
     for number, line in enumerate(lines, start=1):

@@ -1,20 +1,15 @@
-"""Generate the detector's training set, `guards/data/train.jsonl`, from templates.
+"""The project's original training templates: source `own-templates-v1` of the corpus.
 
-Self-written phrases combined by templates, English and German, seeded so the file is
-reproducible (`python -m guards.train_data`; `--check` verifies the shipped file). Benign
+Self-written phrases combined by templates, English and German, seeded so the rows are
+reproducible; `guards.corpus` puts them into `guards/data/corpus.jsonl`. Benign
 examples deliberately include look-alikes (questions about ignoring, prompts, rules,
 security) and document passages, because the detector also reads retrieved text.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
-import sys
-from pathlib import Path
 
-OUT = Path(__file__).parent / "data" / "train.jsonl"
 SEED = 20261129
 
 # ---------------------------------------------------------------- attack building blocks
@@ -570,28 +565,3 @@ def build() -> list[dict[str, object]]:
     items = [{"text": text, "label": label} for text, label in rows.items()]
     rng.shuffle(items)
     return items
-
-
-def render(rows: list[dict[str, object]]) -> str:
-    return "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 if the file differs from what the templates generate")
-    args = parser.parse_args(argv)
-    text = render(build())
-    if args.check:
-        same = args.out.exists() and args.out.read_text(encoding="utf-8") == text
-        print("train data up to date" if same else f"{args.out} is stale")
-        return 0 if same else 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    print(f"wrote {text.count(chr(10))} rows to {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -182,5 +182,18 @@ class KnowledgeBase:
                                    min_similarity=min_similarity, min_coverage=min_coverage,
                                    fusion=fusion, dense_weight=dense_weight)
 
+        self._last: tuple[str, Vectors] | None = None
+
+    def query_vector(self, question: str) -> Vectors:
+        """The question's embedding, computed once: the threat check's embedding head and
+        the search share it (PERF-1). Only the last question is kept: a knowledge base is
+        built per message."""
+        last = self._last
+        if last is not None and last[0] == question:
+            return last[1]
+        vector = self.embedder.embed_query(question)
+        self._last = (question, vector)
+        return vector
+
     def search(self, question: str, k: int) -> list[ScoredChunk]:
-        return self.retriever.search(question, self.embedder.embed_query(question), k)
+        return self.retriever.search(question, self.query_vector(question), k)

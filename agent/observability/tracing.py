@@ -172,6 +172,9 @@ class TracedKnowledge:
         self.inner = inner
         self.spans = spans
 
+    def query_vector(self, question: str) -> Any:
+        return self.inner.query_vector(question)
+
     def search(self, question: str, k: int) -> list[ScoredChunk]:
         with self.spans.span("retrieval", {"signal_rag.top_k": k}) as span:
             try:

