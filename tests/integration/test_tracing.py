@@ -114,7 +114,9 @@ async def test_one_message_is_one_trace_parented_from_receive_to_send(
     assert parent("bot handle") == "signal receive"
     assert all(parent(node) == "bot handle" for node in NODES)
     assert parent("retrieval") == "node retrieve"
-    assert parent("embeddings all-MiniLM-L6-v2") == "retrieval"
+    # The threat check's embedding head embeds the message; retrieval reuses that vector.
+    assert parent("embeddings all-MiniLM-L6-v2") == "node threat_check"
+    assert sum(s.name == "embeddings all-MiniLM-L6-v2" for s in spans) == 1
     assert parent("chat chat-test") == "node generate"
     assert parent("signal send") == "bot handle"
     chat = names["chat chat-test"].attributes
