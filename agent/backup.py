@@ -204,7 +204,10 @@ def parse_manifest(raw: bytes) -> BackupManifest:
     _check_count(len(files) + len(dirs))
     entries: list[FileEntry] = []
     for item in files:
+        # A file lies under a top-level folder: one named `data` itself verified, then made
+        # restore fail late, after creating the target folders (found by the fuzzer).
         if not (isinstance(item, dict) and isinstance(item.get("path"), str)
+                and "/" in item["path"]
                 and isinstance(item.get("size"), int) and not isinstance(item["size"], bool)
                 and item["size"] >= 0 and _is_sha256(item.get("sha256"))):
             raise DamagedBackupError(f"{MANIFEST_NAME}: malformed file entry")

@@ -100,9 +100,13 @@ def _clean_line(text: str) -> bool:
     return all(ch in "\n\t" or (ord(ch) >= 32 and ord(ch) != 127) for ch in text)
 
 
+ROOT_AS_FILE = ("tar", _manifest([_entry("data", b"")]), [_file("data", b"")])
+
+
 @fuzz(0.5)
 @given(archives())
 @example(("tar", b'{"format":' + b"[" * 5000, []))
+@example(ROOT_AS_FILE)
 def test_any_archive_is_restored_as_listed_or_refused_writing_nothing(
         archive: tuple[str, Any, Any]) -> None:
     with tempfile.TemporaryDirectory() as folder:
@@ -167,3 +171,15 @@ def test_a_forged_header_cannot_write_terminal_escapes(tmp_path: Path) -> None:
     assert result.exit_code == 3
     assert "control characters in header fields" in result.stderr
     assert _clean_line(result.stdout + result.stderr)
+
+
+def test_a_file_in_place_of_a_top_level_folder_is_refused_before_writing(
+        tmp_path: Path) -> None:
+    """Found by the fuzzer: a manifest listing a file named `data` verified, then restore
+    failed late ("changed since it was verified") leaving the target folders behind."""
+    path = tmp_path / "root-as-file.tar.gz"
+    _write(path, ROOT_AS_FILE)
+    result = runner.invoke(app, ["backup", "restore", str(path), "--data-dir",
+                                 str(tmp_path / "target" / "data")])
+    assert result.exit_code == 3 and "malformed file entry" in result.stderr
+    assert not (tmp_path / "target").exists()
