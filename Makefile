@@ -12,7 +12,7 @@ DATA_DIR ?= $(or $(SIGNAL_RAG_DATA_DIR),data)
 EXAMPLES := examples/knowledge
 MODEL_DIR := $(VENV)/share/signal-rag/models/all-MiniLM-L6-v2
 
-.PHONY: run install install-dev model test test-deps lint deploy-check bench container-test engine-up engine-down graph-doc config-doc signal-cli clean help corpus train-detector train-detector-check security-eval eval-scifact eval
+.PHONY: run install install-dev model test test-deps lint deploy-check bench container-test engine-up engine-down fuzz faults graph-doc config-doc signal-cli clean help corpus train-detector train-detector-check security-eval eval-scifact eval
 
 help:
 	@echo "make run    - set up, ingest the bundled sample documents, chat in the terminal"
@@ -104,6 +104,17 @@ engine-up:
 	bash scripts/container-engine.sh up
 engine-down:
 	bash scripts/container-engine.sh down
+
+# The fuzzers (docs/reliability.md) with 50 times the inputs `make test` gives them; prints
+# inputs and time per target.
+fuzz: install-dev
+	SIGNAL_RAG_FUZZ=long $(BIN)/python -m pytest -q -p no:cacheprovider \
+		--hypothesis-show-statistics tests/fuzz
+
+# The fault campaign alone (`make test` runs it too): `serve` against failing dependencies.
+faults: install-dev
+	@$(MAKE) --no-print-directory test-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m faults tests/integration
 
 # Retrieval evals (docs/evals.md). eval-scifact reproduces the published SciFact rows (bm25,
 # dense, rrf) and scores the shipped default (hybrid); the first run embeds the corpus

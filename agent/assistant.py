@@ -28,8 +28,14 @@ from graph.prompts import new_canary
 from graph.state import Citation, FallbackReason
 from guards.passages import PassageChecks
 from knowledge.batching import BatchingEmbedder
-from knowledge.embeddings import Embedder, LocalEmbedder, OpenAIEmbedder
-from knowledge.index import EmbeddingInfo, KnowledgeIndex, KnowledgeIndexError, open_index
+from knowledge.embeddings import Embedder, EmbeddingError, LocalEmbedder, OpenAIEmbedder
+from knowledge.index import (
+    EmbeddingInfo,
+    KnowledgeIndex,
+    KnowledgeIndexError,
+    check_embedding,
+    open_index,
+)
 from knowledge.retrieval import KnowledgeBase
 
 log = logging.getLogger(__name__)
@@ -44,7 +50,10 @@ class Answer:
     fallback_reason: FallbackReason | None = None
 
 
-def build_embedder(settings: Settings) -> Embedder:
+def build_embedder(settings: Settings, *, max_retries: int = 2) -> Embedder:
+    """`max_retries`: the OpenAI client's own retries; `serve` passes 0, its dependency
+    probe and the inbox hold are the retry layer there (a hung endpoint then costs one
+    timeout per question, not three)."""
     cfg = settings.embeddings
     if cfg.provider == "local":
         # Concurrent questions share one forward pass (the model has no query prefix).
@@ -52,7 +61,8 @@ def build_embedder(settings: Settings) -> Embedder:
                                               model_dir=cfg.model_dir, threads=cfg.threads))
     api_key = cfg.api_key.get_secret_value() if cfg.api_key else "not-needed"
     return OpenAIEmbedder(cfg.model, base_url=cfg.base_url, api_key=api_key,
-                          timeout=settings.llm.timeout, batch_size=cfg.batch_size)
+                          timeout=settings.llm.timeout, batch_size=cfg.batch_size,
+                          max_retries=max_retries)
 
 
 def embedding_info(settings: Settings, embedder: Embedder) -> EmbeddingInfo:
@@ -89,11 +99,29 @@ def load_or_create_canary(data_dir: Path, configured: str | None) -> str:
     return canary
 
 
-def load_knowledge(settings: Settings, embedder: Embedder,
-                   path: Path | None = None) -> KnowledgeIndex:
+def load_knowledge(settings: Settings, embedder: Embedder, path: Path | None = None, *,
+                   endpoint_may_be_down: bool = False) -> KnowledgeIndex:
     """Open and verify the index (the configured one unless `path` says otherwise) for
-    the configured embedder (raises KnowledgeIndexError)."""
-    index = open_index(path or settings.index_path, embedding_info(settings, embedder))
+    the configured embedder (raises KnowledgeIndexError).
+
+    An OpenAI-compatible embedder learns its dimension from a call. With
+    `endpoint_may_be_down` (`serve`), an endpoint that does not answer yet does not keep
+    the index from loading: provider and model are checked now, and the dimension by the
+    embedding probe once the endpoint answers (agent/observability/dependencies.py).
+    Without it (`ask`, `chat`) the EmbeddingError goes to the caller."""
+    index_dir = path or settings.index_path
+    try:
+        expected = embedding_info(settings, embedder)
+    except EmbeddingError:
+        if not endpoint_may_be_down:
+            raise
+        log.warning("embedding_dimension_unknown", extra={"error": "EmbeddingError"})
+        index = open_index(index_dir)
+        built = index.manifest.embedding
+        check_embedding(index.manifest, EmbeddingInfo(
+            settings.embeddings.provider, embedder.model_name, built.dimension))
+    else:
+        index = open_index(index_dir, expected)
     if index.restored_from_last_good:
         log.warning("index_restored_from_last_good")
     return index
@@ -112,10 +140,8 @@ class Assistant:
         self.settings = settings
         self.embedder = embedder or build_embedder(settings)
         self.chat_model = chat_model if chat_model is not None else build_chat_model(settings)
-        pepper = load_or_create_pepper(
-            settings.data_dir,
-            settings.audit.pepper.get_secret_value() if settings.audit.pepper else None)
-        self.hash_user = UserHasher(pepper)
+        self.hash_user = UserHasher(load_or_create_pepper(settings.data_dir,
+                                                          settings.audit.pepper))
         self.audit = audit or JsonLinesAuditSink(settings.data_dir / "audit.jsonl")
         canary = settings.guards.canary
         self.canary = load_or_create_canary(
@@ -198,9 +224,10 @@ class Assistant:
 
         warm()
 
-    def open_index(self) -> None:
+    def open_index(self, *, endpoint_may_be_down: bool = False) -> None:
         """Load the index (raises KnowledgeIndexError; callers decide degraded or exit)."""
-        self.index = load_knowledge(self.settings, self.embedder)
+        self.index = load_knowledge(self.settings, self.embedder,
+                                    endpoint_may_be_down=endpoint_may_be_down)
 
     async def ask(self, question: str, user_id: str = "local", *, chat: str | None = None,
                   context: GraphContext | None = None) -> Answer:

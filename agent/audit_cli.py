@@ -34,7 +34,8 @@ _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
-app = typer.Typer(no_args_is_help=True, help="Read the audit trail (one event per message).")
+app = typer.Typer(pretty_exceptions_show_locals=False, no_args_is_help=True,
+                  help="Read the audit trail (one event per message).")
 
 
 def parse_since(value: str) -> float:

@@ -161,6 +161,23 @@ def check_name(name: str) -> str:
     return name
 
 
+def _manifest_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DamagedBackupError(f"{MANIFEST_NAME} is not valid JSON ({exc})") from None
+    except RecursionError:  # found by tests/fuzz/test_fuzz_backup.py
+        raise DamagedBackupError(f"{MANIFEST_NAME} is not valid JSON (nested too "
+                                 "deeply)") from None
+
+
+def _check_printable(*texts: str) -> None:
+    """Header strings are printed by verify and restore: a forged one must not carry
+    terminal escapes or line breaks (found by tests/fuzz/test_fuzz_backup.py)."""
+    if not all(text.isprintable() for text in texts):
+        raise DamagedBackupError(f"{MANIFEST_NAME}: control characters in header fields")
+
+
 def _is_sha256(value: object) -> bool:
     return (isinstance(value, str) and len(value) == 64
             and all(c in "0123456789abcdef" for c in value))
@@ -173,10 +190,7 @@ def _check_count(count: int) -> None:
 
 def parse_manifest(raw: bytes) -> BackupManifest:
     """The manifest, checked field by field; DamagedBackupError names what is wrong."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DamagedBackupError(f"{MANIFEST_NAME} is not valid JSON ({exc})") from None
+    data = _manifest_json(raw)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise DamagedBackupError(f"not a signal-rag backup ({MANIFEST_NAME} has no "
                                  f"format {FORMAT!r})")
@@ -190,7 +204,10 @@ def parse_manifest(raw: bytes) -> BackupManifest:
     _check_count(len(files) + len(dirs))
     entries: list[FileEntry] = []
     for item in files:
+        # A file lies under a top-level folder: one named `data` itself verified, then made
+        # restore fail late, after creating the target folders (found by the fuzzer).
         if not (isinstance(item, dict) and isinstance(item.get("path"), str)
+                and "/" in item["path"]
                 and isinstance(item.get("size"), int) and not isinstance(item["size"], bool)
                 and item["size"] >= 0 and _is_sha256(item.get("sha256"))):
             raise DamagedBackupError(f"{MANIFEST_NAME}: malformed file entry")
@@ -215,6 +232,8 @@ def parse_manifest(raw: bytes) -> BackupManifest:
             or not (check is None or _is_sha256(check)) or not isinstance(source, dict)
             or not (pepper_source is None or isinstance(pepper_source, str))):
         raise DamagedBackupError(f"{MANIFEST_NAME}: malformed header fields")
+    _check_printable(data["created_at"], data["app_version"], pepper_source or "",
+                     *map(str, source), *(v for v in source.values() if isinstance(v, str)))
     if not secrets and any(p.startswith(DATA + "/") and p.count("/") == 1
                            and p.split("/")[1] in SECRET_DATA_FILES for p in paths):
         raise DamagedBackupError(f"{MANIFEST_NAME} says no secrets are included but lists "
@@ -1195,7 +1214,7 @@ def pepper_notes(manifest: BackupManifest, settings: Settings, data_dir: Path) -
 
 # --- the command line ---------------------------------------------------------------------
 
-app = typer.Typer(no_args_is_help=True,
+app = typer.Typer(pretty_exceptions_show_locals=False, no_args_is_help=True,
                   help="Back up and restore the bot's state (data dir, index, signal-cli "
                        "data, settings).")
 SignalCliOption = Annotated[Path | None, typer.Option(

@@ -1,7 +1,8 @@
 """The `signal-rag` command line: ingest, ask, chat, graph, index verify, eval, guard scan.
 
 Exit codes: 0 ok, 1 finished with document errors (`health`: not ready), 2 usage or
-configuration error, 3 index missing or damaged.
+configuration error, 3 index missing or damaged, 4 unexpected internal error (one line on
+stderr; `SIGNAL_RAG_DEBUG=1` adds the redacted traceback, agent/observability/crash.py).
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ EXIT_OK, EXIT_DOCUMENT_ERRORS, EXIT_CONFIG, EXIT_INDEX = 0, 1, 2, 3
 EXIT_NOT_READY = 1  # `health`: the bot is not ready or not reachable
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_show_locals=False,
                   help="Answer questions from your documents, on Signal or in the terminal.")
-index_app = typer.Typer(no_args_is_help=True, help="Inspect the index.")
+index_app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False,
+                        help="Inspect the index.")
 app.add_typer(index_app, name="index")
 
 
@@ -321,8 +324,35 @@ def index_verify() -> None:
                "verified")
 
 
+def command_path(argv: list[str]) -> str:
+    """The invoked command's name (`index verify`) from the arguments, keeping only words
+    that are command names: the other arguments may be values (a question, a path)."""
+    import typer.main
+
+    words = ["signal-rag"]
+    group = typer.main.get_command(app)
+    for arg in argv:
+        commands = getattr(group, "commands", None)
+        if not isinstance(commands, dict) or arg not in commands:
+            break
+        words.append(arg)
+        group = commands[arg]
+    return " ".join(words)
+
+
 def main() -> None:
-    app()
+    """The entry point: anything unexpected becomes one line and exit code 4, never a
+    traceback with values in it (SIGNAL_RAG_DEBUG=1 shows a redacted one)."""
+    from agent.observability.crash import install_thread_hook, report_crash
+
+    command = command_path(sys.argv[1:])
+    install_thread_hook(command)
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        sys.exit(report_crash(exc, command))
 
 
 if __name__ == "__main__":

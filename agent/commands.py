@@ -13,6 +13,8 @@ import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
+from pydantic import SecretStr
+
 __all__ = [
     "Command",
     "ParsedCommand",
@@ -106,13 +108,15 @@ def unknown_command_hint(prefix: str = "/") -> str:
     return f"I don't know that command. Send {prefix}help for the list."
 
 
-def matches_passphrase(text: str, passphrase: str) -> bool:
+def matches_passphrase(text: str, passphrase: SecretStr | str) -> bool:
     """Constant-time check of an activation attempt, after NFKC and stripping both sides.
+    The passphrase arrives wrapped and is unwrapped only here, at the comparison.
 
     Fails closed: an empty passphrase never matches (activation cannot be switched off by
     leaving it blank).
     """
-    expected = unicodedata.normalize("NFKC", passphrase).strip()
+    secret = passphrase.get_secret_value() if isinstance(passphrase, SecretStr) else passphrase
+    expected = unicodedata.normalize("NFKC", secret).strip()
     if not expected:
         return False
     given = unicodedata.normalize("NFKC", text).strip()

@@ -157,7 +157,11 @@ printed), and "allowed:" gives the values or the range a setting accepts.
 EXIT_CODES = """## Exit codes
 
 `0` ok · `1` ingest finished but skipped unreadable documents · `2` usage or configuration
-error · `3` index missing, damaged, or built with another embedding model.
+error · `3` index missing, damaged, or built with another embedding model · `4` unexpected
+internal error: one line on stderr naming the command, the failing module and the error
+class, never a value. `SIGNAL_RAG_DEBUG=1` adds the traceback (no local variables; secrets,
+phone numbers and keys masked, but an error's message may quote the text being handled: use
+it on a machine you control).
 """
 
 

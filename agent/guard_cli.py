@@ -17,7 +17,8 @@ from rich.console import Console
 
 EXIT_USAGE, EXIT_GUARD = 2, 4
 
-app = typer.Typer(no_args_is_help=True, help="Threat guard: scan prompt sets.")
+app = typer.Typer(pretty_exceptions_show_locals=False, no_args_is_help=True,
+                  help="Threat guard: scan prompt sets.")
 err = Console(stderr=True)
 
 

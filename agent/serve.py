@@ -18,10 +18,29 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
 from agent.addressing import BotIdentity
-from agent.assistant import Assistant
+from agent.assistant import Assistant, build_embedder
 from agent.health import HealthServer
-from agent.observability.alerts import INDEX_CORRUPT, AlertingAuditSink, build_alerting
+from agent.observability.alerts import (
+    EMBEDDINGS_UNREACHABLE,
+    INDEX_CORRUPT,
+    LIMITS_STORAGE_UNREACHABLE,
+    MODEL_UNREACHABLE,
+    AlertControl,
+    AlertingAuditSink,
+    build_alerting,
+)
 from agent.observability.anomalies import AnomalyRecorder, build_detector
+from agent.observability.dependencies import (
+    EMBEDDINGS,
+    LIMITS_STORAGE,
+    MODEL,
+    Dependency,
+    DependencyMonitor,
+    ReportingEmbedder,
+    embeddings_probe,
+    models_probe,
+    storage_probe,
+)
 from agent.observability.logs import REDACTOR
 from agent.observability.metrics import BotMetrics, MeteredAuditSink
 from agent.observability.readiness import service_readiness
@@ -46,8 +65,8 @@ def access_policy(settings: Settings) -> AccessPolicy:
     """Secure by default: refuse to serve everyone without a passphrase or an allow list,
     or without a configured audit pepper."""
     access = settings.access
-    passphrase = access.passphrase.get_secret_value() if access.passphrase else None
-    if not passphrase and not access.allowed_set:
+    passphrase = access.passphrase or None  # stays a SecretStr (an empty one is falsy)
+    if passphrase is None and not access.allowed_set:
         raise ConfigError("set SIGNAL_RAG_ACCESS__PASSPHRASE or SIGNAL_RAG_ACCESS__ALLOWED: "
                           "the bot does not answer strangers")
     if settings.audit.pepper is None:  # OBS-2: a generated one would differ per replica
@@ -58,6 +77,35 @@ def access_policy(settings: Settings) -> AccessPolicy:
                         admins=access.admin_set, command_prefix=access.command_prefix)
 
 
+def build_dependencies(settings: Settings, assistant: Assistant,
+                       alerts: AlertControl | None) -> DependencyMonitor:
+    """Probes of what `serve` needs besides signal-cli: the embedding endpoint (`openai`
+    provider), the chat model server (a model configured) and Redis (shared limits)."""
+    cfg = settings.dependencies
+    timeout = cfg.probe_timeout
+    found: list[Dependency] = []
+    embeddings = settings.embeddings
+    if embeddings.provider == "openai":
+        def index_dimension() -> int | None:
+            index = assistant.index
+            return index.manifest.embedding.dimension if index is not None else None
+
+        found.append(Dependency(EMBEDDINGS, embeddings_probe(
+            embeddings.base_url, embeddings.api_key, embeddings.model, timeout=timeout,
+            index_dimension=index_dimension), condition=EMBEDDINGS_UNREACHABLE))
+    if settings.llm.model:
+        found.append(Dependency(MODEL, models_probe(
+            settings.llm.base_url, settings.llm.api_key, timeout=timeout),
+            condition=MODEL_UNREACHABLE))
+    if not settings.limits.storage_url.startswith("memory://"):
+        found.append(Dependency(LIMITS_STORAGE, storage_probe(
+            settings.limits.storage_url, timeout=min(timeout, 2.0)),
+            condition=LIMITS_STORAGE_UNREACHABLE))
+    return DependencyMonitor(found, alerts, interval=cfg.probe_interval,
+                             backoff_cap=min(30.0, cfg.probe_interval),
+                             alert_after=cfg.alert_minutes * 60, probe_timeout=timeout)
+
+
 def build_service(settings: Settings, assistant: Assistant | None = None,
                   checkpointer: BaseCheckpointSaver[Any] | None = None,
                   metrics: BotMetrics | None = None,
@@ -65,7 +113,8 @@ def build_service(settings: Settings, assistant: Assistant | None = None,
     """The service with everything `serve` runs: alerts to admins and the webhook, the
     audit trail feeding alerts and metrics, anomaly detection, tracing."""
     policy = access_policy(settings)
-    assistant = assistant or Assistant(settings, checkpointer=checkpointer)
+    assistant = assistant or Assistant(settings, checkpointer=checkpointer,
+                                       embedder=build_embedder(settings, max_retries=0))
     REDACTOR.hasher = assistant.hash_user  # ids in any log line become their HMAC
     cfg = settings.signal
     options: dict[str, object] = {"account": cfg.account, "stale_after": cfg.stale_after}
@@ -84,9 +133,14 @@ def build_service(settings: Settings, assistant: Assistant | None = None,
         assistant.audit = MeteredAuditSink(assistant.audit, metrics)
     if tracer is not None:
         assistant.spans = OtelSpans(tracer)
+    dependencies = build_dependencies(settings, assistant, monitors.manager)
+    if metrics is not None:
+        metrics.dependencies = dependencies.up
+    if EMBEDDINGS in dependencies.dependencies:
+        assistant.embedder = ReportingEmbedder(assistant.embedder, dependencies)
     if assistant.index is None:
-        try:
-            assistant.open_index()
+        try:  # an embedding endpoint that is down does not keep the index from loading
+            assistant.open_index(endpoint_may_be_down=True)
         except KnowledgeIndexError as exc:  # degraded mode: answer, alert, keep running
             log.error("index_unavailable", extra={"error": type(exc).__name__})
             monitors.manager.alert(INDEX_CORRUPT, error=type(exc).__name__)
@@ -101,7 +155,8 @@ def build_service(settings: Settings, assistant: Assistant | None = None,
         queue_retention=settings.signal.queue_retention_hours * 3600,
         anomalies=build_detector(settings.anomalies),
         # anomaly events go to the plain trail: they are not graph runs to count
-        anomaly_recorder=AnomalyRecorder(plain_audit, metrics, monitors.manager))
+        anomaly_recorder=AnomalyRecorder(plain_audit, metrics, monitors.manager),
+        dependencies=dependencies, hold=settings.dependencies.hold)
 
 
 async def serve(settings: Settings) -> None:
@@ -183,9 +238,14 @@ async def run(service: BotService, health: HealthServer | None = None) -> None:
             breaker = service.assistant.breaker
             monitoring = asyncio.create_task(service.monitors.run(
                 stop, service.transport.check, circuit_state=lambda: breaker.state.value))
+        probing = None
+        if service.dependencies is not None:
+            probing = asyncio.create_task(service.dependencies.run(stop))
         await service.run(stop)
+        stop.set()
+        if probing is not None:
+            await probing
         if monitoring is not None:
-            stop.set()
             await monitoring  # queued alerts still go out before the transport closes
     finally:
         if health is not None:

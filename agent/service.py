@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from opentelemetry.trace import NoOpTracer, Span, SpanKind, Tracer
+from pydantic import SecretStr
 
 from agent.addressing import BotIdentity, address
 from agent.assistant import Assistant, load_knowledge
@@ -57,6 +58,7 @@ from agent.observability.alerts import (
     SIGNAL_RATE_LIMITED,
     SIGNAL_UNTRUSTED_IDENTITY,
 )
+from agent.observability.dependencies import EMBEDDINGS, LIMITS_STORAGE
 from agent.observability.tracing import extract, inject, mark_failed
 from agent.replies import split_reply
 from agent.signal import (
@@ -78,6 +80,7 @@ from knowledge.index import KnowledgeIndexError, verify_index
 if TYPE_CHECKING:
     from agent.observability.alerts import Monitors
     from agent.observability.anomalies import AnomalyRecorder
+    from agent.observability.dependencies import DependencyMonitor
     from agent.observability.metrics import BotMetrics
     from guards.anomaly import AnomalyDetector
 
@@ -96,6 +99,10 @@ DIRECT = "dm"
 MAX_ATTEMPTS = 3
 """Claims of one message (start-ups included) before it gets the fallback reply instead."""
 GAVE_UP = "Sorry, I could not answer that message. Please try again later."
+UNAVAILABLE = "The assistant is temporarily unavailable. Please try again in a few minutes."
+"""The reply to a message that waited `hold` seconds for a dependency in vain (the same
+text as the graph's fallback for a failing guard or model)."""
+DEFAULT_HOLD = 300.0
 BLOCKED_ROUTES = frozenset({"threat", "output_blocked"})
 """Fallback reasons that mean a guard refused the message (anomaly detection, OBS-7)."""
 
@@ -104,12 +111,25 @@ BLOCKED_ROUTES = frozenset({"threat", "output_blocked"})
 class AccessPolicy:
     """Who may talk to the bot (ACC-1, ACC-2)."""
 
-    passphrase: str | None = None
-    """None: no activation step (only sensible together with an allow list)."""
+    passphrase: SecretStr | None = None
+    """None: no activation step (only sensible together with an allow list). Kept wrapped,
+    so no repr, log line or traceback shows it; unwrapped only inside the comparison."""
     allowed: frozenset[str] = frozenset()
     """Service UUIDs or E.164 numbers; empty means everyone (after activation)."""
     admins: frozenset[str] = frozenset()
     command_prefix: str = "/"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.passphrase, str):  # callers (tests) may hand a plain string
+            object.__setattr__(self, "passphrase", SecretStr(self.passphrase))
+
+
+class DependencyDown(Exception):  # noqa: N818 - a state, not a failure of ours
+    """Answering needs a dependency that is down: the message waits in the inbox."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(", ".join(names))
+        self.names = names
 
 
 @dataclass(slots=True)
@@ -121,6 +141,8 @@ class ServiceStats:
     sent: int = 0
     send_retries: int = 0
     send_failed: int = 0
+    held: int = 0
+    """Messages that waited in the inbox for a dependency to come back."""
     alerts: list[str] = field(default_factory=list)
 
 
@@ -145,7 +167,9 @@ class BotService:
                  index_check_interval: float = 5.0, index_verify_interval: float = 60.0,
                  tracer: Tracer | None = None, monitors: Monitors | None = None,
                  anomalies: AnomalyDetector | None = None,
-                 anomaly_recorder: AnomalyRecorder | None = None) -> None:
+                 anomaly_recorder: AnomalyRecorder | None = None,
+                 dependencies: DependencyMonitor | None = None,
+                 hold: float = DEFAULT_HOLD) -> None:
         self.transport = transport
         self.assistant = assistant
         self.store = store
@@ -160,6 +184,10 @@ class BotService:
         self._alert: Alert = monitors.manager if monitors is not None else alert
         self.anomalies = anomalies
         self._anomaly_recorder = anomaly_recorder
+        self.dependencies = dependencies
+        """Embedding endpoint, model server, Redis: probed; a message that needs one that
+        is down waits up to `hold` seconds in the inbox, then gets UNAVAILABLE."""
+        self._hold = hold
         self._clock = clock
         self._sleep = sleep
         self._retry_initial = retry_initial
@@ -262,6 +290,26 @@ class BotService:
         self._retries.add(task)
         task.add_done_callback(self._retries.discard)
 
+    def _hold_until_up(self, message: InboxMessage, names: list[str]) -> None:
+        """Keep a message that needs a dependency which is down: it stays claimed in the
+        inbox (a restart re-claims it) and runs again once the dependency is back, without
+        costing one of its MAX_ATTEMPTS; after `hold` seconds from its arrival it gets the
+        UNAVAILABLE reply instead. Never lost, never answered twice."""
+        monitor = self.dependencies
+        assert monitor is not None
+        self.stats.held += 1
+        self._count("held", dependency=names[0])
+        log.info("message_held", extra={"dependencies": names})
+        left = self._hold - max(0.0, self._clock() - message.received_at)
+
+        async def resume() -> None:
+            back = left > 0 and await monitor.wait_up(names, timeout=left)
+            self._spawn(self._process(message, unavailable=not back))
+
+        task = asyncio.ensure_future(resume())
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
         self._in_flight.add(task)
@@ -319,15 +367,17 @@ class BotService:
 
     # ----------------------------------------------------------------- answering
 
-    async def _process(self, message: InboxMessage) -> None:
-        """Handle one message inside its trace (continued from the inbox after a restart)."""
+    async def _process(self, message: InboxMessage, *, unavailable: bool = False) -> None:
+        """Handle one message inside its trace (continued from the inbox after a restart).
+        `unavailable`: it waited for a dependency in vain; it gets UNAVAILABLE."""
         payload = message.payload or {}
         with self._tracer.start_as_current_span(
                 "bot handle", context=extract(payload.get("trace")), record_exception=False,
                 attributes={"signal_rag.attempt": message.attempts}) as span:
-            await self._process_in_span(message, span)
+            await self._process_in_span(message, span, unavailable=unavailable)
 
-    async def _process_in_span(self, message: InboxMessage, span: Span) -> None:
+    async def _process_in_span(self, message: InboxMessage, span: Span, *,
+                               unavailable: bool = False) -> None:
         uuid = message.key.sender_uuid
         lock = self._user_locks.setdefault(uuid, asyncio.Lock())
         async with lock:
@@ -335,7 +385,11 @@ class BotService:
                 # A message that crashed the bot on every earlier attempt must not do it
                 # forever: it gets a short apology instead (RES-2).
                 reply = GAVE_UP if message.attempts > MAX_ATTEMPTS else \
-                    await self._respond(message)
+                    UNAVAILABLE if unavailable else await self._respond(message)
+            except DependencyDown as down:
+                span.set_attribute("signal_rag.route", "held")
+                self._hold_until_up(message, down.names)
+                return
             except Exception as exc:  # noqa: BLE001 - the message stays open for a retry
                 log.error("message_failed", extra={"error": type(exc).__name__})
                 self._count("failed", stage="graph")
@@ -344,8 +398,13 @@ class BotService:
                 mark_failed(span, exc)
                 self._retry_later(message)
                 return
+            if reply is not None and not reply.strip():  # never an empty send (the graph
+                log.error("empty_reply_replaced")         # guards this too)
+                reply = GAVE_UP
             if reply == GAVE_UP:
                 self._count("failed", stage="gave_up")
+            elif unavailable:
+                self._count("failed", stage="dependency_down")
             span.set_attribute("signal_rag.route", self._routes.pop(message.key, (
                 "silence" if reply is None else "service")))
             if reply is None:
@@ -388,6 +447,7 @@ class BotService:
         if self.anomalies is not None and self.anomalies.is_muted(user, now):
             self._count("refused", reason="muted")
             return None  # repeated attacks: silence for a while (OBS-7, off by default)
+        self._need_dependencies()
         decision = await asyncio.to_thread(self.limiter.hit, user)
         self._limits_storage(reachable=not decision.degraded)
         if not decision.allowed:
@@ -416,6 +476,8 @@ class BotService:
                         recipient=None if group else uuid, group_id=group, stop=True))
             raise
         typing.cancel()  # the reply clears an indicator that was shown
+        if answer.fallback_reason == "index_unavailable":
+            self._need_dependencies()  # the query embedding failed just now: wait for it
         if self.anomalies is not None and self._anomaly_recorder is not None:
             new_user = not await self._db(self.users.chats, user)
             self._anomaly_recorder.record(self.anomalies.observe(MessageFacts(
@@ -426,6 +488,17 @@ class BotService:
         self._routes[message.key] = f"fallback:{answer.fallback_reason}" \
             if answer.fallback_reason else "answered"
         return answer.reply
+
+    def _need_dependencies(self) -> None:
+        """Raise DependencyDown when answering needs a dependency that is down: the query
+        embedding (with an index loaded; without one the answer is the index fallback
+        anyway). A chat model that is down needs no wait: its circuit breaker and the
+        extractive fallback answer from the documents at once (RES-1)."""
+        if self.dependencies is None or self.assistant.index is None:
+            return
+        down = self.dependencies.down([EMBEDDINGS])
+        if down:
+            raise DependencyDown(down)
 
     async def _typing_after_delay(self, uuid: str, group: str | None) -> bool:
         """Show "typing…" once an answer takes longer than `typing_delay`; True if shown."""
@@ -438,6 +511,12 @@ class BotService:
         assert self.access.passphrase is not None
         state = await asyncio.to_thread(self.lockout.check, user)
         self._limits_storage(reachable=not state.degraded)
+        if state.degraded and self.dependencies is not None \
+                and LIMITS_STORAGE in self.dependencies.dependencies:
+            # The lockout fails closed while Redis is down; rather than dropping the
+            # attempt in silence, it waits in the inbox for Redis to come back.
+            self.dependencies.report(LIMITS_STORAGE, False, "StorageError")
+            raise DependencyDown([LIMITS_STORAGE])
         if state.locked:
             self._count("refused", reason="locked_out")
             return None
@@ -558,7 +637,8 @@ class BotService:
         if changed or not had_index:
             try:
                 index = await asyncio.to_thread(load_knowledge, self.assistant.settings,
-                                                self.assistant.embedder, path)
+                                                self.assistant.embedder, path,
+                                                endpoint_may_be_down=True)
             except KnowledgeIndexError as exc:
                 self.assistant.index = None
                 if had_index:  # once per loss; a missing index at start was logged then
@@ -596,6 +676,10 @@ class BotService:
         """Alert while the shared rate-limit store (Redis) is unreachable: the limiter then
         counts per process and the activation lockout fails closed, so new users cannot
         activate; resolve when a decision comes from the store again."""
+        if self.dependencies is not None and reachable:
+            # Only successes: a degraded decision may come from the limiter's local fallback
+            # window, which outlasts the outage; the probe and the lockout report failures.
+            self.dependencies.report(LIMITS_STORAGE, True)
         if not reachable:
             self._raise_alert(LIMITS_STORAGE_UNREACHABLE)
         elif self.monitors is not None:

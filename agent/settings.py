@@ -7,6 +7,7 @@ raise `ConfigError` whose message names the environment variable to fix.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ from pydantic_settings import (
     NestedSecretsSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 ENV_PREFIX = "SIGNAL_RAG_"
@@ -263,6 +265,31 @@ class LimitsSettings(BaseModel):
         return value
 
 
+class DependencySettings(BaseModel):
+    """`serve` starts and reports not ready, instead of failing, while the embedding endpoint
+    (`openai` provider), the chat model server or Redis is down, probes each in the
+    background and recovers on its own (docs/operations.md, "Dependencies")."""
+
+    model_config = ConfigDict(title="Dependencies (embedding endpoint, model server, Redis)")
+
+    probe_interval: float = Field(
+        30.0, gt=0, le=3600,
+        description="seconds between probes of a dependency that is up; one that is down is "
+                    "probed again after 1, 2, 4 … s, up to 30 s or this interval if shorter")
+    probe_timeout: float = Field(5.0, gt=0, le=120, description="seconds per probe")
+    alert_minutes: float = Field(
+        2.0, gt=0, le=1440,
+        description="`embeddings_unreachable`, `model_unreachable` and "
+                    "`limits_storage_unreachable` fire once a dependency has been down this "
+                    "long")
+    hold: float = Field(
+        300.0, ge=0, le=86_400,
+        description="seconds a message that needs a dependency that is down (a question "
+                    "while the embedding endpoint is down, an activation while Redis is "
+                    "down) waits in the inbox for it; then it gets the \"temporarily "
+                    "unavailable\" reply")
+
+
 class HealthSettings(BaseModel):
     model_config = ConfigDict(title="Health and metrics server")
 
@@ -436,6 +463,7 @@ class Settings(BaseSettings):
     signal: SignalSettings = SignalSettings()
     access: AccessSettings = AccessSettings()
     limits: LimitsSettings = LimitsSettings()
+    dependencies: DependencySettings = DependencySettings()
     alerts: AlertSettings = AlertSettings()
     anomalies: AnomalySettings = AnomalySettings()
 
@@ -510,6 +538,18 @@ class OwnSecretsSource(NestedSecretsSettingsSource):
         return secrets
 
 
+def _unparsable(exc: SettingsError) -> str:
+    """pydantic-settings reads a whole group of settings (`SIGNAL_RAG_LLM`, or a secret file
+    `signal_rag_llm`) as a JSON object; name it without quoting its value (found by
+    tests/fuzz/test_fuzz_settings.py: it escaped as a SettingsError)."""
+    match = re.search(r'field "([^"]+)" from source "(\w+)"', str(exc))
+    if match is None:
+        return "invalid configuration: a value could not be parsed"
+    where = "a secret file" if "Secret" in match[2] else "the environment"
+    return (f"{ENV_PREFIX}{match[1].upper()}: not a JSON object (in {where}); set the "
+            f"group's settings one by one, e.g. {ENV_PREFIX}{match[1].upper()}__<NAME>")
+
+
 def load_settings(secrets_dir: Path | None = None, **overrides: Any) -> Settings:
     """Read settings from the environment and Docker secrets files, or raise ConfigError."""
     directory = secrets_dir
@@ -526,6 +566,8 @@ def load_settings(secrets_dir: Path | None = None, **overrides: Any) -> Settings
     except (UnicodeDecodeError, OSError) as exc:
         raise ConfigError(f"{ENV_PREFIX}SECRETS_DIR: cannot read the secrets files in "
                           f"{directory} ({type(exc).__name__})") from None
+    except SettingsError as exc:  # a group (e.g. SIGNAL_RAG_LLM) set to a value, not JSON
+        raise ConfigError(_unparsable(exc)) from None
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

@@ -59,6 +59,7 @@ never carry message text.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -114,6 +115,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at);
 """
+
+log = logging.getLogger(__name__)
 
 
 class StoreError(RuntimeError):
@@ -192,15 +195,42 @@ class Store:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         # Message content lives here: create the file owner-only. SQLite gives the -wal
         # and -shm files the database file's permissions.
+        self.damaged_aside: Path | None = None
+        """Where a damaged file was moved at open (None when it opened cleanly)."""
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                raise  # locked, read-only, disk full: the file is fine, the moment is not
+            # A damaged file would stop every start (a crash loop) and its rows cannot be
+            # read anyway: keep it aside for inspection and start an empty one.
+            self.damaged_aside = self._set_aside()
+            log.error("store_damaged", extra={"file": self._path.name,
+                                              "kept_as": self.damaged_aside.name})
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
         os.close(os.open(self._path, os.O_CREAT | os.O_RDWR, 0o600))
         # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE) where they matter.
-        self._db = sqlite3.connect(self._path, isolation_level=None,
-                                   check_same_thread=False)
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        self._db = db
         try:
             self._configure()
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+            if verdict != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
         except BaseException:
-            self._db.close()
+            db.close()
             raise
+        return db
+
+    def _set_aside(self) -> Path:
+        aside = self._path.with_name(f"{self._path.name}.damaged-{int(self._clock())}")
+        for suffix in ("", "-wal", "-shm"):
+            source = self._path.with_name(self._path.name + suffix)
+            if source.exists():
+                source.rename(aside.with_name(aside.name + suffix))
+        return aside
 
     def _configure(self) -> None:
         db = self._db
@@ -346,17 +376,22 @@ class Store:
 
     def due_outbox(self, now: float | None = None, limit: int = 100) -> list[OutboxItem]:
         """Pending parts whose time has come, oldest first. A part waits while an earlier
-        part of the same reply is still pending, so a reply never arrives out of order."""
+        part of the same reply is still pending, so a reply never arrives out of order.
+
+        A part created "in the future" is due too: the wall clock stepped back (NTP, a VM
+        resumed), and its retry time, on the old clock, could be days away (found by the
+        fault campaign). A smaller step back delays a retry by at most the step."""
         at = self._clock() if now is None else now
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, sender_uuid, msg_timestamp, part, text, recipient, group_id, "
                 "quote_author, quote_timestamp, attempts, trace FROM outbox AS o "
-                "WHERE status = 'pending' AND next_attempt_at <= ? AND NOT EXISTS ("
+                "WHERE status = 'pending' AND (next_attempt_at <= ? OR created_at > ?) "
+                "AND NOT EXISTS ("
                 "  SELECT 1 FROM outbox AS e WHERE e.sender_uuid = o.sender_uuid "
                 "  AND e.msg_timestamp = o.msg_timestamp AND e.part < o.part "
                 "  AND e.status = 'pending') "
-                "ORDER BY id LIMIT ?", (at, limit)).fetchall()
+                "ORDER BY id LIMIT ?", (at, at, limit)).fetchall()
         return [OutboxItem(id=row[0], key=InboxKey(row[1], row[2]), part=row[3], text=row[4],
                            recipient=row[5], group_id=row[6], quote_author=row[7],
                            quote_timestamp=row[8], attempts=row[9], trace=row[10])

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 EXIT_REGRESSION, EXIT_USAGE = 1, 2
 DEFAULT_CACHE = Path("data") / "eval-cache"
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
+app = typer.Typer(pretty_exceptions_show_locals=False, no_args_is_help=True,
+                  add_completion=False,
                   help="Evaluate retrieval and answers on BEIR-format datasets.")
 err = Console(stderr=True)
 

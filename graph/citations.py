@@ -29,6 +29,12 @@ def citation_number(citations: list[Citation], passage: Passage) -> int:
     raise KeyError(passage["source"])
 
 
+def has_text(answer: str) -> bool:
+    """Whether an answer says anything: a letter or digit outside the [n] markers. An empty
+    or marker-only body must never be sent as an answer."""
+    return any(char.isalnum() for char in _MARKER.sub("", answer))
+
+
 def keep_cited(answer: str, citations: list[Citation]) -> tuple[str, list[Citation]]:
     """Drop markers that point at no source and list only the sources actually cited."""
     valid = {c["number"] for c in citations}

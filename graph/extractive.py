@@ -20,6 +20,7 @@ _INLINE = re.compile(r"(\*\*|__|`)")
 _FRAGMENT_END = re.compile(r"(:|,|;|\b(or|and|but|with|the|a|to))$", re.IGNORECASE)
 _LIST_TAIL = re.compile(r"(\s*[,;]|\s+(or|and))+$", re.IGNORECASE)
 MAX_SENTENCE_CHARS = 400
+MIN_SENTENCE_CHARS = 20
 
 
 def _blocks(text: str) -> list[str]:
@@ -38,6 +39,15 @@ def _blocks(text: str) -> list[str]:
     return blocks
 
 
+def _is_statement(sentence: str) -> bool:
+    """A sentence worth quoting: 20 characters or more, or a shorter complete one of at
+    least two words ("Widgets are blue."); never a fragment ending in "and", ":" …"""
+    if _FRAGMENT_END.search(sentence):
+        return False
+    return len(sentence) >= MIN_SENTENCE_CHARS or (
+        sentence.endswith((".", "!", "?")) and len(sentence.split()) >= 2)
+
+
 def _sentences(text: str) -> list[str]:
     found = []
     for block in _blocks(text):
@@ -49,7 +59,7 @@ def _sentences(text: str) -> list[str]:
             sentence = piece.strip()
             if list_item:  # "- the user: an HMAC of the id, and" is a complete statement
                 sentence = _LIST_TAIL.sub("", sentence)
-            if len(sentence) >= 20 and not _FRAGMENT_END.search(sentence):
+            if _is_statement(sentence):
                 found.append(sentence[:MAX_SENTENCE_CHARS])
     return found
 
@@ -66,7 +76,8 @@ def _scored_sentences(text: str) -> tuple[tuple[str, frozenset[str], int], ...]:
 
 def extractive_answer(question: str, passages: list[Passage], *, max_sentences: int = 3
                       ) -> tuple[str, list[Citation]]:
-    """Pick up to `max_sentences` sentences by stemmed-term overlap with the question."""
+    """Pick up to `max_sentences` sentences by stemmed-term overlap with the question.
+    ("", []) when the passages hold no sentence at all: callers then say they don't know."""
     wanted = set(terms(question))
     citations = number_sources(passages)
     scored: list[tuple[float, int, str, int]] = []

@@ -53,8 +53,39 @@ def discover(root: Path) -> Iterator[Path]:
             yield path
 
 
+MAX_UNREADABLE_SHARE = 0.3
+"""Above this share of replacement and control characters (among the non-blank ones) a
+text is not a document but bytes of another kind or encoding: it is reported, not indexed.
+A few stray bytes (a Latin-1 accent, a NUL) are tolerated; control characters are removed."""
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def unreadable_share(text: str) -> float:
+    """The share of U+FFFD and control characters among the non-blank characters."""
+    visible = [char for char in text if not char.isspace()]
+    if not visible:
+        return 0.0
+    bad = sum(1 for char in visible if char == "\ufffd" or _CONTROL.match(char))
+    return bad / len(visible)
+
+
+def _readable(pages: list[Page], source: str) -> list[Page]:
+    """The pages with their control characters removed; DocumentError when the text is
+    mostly replacement or control characters (invalid UTF-8, a binary file)."""
+    kept = [page for page in pages if unreadable_share(page.text) <= MAX_UNREADABLE_SHARE]
+    if pages and not kept:
+        raise DocumentError(f"{source}: unreadable (mostly invalid UTF-8 or control "
+                            "characters; save it as UTF-8 text)")
+    return [Page(source=page.source, title=_CONTROL.sub("", page.title),
+                 text=_CONTROL.sub("", page.text), page=page.page) for page in kept]
+
+
 def load(path: Path, source: str) -> list[Page]:
     """Read one file into pages; raise DocumentError with a clear reason on failure."""
+    return _readable(_load(path, source), source)
+
+
+def _load(path: Path, source: str) -> list[Page]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".pdf":

@@ -438,12 +438,19 @@ class OpenAIEmbedder:
 
         try:
             response = self._client.embeddings.create(model=self._model, input=texts)
-        except openai.OpenAIError as exc:
+            rows = sorted(response.data, key=lambda item: item.index)
+            vectors = normalise([row.embedding for row in rows])
+        # A server that answers 200 with a cut or malformed body makes the client raise
+        # JSONDecodeError (a ValueError) or leaves fields of the wrong type: an endpoint
+        # fault like any other, never a crash of the caller.
+        except (openai.OpenAIError, ValueError, TypeError, AttributeError) as exc:
             raise EmbeddingError(
                 f"embedding endpoint failed for model {self._model!r}: {type(exc).__name__}"
             ) from exc
-        rows = sorted(response.data, key=lambda item: item.index)
-        vectors = normalise([row.embedding for row in rows])
+        if vectors.ndim != 2 or vectors.shape[0] != len(texts) or vectors.shape[1] < 1:
+            raise EmbeddingError(
+                f"embedding endpoint for model {self._model!r} returned {vectors.shape[0]} "
+                f"vectors for {len(texts)} texts")
         self._dimension = int(vectors.shape[1])
         return vectors
 

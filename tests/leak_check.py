@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pytest
@@ -23,15 +24,35 @@ SENSITIVE = (
     "open sesame 42", "let me in please",                            # test passphrases
     "How often should I oil the bicycle chain",                     # a test question
 )
+PHONE_NUMBER = re.compile(r"\+1555\d{7}")
+"""Every phone number the tests use is a +1555 number (the fake daemon's, the bot's)."""
 _leaks: list[str] = []
 _checked = [0]
 
 
+def _forms(needle: str) -> set[str]:
+    """A value as it may appear in output: itself, JSON-escaped, and Python's repr."""
+    return {needle, json.dumps(needle)[1:-1], repr(needle)[1:-1]}
+
+
+def secrets_in(output: bytes | str, extra: Iterable[str] = ()) -> list[str]:
+    """The sensitive test values (and `extra` ones, e.g. a test's pepper or message texts)
+    found in `output`: raw bytes a process wrote, a log file, a rendered record.
+
+    One scanner for every check: the session-wide check below, the fault campaign's scan
+    of every byte a `serve` process wrote, and the fuzzers' captured logs.
+    """
+    text = output.decode("utf-8", errors="replace") if isinstance(output, bytes) else output
+    found = [needle for needle in (*SENSITIVE, *extra) if needle
+             and any(form in text for form in _forms(needle))]
+    found += sorted(set(PHONE_NUMBER.findall(text)) - set(found))
+    return found
+
+
 def _scan(kind: str, rendered: str) -> None:
     _checked[0] += 1
-    for needle in SENSITIVE:
-        if needle in rendered:
-            _leaks.append(f"{kind}: {needle!r} in {rendered[:300]!r}")
+    for needle in secrets_in(rendered):
+        _leaks.append(f"{kind}: {needle!r} in {rendered[:300]!r}")
 
 
 def pytest_configure(config: pytest.Config) -> None:

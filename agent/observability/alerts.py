@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import httpx
+from pydantic import SecretStr
 
 from agent.observability.logs import CONTENT_KEYS, REDACTED, REDACTOR
 
@@ -71,6 +72,8 @@ SIGNAL_RATE_LIMITED = "signal_rate_limited"
 SIGNAL_UNTRUSTED_IDENTITY = "signal_untrusted_identity"
 ATTACK_PROBING = "attack_probing"
 LIMITS_STORAGE_UNREACHABLE = "limits_storage_unreachable"
+EMBEDDINGS_UNREACHABLE = "embeddings_unreachable"
+MODEL_UNREACHABLE = "model_unreachable"
 CONDITIONS: dict[str, str] = {
     MODEL_AUTH_FAILED: "the chat model refused our API key",
     MODEL_QUOTA_EXHAUSTED: "the chat model's quota or billing limit is used up",
@@ -87,6 +90,10 @@ CONDITIONS: dict[str, str] = {
     ATTACK_PROBING: "many new users sent blocked first messages",
     LIMITS_STORAGE_UNREACHABLE: "the shared rate-limit store is unreachable: limits are "
                                 "per process and new users cannot activate",
+    EMBEDDINGS_UNREACHABLE: "the embedding endpoint has not answered for a while: "
+                            "questions wait in the inbox",
+    MODEL_UNREACHABLE: "the chat model server has not answered for a while: answers come "
+                       "from the fallback",
 }
 """Known conditions and a one-line meaning, used in the Signal message."""
 
@@ -398,12 +405,14 @@ class WebhookNotifier:
 
     name = "webhook"
 
-    def __init__(self, url: str, *, timeout: float = 10.0, retries: int = 1,
+    def __init__(self, url: SecretStr | str, *, timeout: float = 10.0, retries: int = 1,
                  retry_delay: float = 1.0, client: httpx.AsyncClient | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        if not url.startswith(("http://", "https://")):
+        secret = url if isinstance(url, SecretStr) else SecretStr(url)
+        if not secret.get_secret_value().startswith(("http://", "https://")):
             raise ValueError("the webhook URL must start with http:// or https://")
-        self._url = url
+        self._url = secret
+        """Unwrapped only for the request, so no repr or traceback shows its token."""
         self._timeout = timeout
         self._retries = retries
         self._retry_delay = retry_delay
@@ -422,7 +431,7 @@ class WebhookNotifier:
         for attempt in range(1, attempts + 1):
             retryable = True
             try:
-                response = await client.post(self._url, json=body)
+                response = await client.post(self._url.get_secret_value(), json=body)
             except httpx.HTTPError as exc:
                 outcome = type(exc).__name__
             else:
@@ -759,7 +768,7 @@ def build_alerting(settings: Settings, send: Send | None = None, *,
     notifiers: list[Notifier] = []
     closers: list[Callable[[], Awaitable[None]]] = []
     if cfg.webhook_url is not None:
-        webhook = WebhookNotifier(cfg.webhook_url.get_secret_value())
+        webhook = WebhookNotifier(cfg.webhook_url)
         notifiers.append(webhook)
         closers.append(webhook.aclose)
     if cfg.signal_admins and send is not None and settings.access.admin_set:

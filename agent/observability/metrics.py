@@ -10,7 +10,7 @@ Each `BotMetrics` has its own Prometheus registry: no process-global state.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,8 @@ class BotMetrics:
     def __init__(self, service_name: str = "signal-rag") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.snapshot = Snapshot()
+        self.dependencies: Callable[[], Mapping[str, bool]] | None = None
+        """Read at scrape time: each dependency's state from its monitor (set by `serve`)."""
         self._reader = PrometheusMetricReader(registry=self.registry)
         self._provider = MeterProvider(
             resource=Resource.create({"service.name": service_name}),
@@ -68,6 +70,9 @@ class BotMetrics:
         self.anomalies = meter.create_counter(
             "signal_rag.anomalies", unit="1",
             description="Anomalies detected (OBS-7), by kind")
+        self.held = meter.create_counter(
+            "signal_rag.messages.held", unit="1",
+            description="Messages that waited in the inbox for a dependency, by dependency")
         self.model_tokens = meter.create_counter(
             "signal_rag.model.tokens", unit="1",
             description="Tokens the chat model reported, by model and direction (in, out)")
@@ -96,6 +101,16 @@ class BotMetrics:
             meter.create_observable_gauge(name, callbacks=[self._gauge(read)], unit=unit,
                                           description=description)
 
+        meter.create_observable_gauge(
+            "signal_rag.dependency.up", callbacks=[self._dependency_gauge], unit="1",
+            description="1 when the dependency (embeddings, model, limits_storage) answers, "
+                        "0 when it is down or not checked yet")
+
+    def _dependency_gauge(self, _options: CallbackOptions) -> Iterable[Observation]:
+        states = self.dependencies() if self.dependencies is not None else {}
+        for name, up in sorted(states.items()):
+            yield Observation(1 if up else 0, {"dependency": name})
+
     def _gauge(self, read: Any) -> Any:
         def callback(_options: CallbackOptions) -> Iterable[Observation]:
             yield Observation(read(self.snapshot))
@@ -112,8 +127,8 @@ class BotMetrics:
             outcome = "ok" if route == "answered" else route.removeprefix("fallback:")
             self.model_calls.add(1, {"model": str(event.get("model", "none")),
                                      "outcome": outcome})
-        for field, direction in (("tokens_in", "in"), ("tokens_out", "out")):
-            count = event.get(field)
+        for key, direction in (("tokens_in", "in"), ("tokens_out", "out")):
+            count = event.get(key)
             if isinstance(count, int) and count > 0:
                 self.model_tokens.add(count, {"model": str(event.get("model", "none")),
                                               "direction": direction})

@@ -3,13 +3,17 @@
 Ready means it can do its job now: signal-cli answers, an index is loaded and verified,
 the model's circuit is not open (with it open the bot still replies, from the fallback,
 so operators should know), and the inbox is draining (nothing waits longer than
-`max_backlog_age` seconds).
+`max_backlog_age` seconds). With an embedding endpoint, a chat model server or Redis
+configured, each must have answered its last probe (agent/observability/dependencies.py):
+the detail then names the error class of the failure, e.g. `unreachable: APIConnectionError`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from agent.observability.dependencies import MODEL
 
 if TYPE_CHECKING:
     from agent.service import BotService
@@ -40,9 +44,18 @@ async def service_readiness(service: BotService, *,
         else Check(False, "no verified index loaded")
     circuit = service.assistant.breaker.state.value
     model = Check(circuit != "open", f"circuit {circuit}")
+    dependencies: dict[str, Check] = {}
+    if service.dependencies is not None:
+        for name, state in service.dependencies.states().items():
+            if name == MODEL:  # one check for the model: its circuit and its server
+                model = Check(model.ok and state.up is True,
+                              f"{model.detail}, {state.detail}")
+            else:
+                dependencies[name] = Check(state.up is True, state.detail)
     counts = await service.counts()
     age = counts.oldest_unanswered_age or 0.0
     inbox = Check(age <= max_backlog_age,
                   f"{sum(counts.inbox[s] for s in ('pending', 'processing'))} open, "
                   f"oldest {age:.0f} s")
-    return {"signal_cli": signal_cli, "index": index_check, "model": model, "inbox": inbox}
+    return {"signal_cli": signal_cli, "index": index_check, "model": model, **dependencies,
+            "inbox": inbox}

@@ -13,11 +13,11 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from graph.citations import format_reply
+from graph.citations import format_reply, has_text
 from graph.context import GraphContext
 from graph.extractive import extractive_answer
 from graph.nodes.timing import elapsed_ms
-from graph.state import FallbackReason, GraphState
+from graph.state import Citation, FallbackReason, GraphState
 
 UNAVAILABLE = "The assistant is temporarily unavailable. Please try again in a few minutes."
 
@@ -43,8 +43,10 @@ def fallback(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str, Any
     started = ctx.clock()
     reason: FallbackReason = state.get("fallback_reason") or "model_error"
     passages = state.get("passages") or []
+    answer, citations = "", list[Citation]()
     if reason in ("circuit_open", "model_error") and passages:
         answer, citations = extractive_answer(state.get("text", ""), passages)
+    if has_text(answer):
         reply = format_reply(f"{MODEL_DOWN_PREFIX}\n{answer}", citations)
     else:
         citations = []

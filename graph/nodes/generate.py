@@ -13,7 +13,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from graph.citations import format_reply, keep_cited
+from graph.citations import format_reply, has_text, keep_cited
 from graph.context import GraphContext
 from graph.extractive import extractive_answer
 from graph.nodes.timing import elapsed_ms
@@ -64,6 +64,8 @@ async def generate(state: GraphState, runtime: Runtime[GraphContext]) -> dict[st
 
     if ctx.chat_model is None:
         answer, citations = extractive_answer(state["text"], passages)
+        if not has_text(answer):  # passages without a quotable sentence: "I don't know"
+            return done(fallback_reason="no_context", model="extractive")
         return done(answer=answer, citations=citations, reply=format_reply(answer, citations),
                     model="extractive", fallback_reason=None)
     if not ctx.breaker.allow():
@@ -101,7 +103,7 @@ async def generate(state: GraphState, runtime: Runtime[GraphContext]) -> dict[st
     ctx.breaker.record_success()
     text = response.content if isinstance(response.content, str) else str(response.content)
     answer, citations = keep_cited(text, numbered)
-    if not answer:
+    if not has_text(answer):  # an empty (or marker-only) completion is not an answer
         return done(fallback_reason="model_error", error="EmptyAnswer", model=ctx.model_name)
     # The exchange joins the history only once the output guard has passed it.
     return done(answer=answer, citations=citations, reply=format_reply(answer, citations),

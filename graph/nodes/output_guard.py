@@ -14,6 +14,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from graph.citations import has_text
 from graph.context import GraphContext
 from graph.nodes.alerting import guard_failed, raise_alert
 from graph.nodes.fallback import MESSAGES, UNAVAILABLE
@@ -48,8 +49,12 @@ def output_guard(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str,
         rules = list(state.get("guard_rules", [])) + [f"output:{r}" for r in verdict.reasons]
         return done(reply=MESSAGES["output_blocked"], answer="", citations=[],
                     fallback_reason="output_blocked", guard_rules=rules)
-    if ctx.chat_model is not None and state.get("fallback_reason") is None \
-            and state.get("answer"):
+    answered = state.get("fallback_reason") is None
+    if not has_text(state.get("answer", "") if answered else state.get("reply", "")):
+        # Last line of defence: whatever produced it, an empty answer is never sent.
+        return done(reply=MESSAGES["no_context"], answer="", citations=[],
+                    fallback_reason="no_context", error="EmptyAnswer")
+    if ctx.chat_model is not None and answered and state.get("answer"):
         exchange = Exchange(question=state["text"], answer=state["answer"],
                             at=ctx.wall_clock())
         return done(history=[exchange])

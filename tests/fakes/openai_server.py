@@ -260,9 +260,9 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, fake: FakeOpenAIServer) -> None:
+    def __init__(self, fake: FakeOpenAIServer, port: int = 0) -> None:
         self.fake = fake
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
     def handle_error(self, request: object, client_address: object) -> None:
         # Clients hang up mid-response on purpose in these tests (timeouts, close()).
@@ -508,7 +508,9 @@ class FakeOpenAIServer:
         *,
         embedding_dim: int = DEFAULT_EMBEDDING_DIM,
         default: Action | None = None,
+        port: int = 0,
     ) -> None:
+        """`port`: a fixed one, e.g. to bring a server back where a client expects it."""
         self.embedding_dim = embedding_dim
         self.default: Action = default if default is not None else Reply()
         self._lock = threading.Lock()
@@ -519,7 +521,7 @@ class FakeOpenAIServer:
         self._ids = 0
         self._closing = threading.Event()
         self._closed = False
-        self._httpd = _HTTPServer(self)
+        self._httpd = _HTTPServer(self, port)
         host, port = self._httpd.server_address[:2]
         self.host = str(host)
         self.port = int(port)

@@ -156,7 +156,8 @@ def test_health_readiness_and_metrics_of_a_running_bot(
         assert health({**env, "SIGNAL_RAG_MAX_INPUT_CHARS": "0"}).returncode == 0
         ready = json.loads(health(env).stdout)
         assert ready["status"] == "ready"
-        assert set(ready["checks"]) == {"signal_cli", "index", "model", "inbox"}
+        # `embeddings`: the openai provider's endpoint is a probed dependency (no Redis here)
+        assert set(ready["checks"]) == {"signal_cli", "index", "model", "embeddings", "inbox"}
         assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
         activate(sim)
         model.default = Reply("Exit code 3 means the index is missing or damaged [1].")

@@ -68,3 +68,33 @@ def test_chunks_overlap_and_keep_provenance():
 def test_invalid_chunking_is_rejected():
     with pytest.raises(ValueError, match="overlap"):
         make_splitter(100, 100)
+
+
+# unreadable text ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw", [
+    b"\xff\xfe\x00\x00\x9c\x80\xc3\x28\x00\xa0\xa1",          # invalid UTF-8 and NULs
+    "Widgets are blue.".encode("utf-16-le"),                   # UTF-16 read as UTF-8
+    bytes(range(256)) * 4,                                     # a binary file
+])
+def test_mostly_invalid_text_is_reported_as_unreadable_not_indexed(
+        tmp_path: Path, raw: bytes) -> None:
+    path = tmp_path / "garbage.txt"
+    path.write_bytes(raw)
+    with pytest.raises(DocumentError, match=r"garbage\.txt: unreadable"):
+        load(path, "garbage.txt")
+
+
+def test_a_few_stray_bytes_are_tolerated_and_control_characters_removed(tmp_path: Path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("Caf\xe9 opens at nine.\x00 Widgets are blue.".encode("latin-1"))
+    [page] = load(path, "latin1.txt")
+    assert "\x00" not in page.text and "\ufffd" in page.text
+    assert "Widgets are blue." in page.text
+
+
+def test_an_html_page_of_garbage_is_unreadable(tmp_path: Path):
+    path = tmp_path / "page.html"
+    path.write_bytes(b"<html><body>" + bytes(range(1, 32)) * 8 + b"</body></html>")
+    with pytest.raises(DocumentError, match="unreadable"):
+        load(path, "page.html")

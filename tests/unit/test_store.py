@@ -183,6 +183,21 @@ def test_retry_scheduling_follows_the_clock(store: Store, clock: FakeClock) -> N
     assert (text, error, attempts) == (None, "UntrustedIdentityError", 3)
 
 
+def test_a_retry_is_due_at_once_when_the_wall_clock_steps_back(store: Store,
+                                                                clock: FakeClock) -> None:
+    """Found by the fault campaign: a retry scheduled for "in 2 s" on a clock that then
+    stepped back three days waited three days. A part created after "now" is due."""
+    key = accept(store)
+    store.record_reply(key, [ReplyPart("answer", recipient=ALICE)])
+    item = store.due_outbox()[0]
+    clock.now += 100  # the part has waited 100 s (signal-cli was down)
+    assert store.mark_retry(item.id, clock.now + 2, "SignalNetworkError")
+    clock.now -= 50  # a step back smaller than the part's age: the retry keeps its time,
+    assert store.due_outbox() == []  # so it comes later by at most the step
+    clock.now -= 3 * 86_400
+    assert [due.id for due in store.due_outbox()] == [item.id]
+
+
 def test_a_failed_part_does_not_block_the_next(store: Store) -> None:
     key = accept(store)
     store.record_reply(key, [ReplyPart("one", recipient=ALICE),
@@ -292,3 +307,34 @@ def test_a_version_1_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> 
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     db.close()
+
+
+@pytest.mark.parametrize("damage", [
+    b"SQLite format 3\0" + bytes(range(256)) * 16,   # a header, then garbage pages
+    b"not a database at all" * 100,
+])
+def test_a_damaged_file_is_kept_aside_and_a_fresh_one_opened(
+        tmp_path: Path, damage: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    """A damaged inbox must not stop every start (a crash loop, found by the fault
+    campaign): it is moved aside, named in one log line, and an empty inbox opens."""
+    path = tmp_path / "inbox.sqlite3"
+    path.write_bytes(damage)
+    with Store(path, clock=lambda: 1234.0) as store:
+        assert store.damaged_aside == tmp_path / "inbox.sqlite3.damaged-1234"
+        assert store.accept("a", 1, "a", {"text": "hi"})
+    assert store.damaged_aside.read_bytes() == damage
+    assert [r.message for r in caplog.records if r.levelname == "ERROR"] == ["store_damaged"]
+
+
+def test_a_locked_file_is_not_taken_for_a_damaged_one(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    Store(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            Store(path)
+        assert sorted(p.name for p in tmp_path.iterdir() if "damaged" in p.name) == []
+    finally:
+        holder.close()
