@@ -92,9 +92,8 @@ bench: install-dev
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.images
 
-# The images built and run on a real engine (docs/docker.md, "Tested here"). `make test`
-# runs these too when CI=true; elsewhere they need SIGNAL_RAG_CONTAINER_TESTS=1, which this
-# sets. The engine (Debian's docker.io on a private socket, stand-in bases) is installed
+# The images built and run on a real engine (docs/docker.md, "Tested here"). They need
+# SIGNAL_RAG_CONTAINER_TESTS=1, which this sets; `make test` skips them (cold: ~30 min). The engine (Debian's docker.io on a private socket, stand-in bases) is installed
 # and started by scripts/container-engine.sh when none runs, and stopped afterwards.
 container-test: install-dev
 	SIGNAL_RAG_CONTAINER_TESTS=1 $(BIN)/python -m pytest -v --durations=0 tests/container
