@@ -10,6 +10,7 @@ the detail then names the error class of the failure, e.g. `unreachable: APIConn
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from agent.service import BotService
 
 MAX_BACKLOG_AGE_S = 300.0
+SIGNAL_CLI_CHECK_TIMEOUT_S = 1.0
+"""Under the health server's whole budget (2 s), so a hung daemon is named as such and
+the other checks still report, instead of the whole of `/readyz` timing out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,10 +33,14 @@ class Check:
 
 
 async def service_readiness(service: BotService, *,
-                            max_backlog_age: float = MAX_BACKLOG_AGE_S) -> dict[str, Check]:
+                            max_backlog_age: float = MAX_BACKLOG_AGE_S,
+                            signal_cli_timeout: float = SIGNAL_CLI_CHECK_TIMEOUT_S,
+                            ) -> dict[str, Check]:
     transport = service.transport
     try:
-        reachable = await transport.check()
+        reachable = await asyncio.wait_for(transport.check(), signal_cli_timeout)
+    except TimeoutError:
+        signal_cli = Check(False, f"check timed out after {signal_cli_timeout:g} s")
     except Exception as exc:  # noqa: BLE001 - any failure to check is "not reachable"
         signal_cli = Check(False, f"check failed: {type(exc).__name__}")
     else:

@@ -71,17 +71,15 @@ def fault_in_flight(name: str, mode: Mode, deps: Deps, chat: Conversation) -> No
         wait_for(lambda: deps.sim.subscriber_count == 0, "the daemon saw the stream end")
 
 
-PENDING_SERVE_CHANGE = "the serve side of issue 11 (degrade, don't die) is not in yet: "
-
-
 @pytest.mark.parametrize("mode", [
     "down",
     pytest.param("hang", marks=pytest.mark.xfail(strict=True, reason=(
-        PENDING_SERVE_CHANGE + "with every dependency hung, /readyz gives no per-dependency "
-        "reason (all checks share one 2 s budget and signal-cli's check outlasts it)"))),
+        "with every dependency hung, /readyz now names each one (signal-cli's check has "
+        "its own 1 s limit), but no alert fires within 60 s (fired: none)"))),
     pytest.param("garbage", marks=pytest.mark.xfail(strict=True, reason=(
-        PENDING_SERVE_CHANGE + "serve exits at start when a dependency answers 200 with a "
-        "broken JSON body (JSONDecodeError)"))),
+        "serve no longer exits on a 200 with a broken body, and /readyz names the model, "
+        "embedding and Redis faults, but a signal-cli that answers its check with 200 and "
+        "garbage is still reported reachable"))),
 ])
 def test_every_dependency_faulty_at_start_then_each_one_mid_conversation(
         mode: Mode, deps: Deps, bot: Bot, chat: Conversation) -> None:

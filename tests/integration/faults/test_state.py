@@ -88,7 +88,7 @@ def fill(path: Path) -> None:
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "the serve side of issue 11 is not in yet: a message arriving while the disk is full is "
+    "open: a message arriving while the disk is full is "
     "lost (envelope_failed OperationalError), and /readyz does not say the inbox cannot be "
     "written"))
 def test_disk_full_under_the_data_directory(deps: Deps, bot: Bot, chat: Conversation,
@@ -139,7 +139,7 @@ def damage_index(data: Path) -> None:
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "the serve side of issue 11 is not in yet: no alert when the inbox is kept aside at "
+    "open: no alert when the inbox is kept aside at "
     "start (agent/store.py keeps it aside and logs store_damaged since 846b493)"))
 def test_inbox_audit_and_index_damaged_while_stopped(deps: Deps, bot: Bot,
                                                      chat: Conversation) -> None:
