@@ -28,7 +28,13 @@ from graph.prompts import new_canary
 from graph.state import Citation, FallbackReason
 from guards.passages import PassageChecks
 from knowledge.batching import BatchingEmbedder
-from knowledge.embeddings import Embedder, EmbeddingError, LocalEmbedder, OpenAIEmbedder
+from knowledge.embeddings import (
+    Embedder,
+    EmbeddingError,
+    LocalEmbedder,
+    ModelFilesError,
+    OpenAIEmbedder,
+)
 from knowledge.index import (
     EmbeddingInfo,
     KnowledgeIndex,
@@ -112,8 +118,9 @@ def load_knowledge(settings: Settings, embedder: Embedder, path: Path | None = N
     index_dir = path or settings.index_path
     try:
         expected = embedding_info(settings, embedder)
-    except EmbeddingError:
-        if not endpoint_may_be_down:
+    except EmbeddingError as exc:
+        # A missing or damaged local model will not come back by itself: exit 2, not a wait.
+        if not endpoint_may_be_down or isinstance(exc, ModelFilesError):
             raise
         log.warning("embedding_dimension_unknown", extra={"error": "EmbeddingError"})
         index = open_index(index_dir)
