@@ -25,7 +25,7 @@ from agent.settings import Settings
 from graph.builder import build_graph, model_retry_policy
 from graph.context import Alerts, AuditSink, GraphContext, LogAlerts, NoSpans, PassageSource
 from graph.prompts import new_canary
-from graph.state import Citation, FallbackReason
+from graph.state import Citation, FallbackReason, Passage
 from guards.passages import PassageChecks
 from knowledge.batching import BatchingEmbedder
 from knowledge.embeddings import (
@@ -54,6 +54,8 @@ class Answer:
     reply: str
     citations: list[Citation] = field(default_factory=list)
     fallback_reason: FallbackReason | None = None
+    passages: list[Passage] = field(default_factory=list)
+    """The retrieved passages (feedback records their chunk ids and top similarity)."""
 
 
 def build_embedder(settings: Settings, *, max_retries: int = 2) -> Embedder:
@@ -252,7 +254,8 @@ class Assistant:
             config,
             context=context or self.context(), **extra)
         return Answer(reply=result["reply"], citations=list(result.get("citations") or []),
-                      fallback_reason=result.get("fallback_reason"))
+                      fallback_reason=result.get("fallback_reason"),
+                      passages=list(result.get("passages") or []))
 
 
 def _log_breaker(state: BreakerState) -> None:

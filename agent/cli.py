@@ -36,8 +36,10 @@ app.add_typer(index_app, name="index")
 
 def _add_eval_app() -> None:
     """`eval`: its module imports only typer and rich; the harness loads in each command."""
+    from agent.feedback_cli import feedback_command
     from evals.cli import app as eval_app
 
+    eval_app.command("feedback")(feedback_command)
     app.add_typer(eval_app, name="eval")
 
 

@@ -88,9 +88,15 @@ def help_text(prefix: str = "/") -> str:
     )
 
 
-def info_text(knowledge: str, prefix: str = "/") -> str:
-    """Reply to /info; `knowledge` says in a few words what the collection covers."""
+def info_text(knowledge: str, prefix: str = "/", *, keep_feedback_text: bool = False) -> str:
+    """Reply to /info; `knowledge` says in a few words what the collection covers,
+    `keep_feedback_text` whether a reaction keeps the question (FEEDBACK__KEEP_TEXT)."""
     about = " ".join(knowledge.split()) or "a private document collection"
+    forget = f"Send {prefix}forget to delete everything stored about you."
+    if keep_feedback_text:
+        forget = ("A \N{THUMBS UP SIGN} or \N{THUMBS DOWN SIGN} on an answer keeps your "
+                  "question, the passages it cited and your reaction, to test and improve "
+                  "the search (the disappearing-message timer deletes them too). " + forget)
     return "\n".join(
         [
             f"I answer questions from {about}, and say so when the documents do not cover it.",
@@ -98,7 +104,7 @@ def info_text(knowledge: str, prefix: str = "/") -> str:
             "kept as conversation memory until the chat is idle for a day "
             f"({prefix}reset clears it sooner).",
             "The audit log holds no message text, only keyed hashes (HMAC) of ids.",
-            f"Send {prefix}forget to delete everything stored about you.",
+            forget,
         ]
     )
 

@@ -51,6 +51,7 @@ from agent.commands import (
     requires_admin,
     unknown_command_hint,
 )
+from agent.feedback import AnswerRecord, FeedbackRecorder, answer_record, remember_answer
 from agent.observability.alerts import (
     INDEX_CORRUPT,
     INDEX_RESTORED,
@@ -212,6 +213,9 @@ class BotService:
         self._retries: set[asyncio.Task[None]] = set()
         self._citations: dict[InboxKey, list[dict[str, Any]]] = {}
         self._routes: dict[InboxKey, str] = {}
+        self._answer_records: dict[InboxKey, AnswerRecord] = {}
+        self.feedback = FeedbackRecorder(users, metrics=metrics, tracer=self._tracer,
+                                         keep_text=assistant.settings.feedback.keep_text)
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
 
@@ -333,9 +337,7 @@ class BotService:
         if envelope.kind is EnvelopeKind.REACTION and envelope.reaction is not None:
             reaction = envelope.reaction
             if self._is_self(reaction.target_author_uuid, reaction.target_author_number):
-                await self._db(self.users.record_feedback, self.assistant.hash_user(uuid),
-                               reaction.target_sent_timestamp, reaction.emoji,
-                               removed=reaction.is_remove)
+                await self._db(self.feedback.record, self.assistant.hash_user(uuid), reaction)
             return
         if envelope.kind is not EnvelopeKind.DATA or not envelope.text:
             # Edits, deletes, receipts, typing, sync, stories and calls need no answer:
@@ -485,6 +487,8 @@ class BotService:
                 blocked=answer.fallback_reason in BLOCKED_ROUTES)))
         await self._db(self.users.touch_thread, user, chat, expires=expires)
         self._citations[message.key] = [dict(c) for c in answer.citations]
+        self._answer_records[message.key] = answer_record(answer, text,
+                                                          keep_text=self.feedback.keep_text)
         self._routes[message.key] = f"fallback:{answer.fallback_reason}" \
             if answer.fallback_reason else "answered"
         return answer.reply
@@ -542,7 +546,7 @@ class BotService:
             index = self.assistant.index
             knowledge = (f"{len(index.manifest.documents)} documents ({index.manifest.chunk_count}"
                          " passages)" if index is not None else "no documents right now")
-            return info_text(knowledge, prefix)
+            return info_text(knowledge, prefix, keep_feedback_text=self.feedback.keep_text)
         if command is Command.RESET:
             await self.assistant.forget_thread(user, chat)
             await self._db(self.users.reset, user, chat)
@@ -787,8 +791,9 @@ class BotService:
         self.stats.sent += 1
         if item.part == 0 and result.timestamp:
             user = self.assistant.hash_user(item.key.sender_uuid)
-            await self._db(self.users.remember_answer, user, item.group_id or DIRECT,
-                           result.timestamp, self._citations.pop(item.key, []))
+            await self._db(remember_answer, self.users, user, item.group_id or DIRECT,
+                           result.timestamp, sources=self._citations.pop(item.key, []),
+                           record=self._answer_records.pop(item.key, None), trace=item.trace)
         return True
 
     async def _send_failed(self, item: OutboxItem, exc: SignalError) -> bool:

@@ -429,6 +429,20 @@ class AnomalySettings(BaseModel):
         return value
 
 
+class FeedbackSettings(BaseModel):
+    """Reactions on answers (EV-4): 👍 counts as helpful and 👎 as not helpful, from the
+    person who asked; other emoji are ignored. By default only content-free facts are kept
+    (route, cited sources and chunk ids, top similarity); see docs/evals.md, "Feedback"."""
+
+    model_config = ConfigDict(title="Feedback (EV-4)")
+
+    keep_text: bool = Field(
+        False, description="`true`: a 👍 or 👎 also keeps the question it answers, so "
+                           "`signal-rag eval feedback --export` can write an eval dataset; "
+                           "/info tells users, /forget and the disappearing-message timer "
+                           "delete it")
+
+
 class Settings(BaseSettings):
     """Every setting, read once at start-up by `load_settings`; the top level holds the
     paths and what applies to every command, each group is a nested model."""
@@ -466,6 +480,7 @@ class Settings(BaseSettings):
     dependencies: DependencySettings = DependencySettings()
     alerts: AlertSettings = AlertSettings()
     anomalies: AnomalySettings = AnomalySettings()
+    feedback: FeedbackSettings = FeedbackSettings()
 
     @classmethod
     def settings_customise_sources(

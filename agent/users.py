@@ -24,15 +24,49 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS activated (user TEXT PRIMARY KEY, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS answers (
     sent_ts INTEGER PRIMARY KEY, user TEXT NOT NULL, chat TEXT NOT NULL, at REAL NOT NULL,
-    sources TEXT NOT NULL);
+    sources TEXT NOT NULL, route TEXT, trace TEXT, facts TEXT, question TEXT);
 CREATE INDEX IF NOT EXISTS answers_by_user ON answers (user, chat, at);
 CREATE TABLE IF NOT EXISTS threads (
     user TEXT NOT NULL, chat TEXT NOT NULL, last_at REAL NOT NULL,
     expires INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (user, chat));
 CREATE TABLE IF NOT EXISTS feedback (
     user TEXT NOT NULL, sent_ts INTEGER NOT NULL, emoji TEXT NOT NULL, at REAL NOT NULL,
+    chat TEXT, reaction TEXT, route TEXT, facts TEXT, question TEXT,
     PRIMARY KEY (user, sent_ts));
 """
+_ADDED_COLUMNS = {
+    "threads": ("expires INTEGER NOT NULL DEFAULT 0",),  # SIG-7
+    "answers": ("route TEXT", "trace TEXT", "facts TEXT", "question TEXT"),  # EV-4
+    "feedback": ("chat TEXT", "reaction TEXT", "route TEXT", "facts TEXT",  # EV-4
+                 "question TEXT"),
+}
+"""Columns added after the first release: a directory written before them gets them on
+open (NULL in old rows, which the readers treat as unknown)."""
+PENDING_QUESTION_S = 24 * 3600.0
+"""With FEEDBACK__KEEP_TEXT, how long an answer's question waits for a reaction before it
+is cleared (also cleared with its thread, /reset and /forget)."""
+
+
+class AnsweredFor(NamedTuple):
+    """What a reaction refers to: one of the bot's answers and the facts kept with it."""
+
+    chat: str
+    route: str | None
+    trace: str | None
+    """The answer's W3C trace context (the JSON that agent.observability.tracing.inject
+    writes), so the reaction links to the answer's trace."""
+
+
+class FeedbackRow(NamedTuple):
+    """One stored reaction, for aggregation and export."""
+
+    emoji: str
+    reaction: str | None
+    """`helpful` / `not_helpful` (None in rows written before EV-4)."""
+    route: str | None
+    facts: dict[str, Any]
+    question: str | None
+    """Only with FEEDBACK__KEEP_TEXT."""
 
 
 class Thread(NamedTuple):
@@ -59,9 +93,11 @@ class UserDirectory:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(threads)")}
-        if "expires" not in columns:  # a directory written before SIG-7
-            self._db.execute("ALTER TABLE threads ADD COLUMN expires INTEGER NOT NULL DEFAULT 0")
+        for table, added in _ADDED_COLUMNS.items():
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for column in added:
+                if column.split()[0] not in columns:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     def close(self) -> None:
         with self._lock:
@@ -82,11 +118,23 @@ class UserDirectory:
         self._run("INSERT OR IGNORE INTO activated (user, at) VALUES (?, ?)", user, self._clock())
 
     def remember_answer(self, user: str, chat: str, sent_ts: int,
-                        sources: list[dict[str, Any]]) -> None:
-        """Link a sent answer to its user (for reactions) and keep its sources (/sources)."""
-        self._run("INSERT OR REPLACE INTO answers (sent_ts, user, chat, at, sources) "
-                  "VALUES (?, ?, ?, ?, ?)", sent_ts, user, chat, self._clock(),
-                  json.dumps(sources))
+                        sources: list[dict[str, Any]], *, route: str | None = None,
+                        trace: str | None = None, facts: dict[str, Any] | None = None,
+                        question: str | None = None) -> None:
+        """Link a sent answer to its user (for reactions) and keep its sources (/sources),
+        the route, trace and content-free facts a reaction is counted with (EV-4), and the
+        question only when FEEDBACK__KEEP_TEXT is on (cleared after PENDING_QUESTION_S)."""
+        now = self._clock()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT OR REPLACE INTO answers (sent_ts, user, chat, at, sources, route, "
+                "trace, facts, question) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (sent_ts, user, chat, now, json.dumps(sources), route, trace,
+                 json.dumps(facts or {}), question))
+            self._db.execute("UPDATE answers SET question = NULL WHERE question IS NOT NULL "
+                             "AND at < ?", (now - PENDING_QUESTION_S,))
+            self._db.execute("COMMIT")
 
     def last_sources(self, user: str, chat: str) -> list[dict[str, Any]]:
         row = self._one("SELECT sources FROM answers WHERE user = ? AND chat = ? "
@@ -125,9 +173,15 @@ class UserDirectory:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM threads WHERE user = ? AND chat = ?", (user, chat))
+            # An idle thread's questions no longer wait for a reaction (EV-4).
+            self._db.execute("UPDATE answers SET question = NULL WHERE user = ? AND chat = ?",
+                             (user, chat))
             if purge_answers:
                 self._db.execute("DELETE FROM answers WHERE user = ? AND chat = ?",
                                  (user, chat))
+                # Kept feedback text of a disappearing chat disappears with it.
+                self._db.execute("UPDATE feedback SET question = NULL "
+                                 "WHERE user = ? AND chat = ?", (user, chat))
             self._db.execute("COMMIT")
 
     def last_answer_timestamp(self, user: str, chat: str) -> int | None:
@@ -135,22 +189,60 @@ class UserDirectory:
                         "ORDER BY at DESC, sent_ts DESC LIMIT 1", user, chat)
         return int(row[0]) if row else None
 
-    def record_feedback(self, user: str, sent_ts: int, emoji: str, *, removed: bool) -> bool:
-        """Store a reaction on one of the bot's answers; False if it is not one of ours."""
-        if self._one("SELECT 1 FROM answers WHERE sent_ts = ?", sent_ts) is None:
-            return False
-        if removed:
-            self._run("DELETE FROM feedback WHERE user = ? AND sent_ts = ?", user, sent_ts)
-        else:
-            self._run("INSERT OR REPLACE INTO feedback (user, sent_ts, emoji, at) "
-                      "VALUES (?, ?, ?, ?)", user, sent_ts, emoji, self._clock())
-        return True
+    def answered_for(self, user: str, sent_ts: int) -> AnsweredFor | None:
+        """The answer `sent_ts` if the bot sent it to `user` (None: unknown, purged, or
+        someone else's answer, e.g. another group member's question)."""
+        row = self._one("SELECT chat, route, trace FROM answers WHERE sent_ts = ? "
+                        "AND user = ?", sent_ts, user)
+        return AnsweredFor(str(row[0]), row[1], row[2]) if row else None
+
+    def record_feedback(self, user: str, sent_ts: int, emoji: str, *, reaction: str | None,
+                        removed: bool, keep_text: bool = False) -> bool:
+        """Store or remove `user`'s reaction on one of the bot's answers to them; False if
+        the answer is not theirs (or not known). `reaction` None: an emoji that does not
+        count, which replaces (so deletes) a counted one. A removal deletes the stored
+        reaction only when it names the same emoji. With `keep_text`, the answer's pending
+        question is copied into the feedback row."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                answer = self._db.execute(
+                    "SELECT chat, route, facts, question FROM answers WHERE sent_ts = ? "
+                    "AND user = ?", (sent_ts, user)).fetchone()
+                if answer is None:
+                    self._db.execute("ROLLBACK")
+                    return False
+                if removed:
+                    self._db.execute("DELETE FROM feedback WHERE user = ? AND sent_ts = ? "
+                                     "AND emoji = ?", (user, sent_ts, emoji))
+                elif reaction is None:
+                    self._db.execute("DELETE FROM feedback WHERE user = ? AND sent_ts = ?",
+                                     (user, sent_ts))
+                else:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO feedback (user, sent_ts, emoji, at, chat, "
+                        "reaction, route, facts, question) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (user, sent_ts, emoji, self._clock(), answer[0], reaction, answer[1],
+                         answer[2], answer[3] if keep_text else None))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return True
 
     def feedback(self) -> list[tuple[int, str]]:
-        """(answer timestamp, emoji) pairs, for exporting an eval set later."""
+        """(answer timestamp, emoji) pairs."""
         with self._lock:
             return [(int(r[0]), str(r[1]))
                     for r in self._db.execute("SELECT sent_ts, emoji FROM feedback")]
+
+    def feedback_rows(self) -> list[FeedbackRow]:
+        """Every stored reaction with its content-free facts (and kept question, if any),
+        oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT emoji, reaction, route, facts, question "
+                                    "FROM feedback ORDER BY at, sent_ts").fetchall()
+        return [FeedbackRow(str(r[0]), r[1], r[2], _json_object(r[3]), r[4]) for r in rows]
 
     def reset(self, user: str, chat: str) -> None:
         self._run("DELETE FROM answers WHERE user = ? AND chat = ?", user, chat)
@@ -162,3 +254,12 @@ class UserDirectory:
             for table in ("activated", "answers", "feedback", "threads"):
                 self._db.execute(f"DELETE FROM {table} WHERE user = ?", (user,))  # noqa: S608
             self._db.execute("COMMIT")
+
+
+def _json_object(text: str | None) -> dict[str, Any]:
+    """A stored JSON object; an old row's NULL or unreadable value reads as empty."""
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

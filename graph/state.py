@@ -57,6 +57,8 @@ class Passage(TypedDict):
     page: int | None
     text: str
     similarity: float
+    chunk_id: NotRequired[str]
+    """The index's id of the chunk (feedback export links a reaction to it)."""
 
 
 class Citation(TypedDict):
@@ -118,3 +120,5 @@ class GraphOutput(TypedDict, total=False):
     reply: str
     citations: list[Citation]
     fallback_reason: FallbackReason | None
+    passages: list[Passage]
+    """For the caller's feedback record (cited chunk ids, top similarity); never sent."""

@@ -76,6 +76,10 @@ class BotMetrics:
         self.model_tokens = meter.create_counter(
             "signal_rag.model.tokens", unit="1",
             description="Tokens the chat model reported, by model and direction (in, out)")
+        self.feedback = meter.create_counter(
+            "signal_rag.feedback", unit="1",
+            description="Reactions counted on answers (EV-4), by route and reaction "
+                        "(helpful, not_helpful); removals are not subtracted")
         self.reply_latency = meter.create_histogram(
             "signal_rag.reply.latency", unit="s",
             description="From accepting a message to its reply being queued")

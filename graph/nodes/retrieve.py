@@ -57,7 +57,7 @@ def retrieve(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str, Any
             continue
         passages.append(Passage(source=hit.chunk.source, title=title,
                                 page=hit.chunk.page, text=check.text,
-                                similarity=round(hit.similarity, 4)))
+                                similarity=round(hit.similarity, 4), chunk_id=hit.chunk.id))
     if hidden:
         rules.append(f"passage:{HIDDEN_RULE}")
     return {"passages": passages, "guard_rules": rules,

@@ -26,6 +26,8 @@ class ReceivedSpan:
     error: bool
     start_ns: int = 0
     end_ns: int = 0
+    links: tuple[tuple[str, str], ...] = ()
+    """(trace id, span id) of each OpenTelemetry Link."""
 
 
 def _value(any_value: Any) -> Any:
@@ -79,7 +81,9 @@ class OtlpReceiver:
                         attributes={a.key: _value(a.value) for a in span.attributes},
                         service=str(resource.get("service.name")),
                         error=span.status.code == 2, start_ns=span.start_time_unix_nano,
-                        end_ns=span.end_time_unix_nano))
+                        end_ns=span.end_time_unix_nano,
+                        links=tuple((link.trace_id.hex(), link.span_id.hex())
+                                    for link in span.links)))
         with self._lock:
             self.spans.extend(found)
             self.content_types.append(content_type)

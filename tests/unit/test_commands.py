@@ -75,6 +75,14 @@ def test_info_covers_knowledge_and_data_handling() -> None:
     assert "HMAC" in text
     assert "/forget" in text
     assert "a private document collection" in info_text("")
+    assert "\N{THUMBS UP SIGN}" not in text, "said only when questions are kept"
+
+
+def test_info_says_when_reactions_keep_the_question() -> None:
+    text = info_text("bikes", "!", keep_feedback_text=True)
+    assert 3 <= len(text.splitlines()) <= 4
+    assert "\N{THUMBS UP SIGN}" in text and "keeps your question" in text
+    assert "!forget" in text and "/forget" not in text
 
 
 def test_unknown_hint_is_short_and_does_not_echo() -> None:
