@@ -226,10 +226,11 @@ class ExportResult:
 
 
 def export_beir(rows: Iterable[FeedbackRow], chunks: dict[str, tuple[str, str]],
-                out_dir: Path) -> ExportResult:
+                out_dir: Path, *, all_passages: bool = False) -> ExportResult:
     """Write queries.jsonl, corpus.jsonl (the cited chunks, from `chunks`: id -> (title,
-    text) of the current index) and qrels/test.tsv (👍: 1, 👎: 0). `out_dir` must not exist or
-    be empty; it is written whole or not at all."""
+    text) of the current index; with `all_passages` every chunk, so retrieval is measured
+    against the whole collection) and qrels/test.tsv (👍: 1, 👎: 0). `out_dir` must not exist
+    or be empty; it is written whole or not at all."""
     queries: list[dict[str, str]] = []
     qrels: list[tuple[str, str, int]] = []
     used: dict[str, tuple[str, str]] = {}
@@ -248,6 +249,8 @@ def export_beir(rows: Iterable[FeedbackRow], chunks: dict[str, tuple[str, str]],
         for chunk_id in known:
             used[chunk_id] = chunks[chunk_id]
             qrels.append((query_id, chunk_id, 1 if kind == HELPFUL else 0))
+    if all_passages:
+        used = dict(chunks)
     if not queries:
         raise FeedbackExportError(
             "no kept feedback to export: reactions keep a question only with "

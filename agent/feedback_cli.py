@@ -34,6 +34,9 @@ def feedback_command(
             "--export", help="Write the kept reactions as a BEIR dataset to this new folder "
                              "(needs SIGNAL_RAG_FEEDBACK__KEEP_TEXT=true while they came).")]
         = None,
+        all_passages: Annotated[bool, typer.Option(
+            "--all-passages", help="With --export: every passage of the index in "
+                                   "corpus.jsonl, not only the cited ones.")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
         = False,
 ) -> None:
@@ -59,7 +62,7 @@ def feedback_command(
     if export is not None:
         try:
             chunks = index_chunks(settings.index_path) if rows else {}
-            result = export_beir(rows, chunks, export)
+            result = export_beir(rows, chunks, export, all_passages=all_passages)
         except KnowledgeIndexError as exc:
             _fail(f"the index at {settings.index_path} cannot be read: {exc}")
         except (FeedbackExportError, OSError) as exc:
@@ -79,8 +82,8 @@ def feedback_command(
         return
     console = Console()
     for title, tallies in (("route", summary.routes), ("cited source", summary.sources)):
-        table = Table(title, "helpful", "not helpful", "top similarity (helpful)",
-                      "top similarity (not helpful)", title=f"reactions by {title}")
+        table = Table(title, "helpful", "not helpful", "top sim. helpful",
+                      "top sim. not helpful", title=f"reactions by {title}")
         for name, tally in sorted(tallies.items()):
             table.add_row(escape(name), str(tally.helpful), str(tally.not_helpful),
                           _similarity(tally.mean_similarity("helpful")),

@@ -143,7 +143,8 @@ async def test_reactions_become_an_eval_dataset_that_eval_retrieval_runs(
     assert LIKED not in summary.output, "the summary shows no message text"
 
     export = tmp_path / "feedback-set"
-    exported = runner.invoke(app, ["eval", "feedback", "--export", str(export)])
+    exported = runner.invoke(app, ["eval", "feedback", "--export", str(export),
+                                   "--all-passages"])
     assert exported.exit_code == 0, exported.output
     assert "2 queries (1 with a helpful judgement" in exported.output
     queries = (export / "queries.jsonl").read_text(encoding="utf-8")
@@ -158,6 +159,7 @@ async def test_reactions_become_an_eval_dataset_that_eval_retrieval_runs(
     assert evaluated.exit_code == 0, evaluated.output
     result = json.loads((out / "report.json").read_text())
     assert result["queries"] == 1
+    assert result["documents"] == len(sample_index.chunks), "the whole collection"
     assert {r["retriever"] for r in result["results"]} == {"bm25", "dense"}
     assert all(0.0 < r["ndcg"] <= 1.0 + 1e-9 for r in result["results"])
 

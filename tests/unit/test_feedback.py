@@ -256,6 +256,9 @@ def test_export_writes_a_beir_dataset_the_eval_reader_accepts(tmp_path: Path,
     assert set(data.corpus) == {"c-bikes"}
     with pytest.raises(FeedbackExportError, match="not an empty folder"):
         export_beir(users.feedback_rows(), chunks, out)
+    whole = export_beir(users.feedback_rows(), chunks, tmp_path / "whole", all_passages=True)
+    assert whole.documents == 2
+    assert set(load_dataset(tmp_path / "whole").corpus) == {"c-bikes", "c-cats"}
 
 
 OLD_SCHEMA = """
