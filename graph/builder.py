@@ -28,9 +28,6 @@ from graph.routing import (
 )
 from graph.state import GraphInput, GraphOutput, GraphState
 
-NODES = ("sanitize", "threat_check", "retrieve", "generate", "fallback", "output_guard",
-         "audit")
-
 
 def model_retry_policy(max_attempts: int = 3, initial_interval: float = 0.5,
                        max_interval: float = 8.0, *, jitter: bool = True) -> RetryPolicy:

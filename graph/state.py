@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, NotRequired, TypedDict
+from typing import Annotated, NotRequired, TypedDict
 
-FallbackReason = Literal[
-    "empty",              # nothing left after sanitising
-    "too_long",           # over the input limit
-    "threat",             # a threat rule matched
-    "guard_error",        # a guard itself failed: fail closed
-    "index_unavailable",  # no verified index loaded (degraded mode)
-    "no_context",         # nothing above the relevance floor
-    "circuit_open",       # the model's circuit breaker is open
-    "model_error",        # the model failed after retries, or refused the request
-    "output_blocked",     # the output guard refused the reply (leak, secret, foreign URL)
-]
-
-
-FIRST_NODE = "sanitize"
+from graph.contract import FIRST_NODE, FallbackReason
 
 
 def merge_timings(left: dict[str, float], right: dict[str, float]) -> dict[str, float]:

@@ -39,6 +39,14 @@ import httpx
 from pydantic import SecretStr
 
 from agent.observability.logs import CONTENT_KEYS, REDACTED, REDACTOR
+from graph.contract import (
+    ANSWERED,
+    ERROR_ROUTES,
+    GUARD_ERROR,
+    PROMPT_LEAK,
+    RUN_EVENT,
+    route_of,
+)
 
 if TYPE_CHECKING:
     from agent.settings import Settings
@@ -54,7 +62,8 @@ MAX_FIELD_CHARS = 200
 MAX_NAME_CHARS = 64
 SERVICE = "signal-rag"
 
-# The condition catalogue: every condition the bot raises is named here and only here
+# The condition catalogue: every condition the bot raises is named here and only here,
+# except those graph nodes raise (GUARD_ERROR, PROMPT_LEAK), named in graph/contract.py
 # (docs/operations.md, "Alerts", says what each means; docs/runbook.md what to do).
 MODEL_AUTH_FAILED = "model_auth_failed"
 MODEL_QUOTA_EXHAUSTED = "model_quota_exhausted"
@@ -64,10 +73,6 @@ INDEX_RESTORED = "index_restored_from_last_good"
 SIGNAL_CLI_UNREACHABLE = "signal_cli_unreachable"
 DISK_SPACE_LOW = "disk_space_low"
 ERROR_RATE_HIGH = "error_rate_high"
-GUARD_ERROR = "guard_error"
-"""Raised by graph nodes (`graph.nodes.alerting`), which cannot import this module."""
-PROMPT_LEAK = "prompt_leak"
-"""Raised by `graph.nodes.output_guard`; the same string is defined there."""
 SIGNAL_RATE_LIMITED = "signal_rate_limited"
 SIGNAL_UNTRUSTED_IDENTITY = "signal_untrusted_identity"
 ATTACK_PROBING = "attack_probing"
@@ -96,10 +101,6 @@ CONDITIONS: dict[str, str] = {
                        "from the fallback",
 }
 """Known conditions and a one-line meaning, used in the Signal message."""
-
-ERROR_ROUTES = frozenset({"fallback:model_error", "fallback:guard_error",
-                          "fallback:circuit_open"})
-"""Audit routes where the bot failed at its job (not the user's input): error-rate input."""
 
 Status = Literal["firing", "resolved"]
 _NAME = re.compile(r"[^a-z0-9_.:-]+")
@@ -522,7 +523,7 @@ class ErrorRateMonitor:
 
     def observe_event(self, event: Mapping[str, Any]) -> None:
         """Feed one audit event (a graph run)."""
-        if event.get("event", "graph_run") == "graph_run":
+        if event.get("event", RUN_EVENT) == RUN_EVENT:
             self.observe(str(event.get("route")) not in ERROR_ROUTES)
 
     def counts(self, now: float | None = None) -> tuple[int, int]:
@@ -653,7 +654,7 @@ def conditions_for_event(event: Mapping[str, Any]) -> list[str]:
                                       code if isinstance(code, str) else None)
     if condition:
         found.append(condition)
-    if event.get("route") == "fallback:circuit_open":
+    if event.get("route") == route_of("circuit_open"):
         found.append(MODEL_CIRCUIT_OPEN)
     return found
 
@@ -675,7 +676,7 @@ class ModelMonitor:
                 fields["error"] = str(event["error"])
             self._alerts.alert(condition, **fields)
         timings = event.get("timings_ms")
-        if event.get("route") == "answered" and isinstance(timings, Mapping) \
+        if event.get("route") == ANSWERED and isinstance(timings, Mapping) \
                 and "generate" in timings and event.get("model") not in (None, "extractive"):
             for condition in self.MODEL_CONDITIONS:
                 self._alerts.resolve(condition)

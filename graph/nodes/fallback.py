@@ -15,9 +15,10 @@ from langgraph.runtime import Runtime
 
 from graph.citations import format_reply, has_text
 from graph.context import GraphContext
+from graph.contract import FallbackReason
 from graph.extractive import extractive_answer
 from graph.nodes.timing import elapsed_ms
-from graph.state import Citation, FallbackReason, GraphState
+from graph.state import Citation, GraphState
 
 UNAVAILABLE = "The assistant is temporarily unavailable. Please try again in a few minutes."
 

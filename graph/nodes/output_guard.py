@@ -16,14 +16,13 @@ from langgraph.runtime import Runtime
 
 from graph.citations import has_text
 from graph.context import GraphContext
+from graph.contract import PROMPT_LEAK
 from graph.nodes.alerting import guard_failed, raise_alert
 from graph.nodes.fallback import MESSAGES, UNAVAILABLE
 from graph.nodes.timing import elapsed_ms
 from graph.prompts import system_prompt
 from graph.state import Exchange, GraphState
 from guards.output import CANARY, SYSTEM_PROMPT, OutputPolicy, allowed_urls, check_output
-
-PROMPT_LEAK = "prompt_leak"
 
 
 def output_guard(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str, Any]:

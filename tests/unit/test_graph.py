@@ -11,7 +11,8 @@ from pydantic import Field
 
 from agent.audit import MemoryAuditSink
 from agent.resilience import BreakerState, CircuitBreaker
-from graph.builder import NODES, build_graph, model_retry_policy
+from graph.builder import build_graph, model_retry_policy
+from graph.contract import NODES
 from graph.drawing import draw
 from tests.unit.graph_helpers import FAQ, GUIDE, FixedKnowledge, context
 
