@@ -16,15 +16,13 @@ from langgraph.runtime import Runtime
 
 from graph.context import GraphContext
 from graph.nodes.alerting import guard_failed
-from graph.nodes.timing import elapsed_ms
 from graph.state import GraphState
 from guards.semantic import SEMANTIC_RULE, default_head
 from guards.threats import detect
 
 
-def threat_check(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str, Any]:
+def threat_check(state: GraphState, runtime: Runtime[GraphContext]) -> GraphState:
     ctx = runtime.context
-    started = ctx.clock()
     rules = list(state.get("guard_rules", []))  # sanitize's findings stay in the audit
     try:
         verdict = detect(state["text"])
@@ -36,11 +34,8 @@ def threat_check(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str,
                 found.append(SEMANTIC_RULE)
     except Exception as exc:  # noqa: BLE001 - any guard failure must refuse, not crash
         guard_failed(ctx, "threat_check", exc)
-        return {"fallback_reason": "guard_error", "error": type(exc).__name__,
-                "timings": {"threat_check": elapsed_ms(ctx.clock, started)}}
-    return {"fallback_reason": "threat" if found else None,
-            "guard_rules": rules + found,
-            "timings": {"threat_check": elapsed_ms(ctx.clock, started)}}
+        return {"fallback_reason": "guard_error", "error": type(exc).__name__}
+    return {"fallback_reason": "threat" if found else None, "guard_rules": rules + found}
 
 
 def _vector(ctx: GraphContext, text: str) -> Any:
