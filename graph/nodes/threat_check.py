@@ -10,8 +10,6 @@ which then takes the degraded path without calling the model.
 
 from __future__ import annotations
 
-from typing import Any
-
 from langgraph.runtime import Runtime
 
 from graph.context import GraphContext
@@ -38,7 +36,7 @@ def threat_check(state: GraphState, runtime: Runtime[GraphContext]) -> GraphStat
     return {"fallback_reason": "threat" if found else None, "guard_rules": rules + found}
 
 
-def _vector(ctx: GraphContext, text: str) -> Any:
+def _vector(ctx: GraphContext, text: str) -> object:
     """The message's query vector, or None when the embedder fails (retrieve handles that)."""
     assert ctx.query_vector is not None
     try:
