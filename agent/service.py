@@ -79,10 +79,10 @@ from guards.ratelimit import ActivationLockout, UserRateLimiter
 from knowledge.index import KnowledgeIndexError, verify_index
 
 if TYPE_CHECKING:
-    from agent.observability.alerts import Monitors
     from agent.observability.anomalies import AnomalyRecorder
     from agent.observability.dependencies import DependencyMonitor
     from agent.observability.metrics import BotMetrics
+    from agent.observability.monitors import Monitors
     from guards.anomaly import AnomalyDetector
 
 log = logging.getLogger(__name__)
