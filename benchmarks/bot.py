@@ -41,6 +41,7 @@ async def run_bot_benchmark(index_dir: Path, embedder: Any, *, seconds: float,
     from agent.addressing import BotIdentity
     from agent.assistant import Assistant
     from agent.audit import MemoryAuditSink
+    from agent.ratelimit import ActivationLockout, UserRateLimiter
     from agent.serve import use_graph_threads
     from agent.service import AccessPolicy, BotService
     from agent.settings import load_settings
@@ -49,7 +50,6 @@ async def run_bot_benchmark(index_dir: Path, embedder: Any, *, seconds: float,
     from agent.users import UserDirectory
     from benchmarks.__main__ import embedder_label
     from benchmarks.load_daemon import user_ids
-    from guards.ratelimit import ActivationLockout, UserRateLimiter
     from knowledge.batching import BatchingEmbedder
     from knowledge.index import EmbeddingInfo, open_index
     from tests.fakes.signal_daemon import BOT_NUMBER, BOT_UUID

@@ -21,12 +21,12 @@ from agent.assistant import Assistant
 from agent.audit import MemoryAuditSink
 from agent.observability.alerts import AlertingAuditSink, build_alerting
 from agent.observability.tracing import OtelSpans, build_tracer_provider, tracer_of
+from agent.ratelimit import ActivationLockout, UserRateLimiter
 from agent.resilience import CircuitBreaker
 from agent.service import AccessPolicy, BotService
 from agent.signal import create_transport
 from agent.store import Store
 from agent.users import UserDirectory
-from guards.ratelimit import ActivationLockout, UserRateLimiter
 from tests.fakes.openai_server import FakeOpenAIServer, Reply
 from tests.fakes.otlp_receiver import OtlpReceiver
 from tests.fakes.signal_daemon import (
