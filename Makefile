@@ -137,14 +137,14 @@ eval: install-dev
 # artifacts into ~/.cache/signal-rag/corpus and rebuild guards/data/corpus.jsonl,
 # corpus-manifest.json and PROVENANCE.md from them.
 corpus: install-dev
-	$(BIN)/python -m guards.corpus
+	$(BIN)/python -m evals.detector.corpus
 
 # The learned layers (SEC-2): the n-gram model guards/data/detector.json and the embedding
 # head guards/data/semantic.json, trained on the corpus plus the shared deepset train split
 # (read from ../shared when present), thresholds calibrated out of fold.
 train-detector: install-dev
-	$(BIN)/python -m guards.corpus --check
-	nice -n 10 $(BIN)/python -m guards.train
+	$(BIN)/python -m evals.detector.corpus --check
+	nice -n 10 $(BIN)/python -m evals.detector.train
 
 # Retrain into a temporary directory and compare with the shipped weights (reads ../shared,
 # so it is not part of make test).
