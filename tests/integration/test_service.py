@@ -20,10 +20,8 @@ from agent.settings import load_settings
 from agent.signal import create_transport
 from agent.signal.reconnect import Backoff
 from agent.store import Store
-from agent.users import UserDirectory
-from knowledge.index import EmbeddingInfo, open_index
-from tests.fakes.embeddings import HashingEmbedder
-from tests.fakes.signal_daemon import (
+from agent.testing.embeddings import HashingEmbedder
+from agent.testing.signal_daemon import (
     ALICE_UUID,
     BOB_NUMBER,
     BOB_UUID,
@@ -37,6 +35,8 @@ from tests.fakes.signal_daemon import (
     group_message,
     reaction_message,
 )
+from agent.users import UserDirectory
+from knowledge.index import EmbeddingInfo, open_index
 
 PASSPHRASE = "open sesame 42"
 QUESTION = "How often should I oil the bicycle chain?"

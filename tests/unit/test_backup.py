@@ -36,10 +36,10 @@ from agent.backup import (
 )
 from agent.cli import app
 from agent.settings import load_settings
+from agent.testing.embeddings import HashingEmbedder
 from agent.users import UserDirectory
 from knowledge.index import IndexCorruptError, last_good_path, verify_index
 from knowledge.ingest import ingest
-from tests.fakes.embeddings import HashingEmbedder
 
 runner = CliRunner()
 PASSPHRASE = "a very private passphrase"
