@@ -17,7 +17,7 @@ MODEL_DIR := $(VENV)/share/signal-rag/models/all-MiniLM-L6-v2
 help:
 	@echo "make run    - set up, ingest the bundled sample documents, chat in the terminal"
 	@echo "make test   - set up and run the whole test suite with coverage"
-	@echo "make lint   - ruff, mypy and make deploy-check (shellcheck, hadolint, compose)"
+	@echo "make lint   - ruff, mypy, import layers and make deploy-check (shellcheck, hadolint, compose)"
 	@echo "make bench  - benchmarks (prints tables and ratios)"
 	@echo "make eval   - retrieval and answer evals on the bundled set, against the baseline"
 	@echo "make eval-scifact - reproduce the published SciFact figures and score ours"
@@ -70,6 +70,7 @@ test: install-dev
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	@$(MAKE) --no-print-directory deploy-check
 
 # Container files, checked without a Docker engine (docs/docker.md): shellcheck on every
