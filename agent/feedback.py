@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from opentelemetry.trace import Link, NoOpTracer, Tracer, get_current_span
 
 from agent.observability.tracing import extract
+from graph.contract import ROUTES, route_of
 
 if TYPE_CHECKING:
     from agent.assistant import Answer
@@ -80,8 +81,8 @@ def answer_record(answer: Answer, question: str, *, keep_text: bool) -> AnswerRe
     facts = {"sources": sorted({c["source"] for c in answer.citations}),
              "chunks": list(dict.fromkeys(chunks)),
              "top_similarity": max(similarities) if similarities else None}
-    route = f"fallback:{answer.fallback_reason}" if answer.fallback_reason else "answered"
-    return AnswerRecord(route=route, facts=facts, question=question if keep_text else None)
+    return AnswerRecord(route=route_of(answer.fallback_reason), facts=facts,
+                        question=question if keep_text else None)
 
 
 def remember_answer(users: UserDirectory, user: str, chat: str, sent_ts: int, *,
@@ -137,8 +138,9 @@ class FeedbackRecorder:
             if context.is_valid:
                 span.set_attribute("signal_rag.answer_trace_id",
                                    format(context.trace_id, "032x"))
-        if counted is not None and self._metrics is not None:
-            self._metrics.feedback.add(1, {"route": answer.route, "reaction": counted})
+        if counted is not None and self._metrics is not None:  # bounded label values only
+            route = answer.route if answer.route in ROUTES else "unknown"
+            self._metrics.feedback.add(1, {"route": route, "reaction": counted})
         return counted
 
 

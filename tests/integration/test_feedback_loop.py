@@ -24,11 +24,11 @@ from agent.cli import app
 from agent.observability.logs import json_formatter
 from agent.observability.metrics import BotMetrics
 from agent.observability.tracing import build_tracer_provider, tracer_of
+from agent.ratelimit import ActivationLockout, UserRateLimiter
 from agent.service import AccessPolicy, BotService
 from agent.signal import create_transport
 from agent.store import Store
 from agent.users import UserDirectory
-from guards.ratelimit import ActivationLockout, UserRateLimiter
 from tests.fakes.otlp_receiver import OtlpReceiver
 from tests.fakes.signal_daemon import (
     ALICE_UUID,
