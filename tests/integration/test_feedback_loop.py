@@ -28,9 +28,8 @@ from agent.ratelimit import ActivationLockout, UserRateLimiter
 from agent.service import AccessPolicy, BotService
 from agent.signal import create_transport
 from agent.store import Store
-from agent.users import UserDirectory
-from tests.fakes.otlp_receiver import OtlpReceiver
-from tests.fakes.signal_daemon import (
+from agent.testing.otlp_receiver import OtlpReceiver
+from agent.testing.signal_daemon import (
     ALICE_UUID,
     BOB_NUMBER,
     BOB_UUID,
@@ -41,6 +40,7 @@ from tests.fakes.signal_daemon import (
     fake_signal_daemon,
     reaction_message,
 )
+from agent.users import UserDirectory
 from tests.leak_check import secrets_in
 
 pytestmark = pytest.mark.slow
