@@ -121,9 +121,11 @@ class FeedbackRecorder:
             return None
         # The raw emoji is never stored (any string may arrive), only the canonical one.
         emoji = {HELPFUL: THUMBS_UP, NOT_HELPFUL: THUMBS_DOWN}[kind] if kind else ""
-        self.users.record_feedback(user, reaction.target_sent_timestamp, emoji,
-                                   reaction=kind, removed=reaction.is_remove,
-                                   keep_text=self.keep_text)
+        if not self.users.record_feedback(user, stamp, emoji, reaction=kind,
+                                          removed=reaction.is_remove,
+                                          keep_text=self.keep_text):
+            log.info("feedback_ignored", extra={"reason": "not_an_answer_to_this_user"})
+            return None  # deleted (/reset, a timer) since it was looked up
         counted = kind if not reaction.is_remove else None
         log.info("feedback_recorded", extra={"reaction": kind or "other",
                                              "removed": reaction.is_remove,

@@ -97,7 +97,11 @@ class UserDirectory:
             columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             for column in added:
                 if column.split()[0] not in columns:
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+                    try:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+                    except sqlite3.OperationalError as exc:  # another process was first
+                        if "duplicate column" not in str(exc):
+                            raise
 
     def close(self) -> None:
         with self._lock:
@@ -127,13 +131,17 @@ class UserDirectory:
         now = self._clock()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute(
-                "INSERT OR REPLACE INTO answers (sent_ts, user, chat, at, sources, route, "
-                "trace, facts, question) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (sent_ts, user, chat, now, json.dumps(sources), route, trace,
-                 json.dumps(facts or {}), question))
-            self._db.execute("UPDATE answers SET question = NULL WHERE question IS NOT NULL "
-                             "AND at < ?", (now - PENDING_QUESTION_S,))
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO answers (sent_ts, user, chat, at, sources, route, "
+                    "trace, facts, question) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (sent_ts, user, chat, now, json.dumps(sources), route, trace,
+                     json.dumps(facts or {}), question))
+                self._db.execute("UPDATE answers SET question = NULL WHERE question IS NOT "
+                                 "NULL AND at < ?", (now - PENDING_QUESTION_S,))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             self._db.execute("COMMIT")
 
     def last_sources(self, user: str, chat: str) -> list[dict[str, Any]]:
