@@ -7,6 +7,7 @@ Imports only typer and rich; the store and index load inside the command.
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -54,7 +55,10 @@ def feedback_command(
     path = settings.data_dir / "users.sqlite3"
     rows = []
     if path.is_file():  # never create the bot's state file from a report
-        users = UserDirectory(path)
+        try:
+            users = UserDirectory(path)
+        except sqlite3.DatabaseError as exc:
+            _fail(f"{path} cannot be read ({exc}); restore it from a backup (docs/backup.md)")
         try:
             rows = users.feedback_rows()
         finally:
@@ -89,5 +93,6 @@ def feedback_command(
                           _similarity(tally.mean_similarity("helpful")),
                           _similarity(tally.mean_similarity("not_helpful")))
         console.print(table)
-    typer.echo(f"{summary.reactions} reactions, {summary.kept_questions} with their question "
-               "kept.")
+    plural = "" if summary.reactions == 1 else "s"
+    typer.echo(f"{summary.reactions} reaction{plural}, {summary.kept_questions} with their "
+               "question kept.")

@@ -295,3 +295,42 @@ def test_a_directory_from_the_old_schema_opens_and_keeps_its_rows(tmp_path: Path
         "not_helpful"
     users.close()
     UserDirectory(path).close()  # opening twice is harmless
+
+
+def test_the_command_refuses_a_damaged_store_and_a_file_as_export_target(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    monkeypatch.setenv("SIGNAL_RAG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SIGNAL_RAG_INDEX_DIR", str(tmp_path / "no-index"))
+    users = UserDirectory(tmp_path / "data" / "users.sqlite3")
+    sent(users, 101, keep_text=True)
+    FeedbackRecorder(users, keep_text=True).record(ALICE, react(UP, 101))
+    users.close()
+    target = tmp_path / "a-file"
+    target.write_text("keep me")
+    runner = CliRunner()
+    result = runner.invoke(app, ["eval", "feedback", "--export", str(target)])
+    assert result.exit_code == 2 and "cannot be read" in result.output, "no index here"
+    summary = runner.invoke(app, ["eval", "feedback"])
+    assert summary.exit_code == 0 and "1 reaction, 1 with their question kept" in summary.output
+    assert QUESTION not in summary.output
+    (tmp_path / "data" / "users.sqlite3").write_bytes(b"not a database" * 100)
+    for name in ("users.sqlite3-wal", "users.sqlite3-shm"):
+        (tmp_path / "data" / name).unlink(missing_ok=True)
+    damaged = runner.invoke(app, ["eval", "feedback"])
+    assert damaged.exit_code == 2 and "restore it from a backup" in damaged.output
+    assert target.read_text() == "keep me"
+
+
+def test_an_export_target_that_is_a_file_is_refused(tmp_path: Path,
+                                                     users: UserDirectory) -> None:
+    sent(users, 101, keep_text=True)
+    FeedbackRecorder(users, keep_text=True).record(ALICE, react(UP, 101))
+    target = tmp_path / "a-file"
+    target.write_text("keep me")
+    with pytest.raises(FeedbackExportError, match="not an empty folder"):
+        export_beir(users.feedback_rows(), {"c-bikes": ("Bikes", "Oil it.")}, target)
+    assert target.read_text() == "keep me"
