@@ -73,7 +73,9 @@ class AnswerRecord:
 
 def answer_record(answer: Answer, question: str, *, keep_text: bool) -> AnswerRecord:
     """The record of one graph answer. Cited chunks: the retrieved passages whose source
-    and page the reply cites (a citation names a page, the passage is the chunk)."""
+    and page the reply cites (a citation names a page, the passage is the chunk). The
+    question is kept (with `keep_text`) only when chunks are cited, since only then can it
+    become an eval query: a refusal or fallback never keeps what was asked."""
     cited = {(c["source"], c["page"]) for c in answer.citations}
     chunks = [p["chunk_id"] for p in answer.passages
               if "chunk_id" in p and (p["source"], p["page"]) in cited]
@@ -82,7 +84,7 @@ def answer_record(answer: Answer, question: str, *, keep_text: bool) -> AnswerRe
              "chunks": list(dict.fromkeys(chunks)),
              "top_similarity": max(similarities) if similarities else None}
     return AnswerRecord(route=route_of(answer.fallback_reason), facts=facts,
-                        question=question if keep_text else None)
+                        question=question if keep_text and facts["chunks"] else None)
 
 
 def remember_answer(users: UserDirectory, user: str, chat: str, sent_ts: int, *,

@@ -101,8 +101,13 @@ def test_an_answer_record_keeps_cited_chunks_and_no_text_by_default() -> None:
     assert record.facts == {"sources": ["bikes.txt"], "chunks": ["c-bikes", "c-bikes-2"],
                             "top_similarity": pytest.approx(0.71)}
     assert QUESTION not in repr(record.facts)
-    kept = answer_record(an_answer(reason="no_context"), QUESTION, keep_text=True)
-    assert kept.route == "fallback:no_context" and kept.question == QUESTION
+    kept = answer_record(an_answer(), QUESTION, keep_text=True)
+    assert kept.route == "answered" and kept.question == QUESTION
+    refusal = Answer(reply="I can't help with that.", fallback_reason="threat")
+    record = answer_record(refusal, QUESTION, keep_text=True)
+    assert record.route == "fallback:threat" and record.question is None, \
+        "nothing cited: the question could never be an eval query, so it is not kept"
+    assert record.facts == {"sources": [], "chunks": [], "top_similarity": None}
 
 
 def test_reactions_are_counted_replaced_and_removed(users: UserDirectory) -> None:
