@@ -1,5 +1,9 @@
 """Node `audit`: one content-free event per run (OBS-2): user key, route, verdicts, latencies.
 
+`run_id` is the run's id from its config (LangGraph's own `run_id`): the bot passes its
+trace id there, the LangGraph API its run id, so one id finds a run in the audit trail and
+in the trace (`signal-rag graph --from-audit FILE --run ID`).
+
 An audit sink failure never costs the user the reply; it is reported on the event stream
 of the process (the application's logging) instead.
 """
@@ -7,6 +11,7 @@ of the process (the application's logging) instead.
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -23,6 +28,7 @@ def audit(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str, Any]:
     timings = dict(state.get("timings", {}))
     event = {
         "event": "graph_run",
+        "run_id": run_id(runtime),
         "user": state.get("user", ""),
         "route": f"fallback:{reason}" if reason else "answered",
         "guard_rules": list(state.get("guard_rules", [])),
@@ -46,3 +52,14 @@ def audit(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - the reply must still go out
         log.error("audit_emit_failed", extra={"error": type(exc).__name__})
     return {}
+
+
+def run_id(runtime: Runtime[GraphContext]) -> str | None:
+    """The config's `run_id` as 32 hex digits (an OpenTelemetry trace id's form), or None."""
+    raw = runtime.execution_info.run_id if runtime.execution_info is not None else None
+    if not raw:
+        return None
+    try:
+        return uuid.UUID(str(raw)).hex
+    except ValueError:
+        return None
