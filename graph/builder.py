@@ -41,9 +41,12 @@ def model_retry_policy(max_attempts: int = 3, initial_interval: float = 0.5,
                        retry_on=should_retry)
 
 
-def build_graph(*, retry_policy: RetryPolicy | None = None, checkpointer: Any = None
+def build_graph(*, retry_policy: RetryPolicy | None = None, checkpointer: Any = None,
+                context_schema: type[GraphContext] = GraphContext,
                 ) -> CompiledStateGraph[GraphState, GraphContext, GraphInput, GraphOutput]:
-    builder = StateGraph(GraphState, context_schema=GraphContext, input_schema=GraphInput,
+    """`context_schema`: a subclass whose fields all have defaults lets the LangGraph API
+    build the context from a run's JSON (agent/studio.py)."""
+    builder = StateGraph(GraphState, context_schema=context_schema, input_schema=GraphInput,
                          output_schema=GraphOutput)
     builder.add_node("sanitize", traced("sanitize", sanitize))
     builder.add_node("threat_check", traced("threat_check", threat_check))
