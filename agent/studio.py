@@ -15,25 +15,27 @@ per process:
 - the audit trail in the configured data directory: these runs show in
   `signal-rag graph --from-audit` under the run id the LangGraph API gave them.
 
-A run may still set the plain fields (`top_k`, `max_input_chars`, ...) in its context.
+A run may set `top_k`, `max_input_chars` and `max_reply_chars` in its context (`RunContext`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler
+from pydantic_core import core_schema
 
 from agent.assistant import Assistant, load_knowledge
 from agent.settings import EmbeddingSettings, Settings, load_settings
 from graph.builder import build_graph
-from graph.context import AuditSink, GraphContext, PassageLookup, PassageSource
+from graph.context import GraphContext
 from graph.state import GraphInput, GraphOutput, GraphState
 from knowledge.index import KnowledgeIndex, KnowledgeIndexError
 
@@ -74,23 +76,46 @@ def offline_context() -> GraphContext:
     return assistant.context()
 
 
-@dataclass(frozen=True, slots=True)
+class RunContext(BaseModel):
+    """What a run may set in its JSON context (Studio shows this as the context form);
+    anything else is refused, so a request cannot swap the index or the audit sink."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    top_k: int = Field(4, ge=1, le=20, description="passages retrieved per question")
+    max_input_chars: int = Field(2000, ge=1, le=100_000,
+                                 description="longer questions get the too_long fallback")
+    max_reply_chars: int = Field(8000, ge=100, le=100_000,
+                                 description="the output guard's cap on a whole reply")
+
+
 class OfflineContext(GraphContext):
-    """A `GraphContext` that a JSON context (or none) can build: the parts default to the
-    offline ones."""
+    """The context schema LangGraph's server sees. It builds the context as
+    `OfflineContext(**json)`: here that is the offline context with the `RunContext` fields
+    of the request (validated; unknown keys raise), and its JSON schema is `RunContext`'s."""
 
-    knowledge: PassageSource | None = field(default_factory=lambda: offline_context().knowledge)
-    audit: AuditSink = field(default_factory=lambda: offline_context().audit)
-    passage_checks: PassageLookup | None = field(
-        default_factory=lambda: offline_context().passage_checks)
-    query_vector: Callable[[str], Any] | None = field(
-        default_factory=lambda: offline_context().query_vector)
-    canary: str = field(default_factory=lambda: offline_context().canary)
+    def __new__(cls, **run: Any) -> OfflineContext:
+        values = RunContext(**run).model_dump()
+        base = offline_context()
+        self = object.__new__(cls)
+        for item in fields(GraphContext):  # frozen: set once, here
+            object.__setattr__(self, item.name, values.get(item.name,
+                                                           getattr(base, item.name)))
+        return self
+
+    def __init__(self, **run: Any) -> None:
+        """Everything was set by `__new__`."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler
+                                     ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            lambda run: cls(**run.model_dump()), handler(RunContext))
 
 
-def make_graph(config: RunnableConfig | None = None
-               ) -> CompiledStateGraph[GraphState, GraphContext, GraphInput, GraphOutput]:
+async def make_graph(config: RunnableConfig | None = None
+                     ) -> CompiledStateGraph[GraphState, GraphContext, GraphInput, GraphOutput]:
     """The factory `langgraph.json` names: the bot's graph with `OfflineContext`. The
-    server calls it with the run's config; the graph does not depend on it."""
-    offline_context()  # load now: a broken setup fails here, with its reason, not mid-run
+    server calls it with the run's config (unused) on its event loop, so the offline parts
+    load in a thread; a broken setup fails here, with its reason, not in the middle of a run."""
+    await asyncio.to_thread(offline_context)
     return build_graph(context_schema=OfflineContext)

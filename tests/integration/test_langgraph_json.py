@@ -72,7 +72,7 @@ async def test_the_named_graph_answers_with_a_citation_from_the_sample_documents
     configured model server is not used (its port is closed): the graph stays offline."""
     monkeypatch.setenv("SIGNAL_RAG_LLM__MODEL", "never-called")
     monkeypatch.setenv("SIGNAL_RAG_LLM__BASE_URL", "http://127.0.0.1:9/v1")
-    graph = load_factory()({"configurable": {}})
+    graph = await load_factory()({"configurable": {}})
     run = uuid.uuid4()
     result = await graph.ainvoke({"question": QUESTION, "user": "studio"}, {"run_id": run},
                                  context={})  # what the API passes when a run sends none

@@ -5,13 +5,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from agent import studio
 from agent.settings import load_settings
+from graph.builder import build_graph
+from graph.context import GraphContext
 from knowledge.index import KnowledgeIndexError
 from tests.fakes.embeddings import HashingEmbedder
+from tests.unit.graph_helpers import context
 
 
 @pytest.fixture
@@ -46,13 +51,32 @@ def test_no_index_and_no_sample_documents_is_a_clear_error(
     assert not (env / "data" / studio.SAMPLE_INDEX).exists()
 
 
-def test_the_context_schema_fills_every_part_from_the_offline_context(
-        monkeypatch: pytest.MonkeyPatch):
+def test_a_run_context_sets_only_the_plain_fields(monkeypatch: pytest.MonkeyPatch):
     """What the LangGraph API does with a run's JSON context: OfflineContext(**context)."""
-    parts = SimpleNamespace(knowledge="kb", audit="sink", passage_checks=None,
-                            query_vector=None, canary="canary-1")
+    parts = context()
     monkeypatch.setattr(studio, "offline_context", lambda: parts)
-    context = studio.OfflineContext(**{"top_k": 7})
-    assert (context.knowledge, context.audit, context.canary, context.top_k) == \
-        ("kb", "sink", "canary-1", 7)
-    assert context.chat_model is None and context.model_name == "extractive"
+    run = studio.OfflineContext(**{"top_k": 7})
+    assert isinstance(run, GraphContext)
+    assert (run.knowledge, run.audit, run.canary, run.top_k) == \
+        (parts.knowledge, parts.audit, parts.canary, 7)
+    assert run.chat_model is None and run.model_name == "extractive"
+    assert studio.OfflineContext().top_k == 4
+
+
+@pytest.mark.parametrize("hostile", [
+    {"knowledge": None}, {"audit": "x"}, {"chat_model": "gpt"}, {"canary": ""},
+    {"top_k": "many"}, {"top_k": 0}, {"top_k": 10**9}, {"max_input_chars": -1},
+    {"__class__": "x"}, {"spans": {"span": 1}},
+])
+def test_a_run_context_cannot_swap_the_parts_or_set_bad_values(
+        monkeypatch: pytest.MonkeyPatch, hostile: dict[str, Any]):
+    monkeypatch.setattr(studio, "offline_context", context)
+    with pytest.raises(ValidationError):
+        studio.OfflineContext(**hostile)
+
+
+def test_the_context_json_schema_is_the_run_context():
+    schema = build_graph(context_schema=studio.OfflineContext).get_context_jsonschema()
+    assert schema is not None
+    assert set(schema["properties"]) == {"top_k", "max_input_chars", "max_reply_chars"}
+    assert schema["additionalProperties"] is False
