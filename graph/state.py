@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, NotRequired, TypedDict
+from typing import Annotated, Literal, NotRequired
+
+# pydantic, which the LangGraph API builds its input/output schemas with, refuses
+# typing.TypedDict before Python 3.12
+from typing_extensions import TypedDict
 
 FallbackReason = Literal[
     "empty",              # nothing left after sanitising

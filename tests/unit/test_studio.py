@@ -80,3 +80,11 @@ def test_the_context_json_schema_is_the_run_context():
     assert schema is not None
     assert set(schema["properties"]) == {"top_k", "max_input_chars", "max_reply_chars"}
     assert schema["additionalProperties"] is False
+
+
+def test_the_api_can_build_the_input_and_output_schemas():
+    """Studio's input form: pydantic refuses typing.TypedDict on Python 3.11."""
+    graph = build_graph(context_schema=studio.OfflineContext)
+    assert set(graph.get_input_jsonschema()["properties"]) == {"question", "user", "chat_kind"}
+    assert set(graph.get_output_jsonschema()["properties"]) == {"reply", "citations",
+                                                                 "fallback_reason"}
