@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from graph.contract import NODES
+
 Format = Literal["mermaid", "ascii", "png", "svg"]
 Edge = tuple[str, str]
 HIGHLIGHT = "#d1495b"
@@ -55,7 +57,7 @@ def _mermaid(drawable: Any, overlay: Overlay) -> str:
     lines.append("graph TD;")
     for node_id in drawable.nodes:
         label = _mermaid_text("\n".join([node_id, overlay.node_notes.get(node_id, "")]).strip())
-        shape = ('(["{}"])' if node_id in ("__start__", "__end__") else '("{}")')
+        shape = '("{}")' if node_id in NODES else '(["{}"])'  # __start__, __end__: stadium
         lines.append(f"\t{node_id}{shape.format(label)}")
     styles = []
     for index, edge in enumerate(drawable.edges):
@@ -142,7 +144,7 @@ def _render_image(drawable: Any, fmt: Literal["png", "svg"], overlay: Overlay | 
                                           "edgecolor": "none", "alpha": 0.85})
     visited = {node for edge in overlay.highlight for node in edge} if overlay else set()
     for node_id, (x, y) in positions.items():
-        special = node_id in ("__start__", "__end__")
+        special = node_id not in NODES  # LangGraph's __start__ and __end__
         on_path = node_id in visited
         ax.add_patch(FancyBboxPatch(
             (x - half_w, y - half_h), 2 * half_w, 2 * half_h,

@@ -1,39 +1,38 @@
 """Traffic on the graph, read from the audit trail: runs along each edge, the share of each
 fallback reason, p50/p95 latency per node, and the path one run took (issue 16).
 
-An audit event (graph/nodes/audit.py) carries the route and the latency of every node that
-ran; every node but `audit` records its time, and `audit` emits the event. The graph is
-acyclic, so those nodes in topological order, between START and END, are the path of the
-run. An event whose path is not a walk along the graph's edges (an older graph, a damaged
-or forged line) is counted as off the graph and drawn nowhere. No message content is read:
-the events carry none, and only node names of this graph, numbers and fallback reasons of a
-fixed shape reach a drawing.
+A run event (`graph.contract.RunEvent`, read back from disk, so checked field by field)
+carries the route and the latency of every node that ran; every node but `audit` records
+its time, and `audit` emits the event. The graph is acyclic, so those nodes in topological
+order, between START and END, are the path of the run. An event whose path is not a walk
+along the graph's edges (an older graph, a damaged or forged line) is counted as off the
+graph and drawn nowhere. No message content is read: the events carry none, and only node
+names of this graph, numbers and the contract's fallback reasons reach a drawing.
 
-Why our own code: the counting is a few dictionaries; Mermaid text is written here because
-LangChain's `draw_mermaid` cannot style one edge (the highlighted path) or label a node with
-figures; images reuse graph/drawing.py.
+Why our own code: the counting is a few dictionaries; the drawing is graph/drawing.py's
+with an `Overlay`.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
 from itertools import pairwise
-from typing import Any
+from typing import Any, Final
 
+from graph.contract import ANSWERED, RUN_EVENT, NodeName, reason_of
 from graph.drawing import Edge, Overlay
 
 START, END = "__start__", "__end__"
-AUDIT_NODE = "audit"
+AUDIT_NODE: Final[NodeName] = "audit"
 """Emits the event, so it ran, but its own time is not in the event."""
-_REASON = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 OTHER_REASON = "other"
-"""A fallback reason of an unexpected shape is counted, never printed."""
+"""A route that is not one of the contract's (missing, forged, from another version) is
+counted under this name, never printed."""
 
 
 class RunIdError(ValueError):
@@ -89,11 +88,15 @@ def _number(value: object) -> float | None:
 
 
 def fallback_reason(route: object) -> str | None:
-    """`fallback:no_context` → `no_context`; None for `answered`; `other` for a strange one."""
-    if not isinstance(route, str) or not route.startswith("fallback:"):
+    """`fallback:no_context` → `no_context`; None for `answered`; `other` for anything that
+    is not a route."""
+    if route == ANSWERED:
         return None
-    reason = route.removeprefix("fallback:")
-    return reason if _REASON.match(reason) else OTHER_REASON
+    try:
+        reason = reason_of(route) if isinstance(route, str) else OTHER_REASON
+    except ValueError:
+        reason = OTHER_REASON
+    return reason or OTHER_REASON
 
 
 def run_path(event: Mapping[str, Any], shape: Shape) -> RunPath | None:
@@ -119,10 +122,9 @@ def run_path(event: Mapping[str, Any], shape: Shape) -> RunPath | None:
             run_id = normalise_run_id(raw_id)
         except RunIdError:
             run_id = None
-    route = event.get("route")
-    reason = fallback_reason(route)
+    reason = fallback_reason(event.get("route"))
     return RunPath(run_id=run_id, ts=_number(event.get("ts")),
-                   route="answered" if reason is None else f"fallback:{reason}",
+                   route=ANSWERED if reason is None else f"fallback:{reason}",
                    nodes=nodes, timings_ms=clean)
 
 
@@ -185,7 +187,7 @@ class Traffic:
 
 
 def is_graph_run(event: Mapping[str, Any]) -> bool:
-    return bool(event.get("event", "graph_run") == "graph_run")
+    return bool(event.get("event", RUN_EVENT) == RUN_EVENT)
 
 
 def collect(events: Iterable[Mapping[str, Any]], shape: Shape, *, since: float | None = None

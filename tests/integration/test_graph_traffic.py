@@ -19,12 +19,12 @@ from agent.assistant import Assistant
 from agent.audit import JsonLinesAuditSink
 from agent.cli import app
 from agent.observability.tracing import OtelSpans, build_tracer_provider, tracer_of
+from agent.ratelimit import ActivationLockout, UserRateLimiter
 from agent.service import AccessPolicy, BotService
 from agent.signal import create_transport
 from agent.store import Store
+from agent.testing.signal_daemon import BOT_NUMBER, BOT_UUID, FakeSignalDaemon, direct_message
 from agent.users import UserDirectory
-from guards.ratelimit import ActivationLockout, UserRateLimiter
-from tests.fakes.signal_daemon import BOT_NUMBER, BOT_UUID, FakeSignalDaemon, direct_message
 
 pytestmark = pytest.mark.slow
 QUESTIONS = [

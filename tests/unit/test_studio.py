@@ -12,10 +12,10 @@ from pydantic import ValidationError
 
 from agent import studio
 from agent.settings import load_settings
+from agent.testing.embeddings import HashingEmbedder
 from graph.builder import build_graph
 from graph.context import GraphContext
 from knowledge.index import KnowledgeIndexError
-from tests.fakes.embeddings import HashingEmbedder
 from tests.unit.graph_helpers import context
 
 
