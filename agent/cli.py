@@ -11,7 +11,7 @@ import asyncio
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, NoReturn
+from typing import IO, TYPE_CHECKING, Annotated, NoReturn, cast
 
 import typer
 from rich.console import Console
@@ -22,6 +22,7 @@ from agent.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     from agent.assistant import Assistant
+    from graph.drawing import Format
 
 EXIT_OK, EXIT_DOCUMENT_ERRORS, EXIT_CONFIG, EXIT_INDEX = 0, 1, 2, 3
 EXIT_NOT_READY = 1  # `health`: the bot is not ready or not reachable
@@ -100,6 +101,8 @@ class GraphFormat(StrEnum):
     ascii = "ascii"
     png = "png"
     svg = "svg"
+    json = "json"
+    """The traffic figures (with --from-audit only)."""
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -300,12 +303,13 @@ def graph_command(
     from graph.drawing import draw
     from knowledge.extras import MissingExtraError
 
-    if from_audit is None and (since is not None or run is not None):
-        _fail("--since and --run need --from-audit FILE", EXIT_CONFIG)
+    if from_audit is None and (since is not None or run is not None
+                               or fmt is GraphFormat.json):
+        _fail("--since, --run and --format json need --from-audit FILE", EXIT_CONFIG)
     compiled = build_graph()
     try:
         if from_audit is None:
-            drawing = draw(compiled, fmt.value)
+            drawing = draw(compiled, cast("Format", fmt.value))
         else:
             drawing = _traffic_drawing(compiled, fmt, from_audit, since, run)
     except MissingExtraError as exc:
@@ -324,11 +328,12 @@ def graph_command(
 def _traffic_drawing(compiled: object, fmt: GraphFormat, path: Path, since: str | None,
                      run: str | None) -> str | bytes:
     """The graph with the audit trail's traffic on it (graph/traffic.py)."""
+    import json
     import time
 
     from agent.audit_cli import ReadCounts, parse_since, read_events
     from graph import traffic
-    from graph.drawing import Format, draw
+    from graph.drawing import draw
 
     if not path.is_file():
         _fail(f"no audit log at {path}", EXIT_CONFIG)
@@ -354,12 +359,17 @@ def _traffic_drawing(compiled: object, fmt: GraphFormat, path: Path, since: str 
     if counts.malformed or window.off_graph:
         err.print(f"skipped {counts.malformed} malformed lines and {window.off_graph} runs "
                   "not on this graph", highlight=False)
+    if fmt is GraphFormat.json:
+        figures = window.as_dict()
+        if found is not None:
+            figures["run"] = {"run_id": found.run_id, "route": found.route,
+                              "path": list(found.nodes), "timings_ms": dict(found.timings_ms)}
+        return json.dumps(figures, indent=2) + "\n"
     if fmt is GraphFormat.ascii:
         return str(draw(compiled, "ascii")).rstrip("\n") + "\n\n" + \
             traffic.table(window, run=found) + "\n"
-    image: Format = "mermaid" if fmt is GraphFormat.mermaid else \
-        "png" if fmt is GraphFormat.png else "svg"
-    return draw(compiled, image, traffic.overlay(window, run=found, window=since or ""))
+    return draw(compiled, cast("Format", fmt.value),
+                traffic.overlay(window, run=found, window=since or ""))
 
 
 @index_app.command("verify")

@@ -69,8 +69,8 @@ def test_run_ids_are_compared_in_one_form():
     assert traffic.normalise_run_id(str(uuid.UUID(RUN)).upper()) == RUN
 
 
-@pytest.mark.parametrize("args", [["--run", RUN], ["--since", "24h"]])
-def test_since_and_run_need_an_audit_file(args: list[str]):
+@pytest.mark.parametrize("args", [["--run", RUN], ["--since", "24h"], ["--format", "json"]])
+def test_since_run_and_json_need_an_audit_file(args: list[str]):
     result = runner.invoke(app, ["graph", *args])
     assert result.exit_code == 2
     assert "--from-audit" in result.stderr
@@ -210,6 +210,17 @@ def test_cli_draws_png_svg_and_a_table(tmp_path: Path):
     assert re.search(r"threat_check -> fallback\s+1\s+8%  \*", table.stdout)
     assert re.search(r"retrieve\s+16 ms\s+30 ms", table.stdout)
     assert f"run {RUN}: fallback:threat" in table.stdout
+
+
+def test_cli_json_has_the_figures_and_the_run(tmp_path: Path):
+    path = write(tmp_path / "audit.jsonl", scripted())
+    result = runner.invoke(app, ["graph", "--from-audit", str(path), "-f", "json", "--run", RUN])
+    assert result.exit_code == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["runs"] == 13
+    assert figures["latency_ms"]["retrieve"] == {"p50": 16.0, "p95": 30.0, "runs": 11}
+    assert figures["run"]["route"] == "fallback:threat"
+    assert figures["run"]["path"][:3] == ["__start__", "sanitize", "threat_check"]
 
 
 def test_the_static_drawing_is_unchanged_without_an_audit_file():
