@@ -87,4 +87,4 @@ def test_the_api_can_build_the_input_and_output_schemas():
     graph = build_graph(context_schema=studio.OfflineContext)
     assert set(graph.get_input_jsonschema()["properties"]) == {"question", "user", "chat_kind"}
     assert set(graph.get_output_jsonschema()["properties"]) == {"reply", "citations",
-                                                                 "fallback_reason"}
+                                                                 "fallback_reason", "passages"}
