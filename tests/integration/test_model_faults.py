@@ -13,6 +13,7 @@ import pytest
 from agent.assistant import Assistant
 from agent.audit import MemoryAuditSink
 from agent.resilience import BreakerState, CircuitBreaker
+from agent.wiring import build_assistant
 from graph.builder import model_retry_policy
 from tests.fakes.openai_server import CHAT_PATH, FakeOpenAIServer, Hang, Reply, Status, rate_limited
 
@@ -32,7 +33,7 @@ def make_assistant(settings_for, local_embedder, sample_index, server: FakeOpenA
                                 SIGNAL_RAG_LLM__MODEL="fake-model",
                                 SIGNAL_RAG_LLM__API_KEY="sk-test-key",
                                 SIGNAL_RAG_LLM__TIMEOUT=timeout)
-        return Assistant(settings, embedder=local_embedder, index=sample_index,
+        return build_assistant(settings, embedder=local_embedder, index=sample_index,
                          audit=MemoryAuditSink(), breaker=breaker or CircuitBreaker(),
                          retry_policy=model_retry_policy(3, initial_interval=0.01, jitter=False))
     return make
