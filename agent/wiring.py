@@ -29,9 +29,6 @@ from agent.observability.alerts import (
     LIMITS_STORAGE_UNREACHABLE,
     MODEL_UNREACHABLE,
     AlertControl,
-    AlertingAuditSink,
-    Monitors,
-    build_alerting,
 )
 from agent.observability.anomalies import AnomalyRecorder, build_detector
 from agent.observability.dependencies import (
@@ -46,7 +43,9 @@ from agent.observability.dependencies import (
     storage_probe,
 )
 from agent.observability.metrics import BotMetrics, MeteredAuditSink
+from agent.observability.monitors import AlertingAuditSink, Monitors, build_alerting
 from agent.observability.tracing import OtelSpans
+from agent.ratelimit import ActivationLockout, UserRateLimiter
 from agent.resilience import CircuitBreaker
 from agent.service import (
     DEFAULT_HOLD,
@@ -67,13 +66,12 @@ from agent.settings import ConfigError, Settings
 from agent.signal import SignalTransport, create_transport
 from agent.store import Store
 from agent.users import UserDirectory
-from guards.ratelimit import ActivationLockout, UserRateLimiter
 from knowledge.embeddings import Embedder
 from knowledge.index import KnowledgeIndex, KnowledgeIndexError
 
 if TYPE_CHECKING:
+    from agent.anomaly_rules import AnomalyDetector
     from graph.context import Alerts, AuditSink
-    from guards.anomaly import AnomalyDetector
 
 log = logging.getLogger(__name__)
 

@@ -28,11 +28,10 @@ from agent.service.common import DIRECT, Alerting, Backoff, Db, DependencyDown, 
 from agent.service.core import DEFAULT_HOLD, GAVE_UP, MAX_ATTEMPTS, UNAVAILABLE, BotService
 from agent.service.housekeeping import Housekeeping, index_fingerprint
 from agent.service.outbox import OutboxSender
-from agent.service.responder import BLOCKED_ROUTES, Reply, Responder
+from agent.service.responder import Reply, Responder
 
 __all__ = [
     "ACTIVATED",
-    "BLOCKED_ROUTES",
     "DEFAULT_HOLD",
     "DIRECT",
     "FORGOTTEN",

@@ -33,14 +33,14 @@ from agent.service.common import (
 )
 
 if TYPE_CHECKING:
+    from agent.anomaly_rules import AnomalyDetector
     from agent.assistant import Assistant
     from agent.observability.dependencies import DependencyMonitor
     from agent.observability.metrics import BotMetrics
+    from agent.ratelimit import ActivationLockout, UserRateLimiter
     from agent.signal import SignalTransport
     from agent.store import InboxMessage, Store
     from agent.users import UserDirectory
-    from guards.anomaly import AnomalyDetector
-    from guards.ratelimit import ActivationLockout, UserRateLimiter
 
 ACTIVATED = "Welcome! You can now ask me questions about the documents. Send /help for more."
 FORGOTTEN = ("Done: everything stored about you was deleted. "

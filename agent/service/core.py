@@ -48,9 +48,9 @@ from agent.users import UserDirectory
 
 if TYPE_CHECKING:
     from agent.assistant import Assistant
-    from agent.observability.alerts import Monitors
     from agent.observability.dependencies import DependencyMonitor
     from agent.observability.metrics import BotMetrics
+    from agent.observability.monitors import Monitors
 
 MAX_ATTEMPTS = 3
 """Claims of one message (start-ups included) before it gets the fallback reply instead."""

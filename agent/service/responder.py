@@ -17,26 +17,27 @@ import asyncio
 import contextlib
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
+from agent.anomaly_rules import MessageFacts
 from agent.service.admission import Admit, require_embeddings
 from agent.service.common import Db, Sleep, best_effort
-from guards.anomaly import MessageFacts
+from graph.contract import BLOCKED_REASONS, Route, route_of
 
 if TYPE_CHECKING:
+    from agent.anomaly_rules import AnomalyDetector
     from agent.assistant import Assistant
     from agent.observability.anomalies import AnomalyRecorder
     from agent.observability.dependencies import DependencyMonitor
     from agent.signal import SignalTransport
     from agent.store import InboxMessage
     from agent.users import UserDirectory
-    from guards.anomaly import AnomalyDetector
 
-BLOCKED_ROUTES = frozenset({"threat", "output_blocked"})
-"""Fallback reasons that mean a guard refused the message (anomaly detection, OBS-7)."""
-SILENCE = "silence"
+ServiceRoute = Literal["service", "silence", "held"]
+"""Routes of messages that do not (or not yet) reach the graph, on the span only."""
+SILENCE: Final = "silence"
 """The route of a message that gets no reply."""
-SERVICE = "service"
+SERVICE: Final = "service"
 """The route of a reply the service gives itself (activation, a command, a notice)."""
 
 
@@ -48,11 +49,7 @@ class Reply:
 
     text: str | None
     citations: list[dict[str, Any]] = field(default_factory=list)
-    route: str = SERVICE
-
-
-def graph_route(fallback_reason: str | None) -> str:
-    return f"fallback:{fallback_reason}" if fallback_reason else "answered"
+    route: Route | ServiceRoute = SERVICE
 
 
 class Responder:
@@ -109,10 +106,10 @@ class Responder:
             new_user = not await self._db(self._users.chats, user)
             self._anomaly_recorder.record(self._anomalies.observe(MessageFacts(
                 user=user, at=admitted.at, length=len(text), new_user=new_user,
-                blocked=answer.fallback_reason in BLOCKED_ROUTES)))
+                blocked=answer.fallback_reason in BLOCKED_REASONS)))
         await self._db(self._users.touch_thread, user, chat, expires=expires)
         return Reply(answer.reply, [dict(c) for c in answer.citations],
-                     graph_route(answer.fallback_reason))
+                     route_of(answer.fallback_reason))
 
     async def _typing_after_delay(self, uuid: str, group: str | None) -> bool:
         """Show "typing…" once an answer takes longer than `typing_delay`; True if shown."""

@@ -10,6 +10,7 @@ import pytest
 
 from agent.commands import help_text
 from agent.observability.dependencies import EMBEDDINGS
+from agent.ratelimit import ActivationLockout, UserRateLimiter
 from agent.service import (
     ACTIVATED,
     NOT_ADMIN,
@@ -27,7 +28,6 @@ from agent.service import (
 )
 from agent.store import Store
 from agent.users import UserDirectory
-from guards.ratelimit import ActivationLockout, UserRateLimiter
 from tests.unit.service.conftest import ADMIN, ALICE, Clock, FakeAssistant, admitted
 
 PASSPHRASE = "open sesame 42"

@@ -8,13 +8,13 @@ from typing import Any
 
 from agent.addressing import BotIdentity
 from agent.assistant import Answer
+from agent.ratelimit import ActivationLockout, UserRateLimiter
 from agent.service import ACTIVATED, GAVE_UP, MAX_ATTEMPTS, AccessPolicy, BotService
 from agent.signal import Envelope, EnvelopeKind
 from agent.signal.envelope import Reaction
 from agent.store import Store
 from agent.users import UserDirectory
 from agent.wiring import assemble_service
-from guards.ratelimit import ActivationLockout, UserRateLimiter
 from tests.unit.service.conftest import ALICE, Clock, FakeAssistant, FakeTransport, admitted
 
 BOT = BotIdentity(uuid="b07b07b0-0000-4000-8000-00000000000b", number="+15550001000")
