@@ -15,63 +15,35 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.language_models import BaseChatModel
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.types import RetryPolicy
-from opentelemetry.trace import Tracer
-
-from agent.addressing import BotIdentity
 from agent.assistant import Assistant, build_embedder, load_knowledge, load_or_create_canary
 from agent.audit import JsonLinesAuditSink, UserHasher, load_or_create_pepper
-from agent.observability.alerts import (
-    EMBEDDINGS_UNREACHABLE,
-    INDEX_CORRUPT,
-    LIMITS_STORAGE_UNREACHABLE,
-    MODEL_UNREACHABLE,
-    AlertControl,
-)
-from agent.observability.anomalies import AnomalyRecorder, build_detector
-from agent.observability.dependencies import (
-    EMBEDDINGS,
-    LIMITS_STORAGE,
-    MODEL,
-    Dependency,
-    DependencyMonitor,
-    ReportingEmbedder,
-    embeddings_probe,
-    models_probe,
-    storage_probe,
-)
-from agent.observability.metrics import BotMetrics, MeteredAuditSink
-from agent.observability.monitors import AlertingAuditSink, Monitors, build_alerting
-from agent.observability.tracing import OtelSpans
-from agent.ratelimit import ActivationLockout, UserRateLimiter
-from agent.resilience import CircuitBreaker
-from agent.service import (
-    DEFAULT_HOLD,
-    AccessPolicy,
-    Alerting,
-    Backoff,
-    BotService,
-    CommandRunner,
-    Db,
-    Gate,
-    Housekeeping,
-    OutboxSender,
-    Responder,
-    ServiceStats,
-)
-from agent.service.common import Alert, log_alert
 from agent.settings import ConfigError, Settings
-from agent.signal import SignalTransport, create_transport
-from agent.store import Store
-from agent.users import UserDirectory
-from knowledge.embeddings import Embedder
-from knowledge.index import KnowledgeIndex, KnowledgeIndexError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the service's modules are imported where it is built: `ask` and
+    # `chat` need only the Assistant and start faster without them
+    from langchain_core.language_models import BaseChatModel
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+    from langgraph.types import RetryPolicy
+    from opentelemetry.trace import Tracer
+
+    from agent.addressing import BotIdentity
     from agent.anomaly_rules import AnomalyDetector
+    from agent.observability.alerts import AlertControl
+    from agent.observability.anomalies import AnomalyRecorder
+    from agent.observability.dependencies import DependencyMonitor
+    from agent.observability.metrics import BotMetrics
+    from agent.observability.monitors import Monitors
+    from agent.observability.tracing import OtelSpans
+    from agent.ratelimit import ActivationLockout, UserRateLimiter
+    from agent.resilience import CircuitBreaker
+    from agent.service import AccessPolicy, BotService
+    from agent.service.common import Alert
+    from agent.signal import SignalTransport
+    from agent.store import Store
+    from agent.users import UserDirectory
     from graph.context import Alerts, AuditSink
+    from knowledge.embeddings import Embedder
+    from knowledge.index import KnowledgeIndex
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +51,8 @@ log = logging.getLogger(__name__)
 def access_policy(settings: Settings) -> AccessPolicy:
     """Secure by default: refuse to serve everyone without a passphrase or an allow list,
     or without a configured audit pepper."""
+    from agent.service import AccessPolicy
+
     access = settings.access
     passphrase = access.passphrase or None  # stays a SecretStr (an empty one is falsy)
     if passphrase is None and not access.allowed_set:
@@ -134,7 +108,7 @@ def build_assistant(settings: Settings, *, embedder: Embedder | None = None,
 def assemble_service(
         *, transport: SignalTransport, assistant: Assistant, store: Store,
         users: UserDirectory, limiter: UserRateLimiter, lockout: ActivationLockout,
-        bot: BotIdentity, access: AccessPolicy, alert: Alert = log_alert,
+        bot: BotIdentity, access: AccessPolicy, alert: Alert | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         retry_initial: float = 2.0, retry_cap: float = 300.0,
@@ -147,12 +121,28 @@ def assemble_service(
         anomalies: AnomalyDetector | None = None,
         anomaly_recorder: AnomalyRecorder | None = None,
         dependencies: DependencyMonitor | None = None,
-        hold: float = DEFAULT_HOLD) -> BotService:
+        hold: float | None = None) -> BotService:
     """The service from its parts, each given only what it uses (every knob of every
     part is a parameter here, so tests and benchmarks set just the ones they need)."""
+    from agent.service import (
+        DEFAULT_HOLD,
+        Alerting,
+        Backoff,
+        BotService,
+        CommandRunner,
+        Db,
+        Gate,
+        Housekeeping,
+        OutboxSender,
+        Responder,
+        ServiceStats,
+    )
+    from agent.service.common import log_alert
+
     stats = ServiceStats()
     db = Db()
-    alerting = Alerting(stats, alert, monitors.manager if monitors is not None else None)
+    alerting = Alerting(stats, alert or log_alert,
+                        monitors.manager if monitors is not None else None)
     backoff = Backoff(retry_initial, retry_cap)
     commands = CommandRunner(access=access, assistant=assistant, transport=transport,
                              store=store, users=users, db=db, limiter=limiter,
@@ -177,7 +167,8 @@ def assemble_service(
     return BotService(transport=transport, assistant=assistant, store=store, users=users,
                       bot=bot, gate=gate, responder=responder, sender=sender,
                       housekeeping=housekeeping, db=db, stats=stats, clock=clock, sleep=sleep,
-                      backoff=backoff, drain_timeout=drain_timeout, hold=hold,
+                      backoff=backoff, drain_timeout=drain_timeout,
+                      hold=DEFAULT_HOLD if hold is None else hold,
                       metrics=metrics, tracer=tracer, monitors=monitors,
                       dependencies=dependencies)
 
@@ -186,6 +177,22 @@ def build_dependencies(settings: Settings, index_dimension: Callable[[], int | N
                        alerts: AlertControl | None) -> DependencyMonitor:
     """Probes of what `serve` needs besides signal-cli: the embedding endpoint (`openai`
     provider), the chat model server (a model configured) and Redis (shared limits)."""
+    from agent.observability.alerts import (
+        EMBEDDINGS_UNREACHABLE,
+        LIMITS_STORAGE_UNREACHABLE,
+        MODEL_UNREACHABLE,
+    )
+    from agent.observability.dependencies import (
+        EMBEDDINGS,
+        LIMITS_STORAGE,
+        MODEL,
+        Dependency,
+        DependencyMonitor,
+        embeddings_probe,
+        models_probe,
+        storage_probe,
+    )
+
     cfg = settings.dependencies
     timeout = cfg.probe_timeout
     found: list[Dependency] = []
@@ -214,6 +221,19 @@ def build_service(settings: Settings, checkpointer: BaseCheckpointSaver[Any] | N
     """The service with everything `serve` runs: alerts to admins and the webhook, the
     audit trail feeding alerts and metrics, anomaly detection, tracing. `embedder` and
     `index`, when given, are used as they are (the start-up benchmark times them apart)."""
+    from agent.addressing import BotIdentity
+    from agent.observability.alerts import INDEX_CORRUPT
+    from agent.observability.anomalies import AnomalyRecorder, build_detector
+    from agent.observability.dependencies import EMBEDDINGS, ReportingEmbedder
+    from agent.observability.metrics import MeteredAuditSink
+    from agent.observability.monitors import AlertingAuditSink, build_alerting
+    from agent.observability.tracing import OtelSpans
+    from agent.ratelimit import ActivationLockout, UserRateLimiter
+    from agent.signal import create_transport
+    from agent.store import Store
+    from agent.users import UserDirectory
+    from knowledge.index import KnowledgeIndexError
+
     policy = access_policy(settings)
     cfg = settings.signal
     options: dict[str, object] = {"account": cfg.account, "stale_after": cfg.stale_after}
