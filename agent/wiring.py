@@ -135,6 +135,7 @@ def assemble_service(
         Housekeeping,
         OutboxSender,
         Responder,
+        Retries,
         ServiceStats,
     )
     from agent.service.common import log_alert
@@ -164,13 +165,14 @@ def assemble_service(
         queue_retention=queue_retention, snapshot_interval=snapshot_interval,
         index_check_interval=index_check_interval,
         index_verify_interval=index_verify_interval)
+    retries = Retries(store=store, db=db, stats=stats, clock=clock, sleep=sleep,
+                      backoff=backoff, hold=DEFAULT_HOLD if hold is None else hold,
+                      dependencies=dependencies, metrics=metrics)
     return BotService(transport=transport, assistant=assistant, store=store, users=users,
                       bot=bot, gate=gate, responder=responder, sender=sender,
-                      housekeeping=housekeeping, db=db, stats=stats, clock=clock, sleep=sleep,
-                      backoff=backoff, drain_timeout=drain_timeout,
-                      hold=DEFAULT_HOLD if hold is None else hold,
-                      metrics=metrics, tracer=tracer, monitors=monitors,
-                      dependencies=dependencies)
+                      housekeeping=housekeeping, retries=retries, db=db, stats=stats,
+                      clock=clock, drain_timeout=drain_timeout, metrics=metrics,
+                      tracer=tracer, monitors=monitors)
 
 
 def build_dependencies(settings: Settings, index_dimension: Callable[[], int | None],

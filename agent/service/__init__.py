@@ -1,6 +1,7 @@
 """The Signal bot service, one module per job (see docs/architecture.md):
 
-- `core`: the coordinator (receive loop, per-user ordering, retries, drain);
+- `core`: the coordinator (receive loop, per-user ordering, drain);
+- `retries`: second runs of crashed messages and of ones held for a dependency;
 - `admission`: who gets an answer (allow list, activation, commands, mute, limits);
 - `responder`: the graph's answer as a `Reply(text, citations, route)`;
 - `outbox`: the sender of the durable outbox, with its retries;
@@ -25,10 +26,11 @@ from agent.service.admission import (
     Silence,
 )
 from agent.service.common import DIRECT, Alerting, Backoff, Db, DependencyDown, ServiceStats
-from agent.service.core import DEFAULT_HOLD, GAVE_UP, MAX_ATTEMPTS, UNAVAILABLE, BotService
+from agent.service.core import GAVE_UP, MAX_ATTEMPTS, UNAVAILABLE, BotService
 from agent.service.housekeeping import Housekeeping, index_fingerprint
 from agent.service.outbox import OutboxSender
 from agent.service.responder import Reply, Responder
+from agent.service.retries import DEFAULT_HOLD, Retries
 
 __all__ = [
     "ACTIVATED",
@@ -56,6 +58,7 @@ __all__ = [
     "Reply",
     "Respond",
     "Responder",
+    "Retries",
     "ServiceStats",
     "Silence",
     "index_fingerprint",

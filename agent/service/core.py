@@ -9,8 +9,9 @@ RES-2).
 
 This module is the coordinator: the receive loop, per-user ordering (one asyncio lock
 per user, which is FIFO; different users run in parallel), retries of crashed or held
-messages, and the drain. Who gets an answer is decided by `admission.Gate`, the answer
-comes from `responder.Responder`, periodic work is `housekeeping.Housekeeping`.
+messages (scheduled by `retries.Retries`), and the drain. Who gets an answer is decided
+by `admission.Gate`, the answer comes from `responder.Responder`, periodic work is
+`housekeeping.Housekeeping`.
 SQLite calls run on a small dedicated thread pool (`common.Db`) so an fsync never stalls
 the event loop (PERF-2).
 """
@@ -30,25 +31,23 @@ from agent.replies import split_reply
 from agent.service.admission import Admit, Gate, Respond, Silence
 from agent.service.common import (
     DIRECT,
-    Backoff,
     Clock,
     Db,
     DependencyDown,
     ServiceStats,
-    Sleep,
     count,
     log,
 )
 from agent.service.housekeeping import Housekeeping
 from agent.service.outbox import OutboxSender
 from agent.service.responder import SILENCE, Reply, Responder
+from agent.service.retries import Retries
 from agent.signal import Envelope, EnvelopeKind, SignalTransport
 from agent.store import InboxMessage, ReplyPart, Store, StoreCounts
 from agent.users import UserDirectory
 
 if TYPE_CHECKING:
     from agent.assistant import Assistant
-    from agent.observability.dependencies import DependencyMonitor
     from agent.observability.metrics import BotMetrics
     from agent.observability.monitors import Monitors
 
@@ -58,7 +57,6 @@ GAVE_UP = "Sorry, I could not answer that message. Please try again later."
 UNAVAILABLE = "The assistant is temporarily unavailable. Please try again in a few minutes."
 """The reply to a message that waited `hold` seconds for a dependency in vain (the same
 text as the graph's fallback for a failing guard or model)."""
-DEFAULT_HOLD = 300.0
 
 
 class BotService:
@@ -66,12 +64,10 @@ class BotService:
 
     def __init__(self, *, transport: SignalTransport, assistant: Assistant, store: Store,
                  users: UserDirectory, bot: BotIdentity, gate: Gate, responder: Responder,
-                 sender: OutboxSender, housekeeping: Housekeeping, db: Db,
-                 stats: ServiceStats, clock: Clock, sleep: Sleep, backoff: Backoff,
-                 drain_timeout: float = 20.0, hold: float = DEFAULT_HOLD,
+                 sender: OutboxSender, housekeeping: Housekeeping, retries: Retries, db: Db,
+                 stats: ServiceStats, clock: Clock, drain_timeout: float = 20.0,
                  metrics: BotMetrics | None = None, tracer: Tracer | None = None,
-                 monitors: Monitors | None = None,
-                 dependencies: DependencyMonitor | None = None) -> None:
+                 monitors: Monitors | None = None) -> None:
         self.transport = transport
         self.assistant = assistant
         self.store = store
@@ -81,23 +77,20 @@ class BotService:
         self.responder = responder
         self.sender = sender
         self.housekeeping = housekeeping
+        self.retries = retries
         self.stats = stats
         self.monitors = monitors
         """Alert manager and monitors (OBS-6), run by `serve`; a crash counts as an error."""
-        self.dependencies = dependencies
+        self.dependencies = retries.dependencies
         """Embedding endpoint, model server, Redis: probed; a message that needs one that
-        is down waits up to `hold` seconds in the inbox, then gets UNAVAILABLE."""
+        is down waits for it in the inbox (`retries.Retries.until_up`)."""
         self.metrics = metrics
         self._db = db
         self._clock = clock
-        self._sleep = sleep
-        self._backoff = backoff
         self._drain_timeout = drain_timeout
-        self._hold = hold
         self._tracer = tracer or NoOpTracer()
         self._user_locks: dict[str, asyncio.Lock] = {}
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._retries: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -122,8 +115,7 @@ class BotService:
         with contextlib.suppress(asyncio.CancelledError):
             await receiver
         stopped.cancel()
-        for task in self._retries:  # waiting retries stay in the inbox for the next start
-            task.cancel()
+        self.retries.cancel()  # waiting retries stay in the inbox for the next start
         if self._in_flight:
             _, pending = await asyncio.wait(self._in_flight, timeout=self._drain_timeout)
             for task in pending:  # the inbox keeps these; they are re-claimed on start
@@ -152,42 +144,8 @@ class BotService:
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
-    def _later(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._retries.add(task)
-        task.add_done_callback(self._retries.discard)
-
-    def _retry_later(self, message: InboxMessage) -> None:
-        """Try a crashed message again after a backoff, in this process: waiting for the
-        next start would leave its sender unanswered (and /readyz failing) until someone
-        restarts the bot. After MAX_ATTEMPTS the sender gets the apology instead."""
-        delay = self._backoff.delay(message.attempts)
-
-        async def retry() -> None:
-            await self._sleep(delay)
-            claimed = await self._db(self.store.claim, message.key)
-            if claimed is not None:  # not answered, ignored or forgotten meanwhile
-                self._spawn(self._process(claimed))
-
-        self._later(retry())
-
-    def _hold_until_up(self, message: InboxMessage, names: list[str]) -> None:
-        """Keep a message that needs a dependency which is down: it stays claimed in the
-        inbox (a restart re-claims it) and runs again once the dependency is back, without
-        costing one of its MAX_ATTEMPTS; after `hold` seconds from its arrival it gets the
-        UNAVAILABLE reply instead. Never lost, never answered twice."""
-        monitor = self.dependencies
-        assert monitor is not None
-        self.stats.held += 1
-        count(self.metrics, "held", dependency=names[0])
-        log.info("message_held", extra={"dependencies": names})
-        left = self._hold - max(0.0, self._clock() - message.received_at)
-
-        async def resume() -> None:
-            back = left > 0 and await monitor.wait_up(names, timeout=left)
-            self._spawn(self._process(message, unavailable=not back))
-
-        self._later(resume())
+    def _rerun(self, message: InboxMessage, unavailable: bool) -> None:
+        self._spawn(self._process(message, unavailable=unavailable))
 
     # ----------------------------------------------------------------- receiving
 
@@ -266,7 +224,7 @@ class BotService:
                 Reply(UNAVAILABLE) if unavailable else await self._reply(message)
         except DependencyDown as down:
             span.set_attribute("signal_rag.route", "held")
-            self._hold_until_up(message, down.names)
+            self.retries.until_up(message, down.names, self._rerun)
             return
         except Exception as exc:  # noqa: BLE001 - the message stays open for a retry
             log.error("message_failed", extra={"error": type(exc).__name__})
@@ -274,7 +232,7 @@ class BotService:
             if self.monitors is not None:  # a crash never reaches the audit trail
                 self.monitors.errors.observe(ok=False)
             mark_failed(span, exc)
-            self._retry_later(message)
+            self.retries.after_crash(message, self._rerun)
             return
         text = reply.text
         if text is not None and not text.strip():  # never an empty send (the graph

@@ -91,8 +91,8 @@ async def test_a_crash_is_retried_with_backoff_until_the_apology(
     bot = service(assistant, store, users, clock, slept)
     await bot._process(admitted(store, "q"))
     assert store.counts().inbox["processing"] == 1, "kept open for the retry"
-    while bot._retries or bot._in_flight:
-        await next(iter(bot._retries | bot._in_flight))
+    while bot.retries._waiting or bot._in_flight:
+        await next(iter(bot.retries._waiting | bot._in_flight))
     assert slept == [2.0 * 2 ** attempts for attempts in range(1, MAX_ATTEMPTS + 1)]
     assert len(assistant.asked) == MAX_ATTEMPTS
     assert [item.text for item in store.due_outbox(clock())] == [GAVE_UP]
