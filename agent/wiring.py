@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # the service's modules are imported where it is built: `ask`
     from knowledge.embeddings import Embedder
     from knowledge.index import KnowledgeIndex
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("agent.serve")  # its events keep the logger name they had there
 
 
 def access_policy(settings: Settings) -> AccessPolicy:

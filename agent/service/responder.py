@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -118,7 +119,7 @@ class Responder:
         return await best_effort(self._transport.send_typing(
             recipient=None if group else uuid, group_id=group))
 
-    def _background(self, call: Any) -> None:
+    def _background(self, call: Awaitable[Any]) -> None:
         """Fire a courtesy call (read receipt) without holding up the answer."""
         task = asyncio.ensure_future(best_effort(call))
         self._courtesy.add(task)
