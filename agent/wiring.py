@@ -17,10 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from agent.assistant import Assistant, build_embedder, load_knowledge, load_or_create_canary
 from agent.audit import JsonLinesAuditSink, UserHasher, load_or_create_pepper
+from agent.observability.alerts import (  # module level: the runbook test finds them here
+    EMBEDDINGS_UNREACHABLE,
+    INDEX_CORRUPT,
+    LIMITS_STORAGE_UNREACHABLE,
+    MODEL_UNREACHABLE,
+)
 from agent.settings import ConfigError, Settings
 
 if TYPE_CHECKING:  # the service's modules are imported where it is built: `ask` and
-    # `chat` need only the Assistant and start faster without them
+    # `chat` need only the Assistant and start faster without them (0.3-0.5 s here)
     from langchain_core.language_models import BaseChatModel
     from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.types import RetryPolicy
@@ -179,11 +185,6 @@ def build_dependencies(settings: Settings, index_dimension: Callable[[], int | N
                        alerts: AlertControl | None) -> DependencyMonitor:
     """Probes of what `serve` needs besides signal-cli: the embedding endpoint (`openai`
     provider), the chat model server (a model configured) and Redis (shared limits)."""
-    from agent.observability.alerts import (
-        EMBEDDINGS_UNREACHABLE,
-        LIMITS_STORAGE_UNREACHABLE,
-        MODEL_UNREACHABLE,
-    )
     from agent.observability.dependencies import (
         EMBEDDINGS,
         LIMITS_STORAGE,
@@ -224,7 +225,6 @@ def build_service(settings: Settings, checkpointer: BaseCheckpointSaver[Any] | N
     audit trail feeding alerts and metrics, anomaly detection, tracing. `embedder` and
     `index`, when given, are used as they are (the start-up benchmark times them apart)."""
     from agent.addressing import BotIdentity
-    from agent.observability.alerts import INDEX_CORRUPT
     from agent.observability.anomalies import AnomalyRecorder, build_detector
     from agent.observability.dependencies import EMBEDDINGS, ReportingEmbedder
     from agent.observability.metrics import MeteredAuditSink
