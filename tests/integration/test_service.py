@@ -257,11 +257,16 @@ async def test_reaction_on_an_answer_is_stored_as_feedback(sim: FakeSignalDaemon
                                                            assistant: Assistant) -> None:
     service = await start()
     await activate(sim)
-    sim.deliver(direct_message(QUESTION))
     alice = assistant.hash_user(ALICE_UUID)
-    await asyncio.wait_for(_until(
-        lambda: service.users.last_answer_timestamp(alice, "dm") is not None), timeout=DEADLINE)
-    answer_ts = service.users.last_answer_timestamp(alice, "dm")
+
+    def last_answer() -> int | None:
+        return service.users.last_answer_timestamp(alice, "dm")
+
+    await asyncio.wait_for(_until(lambda: last_answer() is not None), timeout=DEADLINE)
+    welcome_ts = last_answer()  # the activation reply is remembered too
+    sim.deliver(direct_message(QUESTION))
+    await asyncio.wait_for(_until(lambda: last_answer() != welcome_ts), timeout=DEADLINE)
+    answer_ts = last_answer()
     assert answer_ts is not None
     # Envelopes are handled in order: once the second reaction is stored, the first (to
     # someone else's message) was seen and dropped.
@@ -278,6 +283,7 @@ async def test_commands_sources_forget_and_admin_only_status(sim: FakeSignalDaem
     service = await start()
     await activate(sim)
     sim.deliver(direct_message(QUESTION))
+    await sim.wait_for("send", 2, timeout=DEADLINE)
     alice = service.assistant.hash_user(ALICE_UUID)
     await asyncio.wait_for(_until(  # its sources are kept once its first part is sent
         lambda: service.users.last_sources(alice, "dm") != []), timeout=DEADLINE)
