@@ -133,12 +133,6 @@ class BotService:
         """Inbox and outbox row counts (for readiness)."""
         return await self._db(self.store.counts)
 
-    async def expire_memory(self) -> int:
-        return await self.housekeeping.expire_memory()
-
-    async def purge_queue(self) -> int:
-        return await self.housekeeping.purge_queue()
-
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
         self._in_flight.add(task)

@@ -430,9 +430,9 @@ async def test_idle_memory_is_deleted_after_a_day(sim: FakeSignalDaemon, start: 
     await sim.wait_for("send", 2)
     thread = bot.thread_id(bot.hash_user(ALICE_UUID), "dm")
     assert saver.get_tuple({"configurable": {"thread_id": thread}}) is not None
-    assert await service.expire_memory() == 0
+    assert await service.housekeeping.expire_memory() == 0
     now[0] += 24 * 3600 + 1
-    assert await service.expire_memory() == 1
+    assert await service.housekeeping.expire_memory() == 1
     assert saver.get_tuple({"configurable": {"thread_id": thread}}) is None
 
 
@@ -445,9 +445,9 @@ async def test_closed_queue_rows_are_deleted_after_the_retention(
     sim.deliver(direct_message(QUESTION))
     await sim.wait_for("send", 2)
     await _until(lambda: service.store.counts().inbox["answered"] == 2)
-    assert await service.purge_queue() == 0, "a fresh row is kept"
+    assert await service.housekeeping.purge_queue() == 0, "a fresh row is kept"
     now[0] += 7 * 24 * 3600 + 1
-    assert await service.purge_queue() == 4  # two messages and their two replies
+    assert await service.housekeeping.purge_queue() == 4  # two messages and their two replies
     counts = service.store.counts()
     assert sum(counts.inbox.values()) == 0 and sum(counts.outbox.values()) == 0
 
@@ -508,9 +508,9 @@ async def test_disappearing_chat_reply_keeps_the_timer_and_memory_goes_with_it(
     assert service.users.last_sources(alice, "dm") != []
     assert thread_of(ALICE_UUID) is not None and thread_of(BOB_UUID) is not None
     now[0] += 299
-    assert await service.expire_memory() == 0
+    assert await service.housekeeping.expire_memory() == 0
     now[0] += 2  # past Alice's 5-minute timer, far from Bob's 24 hours
-    assert await service.expire_memory() == 1
+    assert await service.housekeeping.expire_memory() == 1
     assert thread_of(ALICE_UUID) is None and thread_of(BOB_UUID) is not None
     assert service.users.last_sources(alice, "dm") == [], "her sources went with it"
     assert service.users.last_sources(bob, "dm") != []
