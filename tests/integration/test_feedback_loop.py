@@ -18,14 +18,13 @@ from prometheus_client import generate_latest
 from typer.testing import CliRunner
 
 from agent.addressing import BotIdentity
-from agent.assistant import Assistant
 from agent.audit import MemoryAuditSink
 from agent.cli import app
 from agent.observability.logs import json_formatter
 from agent.observability.metrics import BotMetrics
 from agent.observability.tracing import build_tracer_provider, tracer_of
 from agent.ratelimit import ActivationLockout, UserRateLimiter
-from agent.service import AccessPolicy, BotService
+from agent.service import AccessPolicy
 from agent.signal import create_transport
 from agent.store import Store
 from agent.testing.otlp_receiver import OtlpReceiver
@@ -41,6 +40,7 @@ from agent.testing.signal_daemon import (
     reaction_message,
 )
 from agent.users import UserDirectory
+from agent.wiring import assemble_service, build_assistant
 from tests.leak_check import secrets_in
 
 pytestmark = pytest.mark.slow
@@ -76,20 +76,21 @@ async def test_reactions_become_an_eval_dataset_that_eval_retrieval_runs(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     settings = settings_for(SIGNAL_RAG_FEEDBACK__KEEP_TEXT="true")
-    assistant = Assistant(settings, embedder=local_embedder, index=sample_index,
-                          audit=MemoryAuditSink())
+    assistant = build_assistant(settings, embedder=local_embedder, index=sample_index,
+                                audit=MemoryAuditSink())
     metrics = BotMetrics()
     with OtlpReceiver() as receiver:
         provider = build_tracer_provider({}, batch=False, exporter=OTLPSpanExporter(
             endpoint=f"{receiver.endpoint}/v1/traces"))
         assert provider is not None
         users = UserDirectory(settings.data_dir / "users.sqlite3")
-        service = BotService(
+        service = assemble_service(
             transport=create_transport(sim.http_url, account=BOT_NUMBER), assistant=assistant,
             store=Store(tmp_path / "inbox.sqlite3"), users=users, limiter=UserRateLimiter(),
             lockout=ActivationLockout(), bot=BotIdentity(uuid=BOT_UUID, number=BOT_NUMBER),
             access=AccessPolicy(passphrase=None), tracer=tracer_of(provider),
-            metrics=metrics, drain_timeout=5.0)
+            metrics=metrics, drain_timeout=5.0,
+            keep_feedback_text=settings.feedback.keep_text)
         stop = asyncio.Event()
         task = asyncio.create_task(service.run(stop))
         try:
