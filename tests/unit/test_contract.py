@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import get_type_hints
 
@@ -100,3 +102,13 @@ async def test_the_audit_lines_on_disk_are_the_ones_written_before_the_contract(
     lines = (tmp_path / "audit.jsonl").read_text(encoding="utf-8").splitlines()
     assert [re.sub(r'^\{"ts":[0-9.]+,', "{", line) for line in lines] == [
         ANSWERED_LINE, REFUSED_LINE]
+
+
+def test_the_contract_loads_without_langgraph() -> None:
+    """`signal-rag audit` and traffic tools import it; only the standard library loads."""
+    code = ("import sys, graph.contract, agent.audit_cli; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('langgraph', 'langchain_core', 'numpy', 'guards', 'knowledge')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "[]"
