@@ -49,12 +49,12 @@ from agent.observability.tracing import (
     build_tracer_provider,
     tracer_of,
 )
+from agent.ratelimit import ActivationLockout, UserRateLimiter
 from agent.service import AccessPolicy, BotService
 from agent.settings import ConfigError, Settings
 from agent.signal import create_transport
 from agent.store import Store
 from agent.users import UserDirectory
-from guards.ratelimit import ActivationLockout, UserRateLimiter
 from knowledge.index import KnowledgeIndexError
 
 log = logging.getLogger(__name__)

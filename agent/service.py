@@ -40,6 +40,7 @@ from opentelemetry.trace import NoOpTracer, Span, SpanKind, Tracer
 from pydantic import SecretStr
 
 from agent.addressing import BotIdentity, address
+from agent.anomaly_rules import MessageFacts
 from agent.assistant import Assistant, load_knowledge
 from agent.commands import (
     Command,
@@ -60,6 +61,7 @@ from agent.observability.alerts import (
 )
 from agent.observability.dependencies import EMBEDDINGS, LIMITS_STORAGE
 from agent.observability.tracing import extract, inject, mark_failed
+from agent.ratelimit import ActivationLockout, UserRateLimiter
 from agent.replies import split_reply
 from agent.signal import (
     Envelope,
@@ -74,16 +76,14 @@ from agent.signal import (
 from agent.store import InboxKey, InboxMessage, OutboxItem, ReplyPart, Store, StoreCounts
 from agent.users import Thread, UserDirectory
 from graph.contract import BLOCKED_REASONS, route_of
-from guards.anomaly import MessageFacts
-from guards.ratelimit import ActivationLockout, UserRateLimiter
 from knowledge.index import KnowledgeIndexError, verify_index
 
 if TYPE_CHECKING:
+    from agent.anomaly_rules import AnomalyDetector
     from agent.observability.anomalies import AnomalyRecorder
     from agent.observability.dependencies import DependencyMonitor
     from agent.observability.metrics import BotMetrics
     from agent.observability.monitors import Monitors
-    from guards.anomaly import AnomalyDetector
 
 log = logging.getLogger(__name__)
 IndexFingerprint = tuple[tuple[str, int, int], ...] | None

@@ -13,8 +13,15 @@ import pytest
 from agent.assistant import Assistant
 from agent.audit import MemoryAuditSink
 from agent.resilience import BreakerState, CircuitBreaker
+from agent.testing.openai_server import (
+    CHAT_PATH,
+    FakeOpenAIServer,
+    Hang,
+    Reply,
+    Status,
+    rate_limited,
+)
 from graph.builder import model_retry_policy
-from tests.fakes.openai_server import CHAT_PATH, FakeOpenAIServer, Hang, Reply, Status, rate_limited
 
 QUESTION = "How many wrong passphrase attempts before I'm locked out?"
 
