@@ -57,9 +57,12 @@ EDGES: Final[tuple[tuple[NodeName, NodeName], ...]] = (
 """The fixed edges; the run starts at FIRST_NODE and ends after the last of NODES."""
 
 
-def build_graph(*, retry_policy: RetryPolicy | None = None, checkpointer: Any = None
+def build_graph(*, retry_policy: RetryPolicy | None = None, checkpointer: Any = None,
+                context_schema: type[GraphContext] = GraphContext,
                 ) -> CompiledStateGraph[GraphState, GraphContext, GraphInput, GraphOutput]:
-    builder = StateGraph(GraphState, context_schema=GraphContext, input_schema=GraphInput,
+    """`context_schema`: a subclass whose fields all have defaults lets the LangGraph API
+    build the context from a run's JSON (agent/studio.py)."""
+    builder = StateGraph(GraphState, context_schema=context_schema, input_schema=GraphInput,
                          output_schema=GraphOutput)
     for name in NODES:
         builder.add_node(name, traced(name, IMPLEMENTATIONS[name], timed=name not in UNTIMED),

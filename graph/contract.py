@@ -106,6 +106,9 @@ class RunEvent(TypedDict):
     """Milliseconds per node that ran, in the order they ran (keys are `NodeName`s; every
     run ends in `audit`, which writes this event and is not in it)."""
     total_ms: float
+    run_id: str | None
+    """The run's id from its config as 32 hex digits: the trace id in the bot, the run id
+    under the LangGraph API; None when the caller gave none."""
 
 
 # ------------------------------------------------------------------ alert conditions
