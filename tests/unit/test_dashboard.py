@@ -126,7 +126,8 @@ def queries(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 
 def substitute(expr: str, dashboard: dict[str, Any]) -> str:
-    """Grafana's variables replaced by values of their form; an unknown one fails."""
+    """Grafana's variables replaced by values of their form (a dashboard variable by its
+    name as a label value: `$instance` → `var_instance`); an unknown one fails."""
     known = variables(dashboard)
 
     def value(match: re.Match[str]) -> str:
@@ -135,7 +136,7 @@ def substitute(expr: str, dashboard: dict[str, Any]) -> str:
             return GRAFANA_DURATIONS[name]
         if name not in known:
             raise ValueError(f"unknown variable ${name}")
-        return ".*"
+        return f"var_{name}"
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", value, expr)
 
 
@@ -299,6 +300,22 @@ def test_the_schema_check_catches_a_misspelt_key(dashboard) -> None:
     timeseries["targets"][0]["legend"] = timeseries["targets"][0].pop("legendFormat")
     lost = keys_lost(broken, through_grafana_schema(broken))
     assert [p.rsplit(".", 1)[1] for p in lost] == ["colourMode", "stack", "legend"], lost
+
+
+def test_every_query_of_the_bots_metrics_keeps_to_its_job_and_the_chosen_bots(
+        dashboard) -> None:
+    """With several bots (or other jobs) in one Prometheus, no panel mixes them silently."""
+    [job] = _load(ROOT / "docker" / "prometheus.yml")["scrape_configs"]
+    wanted = {("job", "MatchOp.Equal", job["job_name"]), ("instance", "MatchOp.Re", "var_instance")}
+    for where, text in queries(dashboard):
+        if where.startswith("variable"):
+            continue
+        for selector in nodes(promql_parser.parse(substitute(text, dashboard)),
+                              promql_parser.VectorSelector):
+            if selector.name == "ALERTS":  # an aggregate rule's alert has no instance
+                continue
+            matchers = {(m.name, str(m.op), m.value) for m in selector.matchers.matchers}
+            assert wanted <= matchers, (where, selector.name, matchers)
 
 
 def test_every_panel_has_a_title_a_datasource_and_queries(dashboard) -> None:
