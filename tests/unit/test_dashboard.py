@@ -410,12 +410,11 @@ def test_grafana_reports_nothing_outside_and_nobody_edits() -> None:
                 "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES", "GF_ANALYTICS_FEEDBACK_LINKS_ENABLED",
                 "GF_NEWS_NEWS_FEED_ENABLED", "GF_SNAPSHOTS_EXTERNAL_ENABLED",
                 "GF_PUBLIC_DASHBOARDS_ENABLED", "GF_USERS_ALLOW_SIGN_UP",
-                "GF_AUTH_BASIC_ENABLED"):
+                "GF_AUTH_BASIC_ENABLED", "GF_PLUGINS_PLUGIN_ADMIN_ENABLED"):
         assert env[key] == "false", key
     for key in ("GF_SECURITY_DISABLE_GRAVATAR", "GF_PLUGINS_PUBLIC_KEY_RETRIEVAL_DISABLED",
-                "GF_AUTH_DISABLE_LOGIN_FORM"):
+                "GF_PLUGINS_PREINSTALL_DISABLED", "GF_AUTH_DISABLE_LOGIN_FORM"):
         assert env[key] == "true", key
     assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
     assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
-    assert not any(k.startswith(("GF_INSTALL_PLUGINS", "GF_PLUGINS_PREINSTALL"))
-                   for k in env)
+    assert not {"GF_INSTALL_PLUGINS", "GF_PLUGINS_PREINSTALL"} & set(env)
