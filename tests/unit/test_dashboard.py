@@ -236,7 +236,7 @@ def test_every_query_uses_only_series_and_labels_the_bot_exposes(
     (lambda e: e.replace("rate(", "rate((", 1), "not PromQL"),
     (lambda e: e.replace('alertname=~"SignalRag.*"', 'alertname=~"SignalRAG.*"', 1),
      "matches no rule"),
-])
+], ids=["metric", "by-label", "matcher-label", "variable", "syntax", "alert-name"])
 def test_the_query_check_catches_each_kind_of_mistake(
         dashboard, exposed, documented_labels, change: Callable[[str], str],
         expected: str) -> None:
