@@ -17,7 +17,7 @@ MODEL_DIR := $(VENV)/share/signal-rag/models/all-MiniLM-L6-v2
 help:
 	@echo "make run    - set up, ingest the bundled sample documents, chat in the terminal"
 	@echo "make test   - set up and run the whole test suite with coverage"
-	@echo "make lint   - ruff, mypy and make deploy-check (shellcheck, hadolint, compose)"
+	@echo "make lint   - ruff, mypy, import layers and make deploy-check (shellcheck, hadolint, compose)"
 	@echo "make bench  - benchmarks (prints tables and ratios)"
 	@echo "make eval   - retrieval and answer evals on the bundled set, against the baseline"
 	@echo "make eval-scifact - reproduce the published SciFact figures and score ours"
@@ -70,6 +70,7 @@ test: install-dev
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	@$(MAKE) --no-print-directory deploy-check
 
 # Container files, checked without a Docker engine (docs/docker.md): shellcheck on every
@@ -138,14 +139,14 @@ eval: install-dev
 # artifacts into ~/.cache/signal-rag/corpus and rebuild guards/data/corpus.jsonl,
 # corpus-manifest.json and PROVENANCE.md from them.
 corpus: install-dev
-	$(BIN)/python -m guards.corpus
+	$(BIN)/python -m evals.detector.corpus
 
 # The learned layers (SEC-2): the n-gram model guards/data/detector.json and the embedding
 # head guards/data/semantic.json, trained on the corpus plus the shared deepset train split
 # (read from ../shared when present), thresholds calibrated out of fold.
 train-detector: install-dev
-	$(BIN)/python -m guards.corpus --check
-	nice -n 10 $(BIN)/python -m guards.train
+	$(BIN)/python -m evals.detector.corpus --check
+	nice -n 10 $(BIN)/python -m evals.detector.train
 
 # Retrain into a temporary directory and compare with the shipped weights (reads ../shared,
 # so it is not part of make test).

@@ -129,7 +129,7 @@ BACKUP = ExtraSection(
         ExtraVariable(f"{ENV_PREFIX}SIGNAL_CLI_DIR", "none",
                       "signal-cli's data folder (its `--config` folder: the account's keys) to "
                       "include in a backup or restore; `--signal-cli-dir` wins",
-                      ("agent/backup.py",)),
+                      ("agent/backup/format.py",)),
     ),
 )
 

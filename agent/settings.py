@@ -372,7 +372,7 @@ class AlertSettings(BaseModel):
 class AnomalySettings(BaseModel):
     """Each anomaly is an audit event (`"event": "anomaly"`) and a count in the
     `signal_rag_anomalies_total{kind=...}` metric; see docs/operations.md, "Anomalies", and
-    guards/anomaly.py. Each kind of anomaly is reported at most once per 10 minutes per user
+    agent/anomaly_rules.py. Each kind of anomaly is reported at most once per 10 minutes per user
     (globally for the global kinds); the detector keeps at most 10,000 users in memory, the
     least recently seen forgotten first (with their mute)."""
 
@@ -415,7 +415,7 @@ class AnomalySettings(BaseModel):
     @field_validator("off_hours")
     @classmethod
     def _hours(cls, value: str) -> str:
-        from guards.anomaly import parse_off_hours
+        from agent.anomaly_rules import parse_off_hours
 
         parse_off_hours(value)
         return value.strip()
@@ -423,7 +423,7 @@ class AnomalySettings(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        from guards.anomaly import load_timezone
+        from agent.anomaly_rules import load_timezone
 
         load_timezone(value)
         return value

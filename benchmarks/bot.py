@@ -41,18 +41,18 @@ async def run_bot_benchmark(index_dir: Path, embedder: Any, *, seconds: float,
     from agent.addressing import BotIdentity
     from agent.assistant import Assistant
     from agent.audit import MemoryAuditSink
+    from agent.ratelimit import ActivationLockout, UserRateLimiter
     from agent.serve import use_graph_threads
     from agent.service import AccessPolicy, BotService
     from agent.settings import load_settings
     from agent.signal import create_transport
     from agent.store import Store
+    from agent.testing.signal_daemon import BOT_NUMBER, BOT_UUID
     from agent.users import UserDirectory
     from benchmarks.__main__ import embedder_label
     from benchmarks.load_daemon import user_ids
-    from guards.ratelimit import ActivationLockout, UserRateLimiter
     from knowledge.batching import BatchingEmbedder
     from knowledge.index import EmbeddingInfo, open_index
-    from tests.fakes.signal_daemon import BOT_NUMBER, BOT_UUID
 
     load = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "benchmarks.load_daemon", "--users", str(users),

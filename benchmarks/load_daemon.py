@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.fakes.signal_daemon import direct_message, fake_signal_daemon
+from agent.testing.signal_daemon import direct_message, fake_signal_daemon
 
 QUESTIONS = Path(__file__).parent / "questions.txt"
 POLL_SECONDS = 0.02

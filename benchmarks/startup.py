@@ -231,7 +231,7 @@ def clean_env() -> dict[str, str]:
 
 
 def serve_env(tmp: Path, index_dir: Path, sim_url: str, port: int, pepper: str) -> dict[str, str]:
-    from tests.fakes.signal_daemon import BOT_NUMBER, BOT_UUID
+    from agent.testing.signal_daemon import BOT_NUMBER, BOT_UUID
 
     secrets_dir = tmp / "secrets"
     secrets_dir.mkdir(exist_ok=True)
@@ -464,7 +464,7 @@ def phases_main() -> None:
 
 def simulator_main() -> None:
     """Child: queue the question, print the URL, print when the first answer is sent."""
-    from tests.fakes.signal_daemon import direct_message, fake_signal_daemon
+    from agent.testing.signal_daemon import direct_message, fake_signal_daemon
 
     ask = json.loads(sys.stdin.readline())
     with fake_signal_daemon(keepalive_interval=15.0, tcp=False) as sim:

@@ -11,7 +11,7 @@ a logistic-regression head on the all-MiniLM-L6-v2 sentence embedding
 (`guards.semantic`), and both (blocked when either is over its own threshold).
 
 The n-gram features of all rows are computed once; each fold selects its rows and the
-n-grams seen in two of its training texts, which is what `guards.train.fit` does on those
+n-grams seen in two of its training texts, which is what `evals.detector.train.fit` does on those
 rows alone (the runtime scorer then reads the resulting weights, so scoring is the bot's).
 """
 
@@ -25,6 +25,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from evals.detector.train import (
+    MESSAGE_FPR,
+    MIN_PASSAGE_THRESHOLD,
+    PASSAGE_FPR,
+    C,
+    Example,
+    _memo,
+    folds,
+    source_folds,
+    threshold_for,
+)
 from guards.learned import (
     CHAR_NGRAMS,
     FORMAT,
@@ -36,17 +47,6 @@ from guards.learned import (
 )
 from guards.semantic import SemanticHead
 from guards.threats import analyze
-from guards.train import (
-    MESSAGE_FPR,
-    MIN_PASSAGE_THRESHOLD,
-    PASSAGE_FPR,
-    C,
-    Example,
-    _memo,
-    folds,
-    source_folds,
-    threshold_for,
-)
 
 if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
@@ -71,7 +71,8 @@ class NgramMatrix:
         self.nw = np.array([1 / math.sqrt(max(len(_memo(analyze_words)(t)), 1)) for t in texts])
 
     def fit(self, rows: Sequence[int], labels: Sequence[int], c: float = C) -> LearnedModel:
-        """As `guards.train.fit` on these rows (min_df 2 within them), as a runtime model."""
+        """As `evals.detector.train.fit` on these rows (min_df 2 within them), as a runtime
+        model."""
         from scipy.sparse import diags, hstack
         from sklearn.linear_model import LogisticRegression
 
@@ -101,7 +102,7 @@ class NgramMatrix:
 
 
 def fit_head(vectors: np.ndarray, labels: Sequence[int]) -> SemanticHead:
-    from guards.train import fit_head as train_head
+    from evals.detector.train import fit_head as train_head
 
     return train_head(vectors, labels)
 
@@ -129,7 +130,7 @@ class Models:
 def train_calibrated(rows: Sequence[int], examples: Sequence[Example], matrix: NgramMatrix,
                      vectors: np.ndarray | None) -> Models:
     """Models on `rows`, thresholds from inner out-of-fold scores of the same rows (folds of
-    whole sources, as `guards.train` calibrates)."""
+    whole sources, as `evals.detector.train` calibrates)."""
     labels = [e.label for e in examples]
     subset = [examples[i] for i in rows]
     ngram_scores = [0.0] * len(rows)

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evals.detector.train import TRAIN_FILE, Example, training_examples
 from guards.learned import LearnedModel, default_model
 from guards.scan import Item, Metrics, json_lines, metrics, parse_lines
 from guards.semantic import SemanticHead, default_head
 from guards.threats import Source, analyze
-from guards.train import TRAIN_FILE, Example, training_examples
 
 ROOT = Path(__file__).resolve().parent.parent
 DEEPSET = ROOT.parent / "shared" / "datasets" / "prompt-injection" / "deepset-train.jsonl"
@@ -64,7 +64,7 @@ def _blocked(items: Sequence[Item], layer: str, model: LearnedModel | None,
                      learned=learned, model=model if learned else None).blocked
              for item in items]
     if layer == LAYERS[3] and head is not None:
-        from guards.embedcache import embed
+        from evals.detector.embedcache import embed
 
         vectors = embed([item.text for item in items])
         flags = [flag or (_source(item, source) == "message" and head.blocks(vector))
@@ -153,8 +153,8 @@ def source_metrics(examples: Sequence[Example], flags: dict[str, dict[str, list[
 
 def generalisation(deepset: Path | None, folds: int) -> dict[str, Any]:
     """Leave-one-source-out and row-level k-fold over the corpus (+ deepset train)."""
+    from evals.detector.embedcache import embed
     from evals.loso import kfold, loso
-    from guards.embedcache import embed
 
     examples = training_examples([TRAIN_FILE], deepset)
     vectors = embed([e.text for e in examples])

@@ -1,6 +1,6 @@
 """The learned layer of SEC-2: logistic regression over character and word n-grams.
 
-Trained by `python -m guards.train` (scikit-learn, training time only) and shipped as plain
+Trained by `python -m evals.detector.train` (scikit-learn, training time only) and shipped as plain
 JSON weights: this codebase never unpickles anything. Scoring is reimplemented here in pure
 Python because sklearn's per-call input validation costs more than the whole check budget
 (well under 1 ms per passage); `tests/unit/test_guard_learned.py` proves the scores equal

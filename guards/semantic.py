@@ -3,7 +3,7 @@
 The bot already embeds every question (and every chunk) with all-MiniLM-L6-v2 for
 retrieval; a linear head on that vector costs one dot product and sees meaning, not
 spelling, so it catches paraphrased attacks the n-gram model has no words for. Trained by
-`python -m guards.train` and shipped as plain JSON numbers (`guards/data/semantic.json`),
+`python -m evals.detector.train` and shipped as plain JSON numbers (`guards/data/semantic.json`),
 never pickled. The head only applies to vectors of the model it was trained on: a
 deployment embedding with another model (an OpenAI-compatible API) gets the n-gram layer
 only, and a damaged weights file raises `DetectorUnavailableError` (fail closed).

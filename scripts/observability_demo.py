@@ -21,15 +21,15 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fakes.openai_server import FakeOpenAIServer, Reply  # noqa: E402
-from tests.fakes.otlp_receiver import OtlpReceiver, ReceivedSpan  # noqa: E402
-from tests.fakes.signal_daemon import (  # noqa: E402
+from agent.testing.openai_server import FakeOpenAIServer, Reply  # noqa: E402
+from agent.testing.otlp_receiver import OtlpReceiver, ReceivedSpan  # noqa: E402
+from agent.testing.ports import free_port  # noqa: E402
+from agent.testing.signal_daemon import (  # noqa: E402
     BOT_NUMBER,
     BOT_UUID,
     direct_message,
     fake_signal_daemon,
 )
-from tests.integration.redis_server import free_port  # noqa: E402
 
 CLI = [sys.executable, "-m", "agent.cli"]
 

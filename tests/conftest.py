@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.testing.embeddings import HashingEmbedder
 from knowledge.ingest import ingest
-from tests.fakes.embeddings import HashingEmbedder
 
 pytest_plugins = ["tests.leak_check"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.signal_daemon import ALICE_NUMBER, BOB_NUMBER, BOT_NUMBER
+from agent.testing.signal_daemon import ALICE_NUMBER, BOB_NUMBER, BOT_NUMBER
 
 SENSITIVE = (
     ALICE_NUMBER, BOB_NUMBER, BOT_NUMBER, "+15559876543",           # test phone numbers

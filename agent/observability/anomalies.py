@@ -1,5 +1,5 @@
 """Anomalies (OBS-7) as operators see them: one audit event and one metric each, and an
-alert for the global probing pattern. The rules live in `guards.anomaly` (pure); this is
+alert for the global probing pattern. The rules live in `agent.anomaly_rules` (pure); this is
 the thin adapter to the audit sink, the metrics and the alert manager.
 """
 
@@ -9,8 +9,14 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agent.anomaly_rules import (
+    Anomaly,
+    AnomalyConfig,
+    AnomalyDetector,
+    AnomalyKind,
+    parse_off_hours,
+)
 from agent.observability.alerts import ATTACK_PROBING
-from guards.anomaly import Anomaly, AnomalyConfig, AnomalyDetector, AnomalyKind, parse_off_hours
 
 if TYPE_CHECKING:
     from agent.observability.metrics import BotMetrics

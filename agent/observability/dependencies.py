@@ -280,7 +280,7 @@ def models_probe(base_url: str | None, api_key: SecretStr | None, *,
 
 def storage_probe(url: str, *, timeout: float) -> Probe:
     """The rate-limit storage's own health check (a Redis PING), off the event loop."""
-    from guards.ratelimit import open_storage
+    from agent.ratelimit import open_storage
 
     storage = open_storage(url, timeout=timeout)
 

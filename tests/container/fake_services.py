@@ -4,14 +4,14 @@ bot image (its Python has the OpenTelemetry protobuf classes the receiver decode
     python -m tests.container.fake_services signal-daemon CONTROL_DIR
     python -m tests.container.fake_services otlp-receiver
 
-signal-daemon: tests/fakes/signal_daemon.py on 0.0.0.0:8080 (signal-cli's HTTP API),
+signal-daemon: agent/testing/signal_daemon.py on 0.0.0.0:8080 (signal-cli's HTTP API),
 standing in for the `signal-cli` service, since Signal is unreachable here and the real
 daemon can never deliver a message. Each file that appears in CONTROL_DIR (a read-only
 bind mount the test writes to) is delivered once, in name order, as a direct message from
 Alice whose text is the file's content. Every `send` the bot makes is printed to stdout as
 one JSON line, so the test reads them with `docker logs`.
 
-otlp-receiver: tests/fakes/otlp_receiver.py on 0.0.0.0:4318 (OTLP/HTTP), standing in for
+otlp-receiver: agent/testing/otlp_receiver.py on 0.0.0.0:4318 (OTLP/HTTP), standing in for
 the collector image, which cannot be pulled here; every span it decodes is printed as one
 JSON line.
 
@@ -38,7 +38,7 @@ def _print(record: dict[str, object]) -> None:
 
 
 def signal_daemon(control: Path) -> None:
-    from tests.fakes import signal_daemon as fake
+    from agent.testing import signal_daemon as fake
 
     fake.LOOPBACK = "0.0.0.0"
     sim = fake.FakeSignalDaemon(tcp=False)
@@ -61,7 +61,7 @@ def signal_daemon(control: Path) -> None:
 
 
 def otlp_receiver() -> None:
-    from tests.fakes import otlp_receiver as fake
+    from agent.testing import otlp_receiver as fake
 
     class AllInterfaces(fake.ThreadingHTTPServer):
         def __init__(self, _address: object, handler: type) -> None:

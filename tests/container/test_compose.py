@@ -6,8 +6,8 @@
 - The `observability` profile: the trace of one answered question reaches the collector.
 
 A question can only arrive through a daemon that delivers messages, so the last two run
-the daemon simulator (tests/fakes/signal_daemon.py) as the `signal-cli` service, and the
-collector (an image that cannot be pulled here) is the OTLP receiver of tests/fakes; both
+the daemon simulator (agent/testing/signal_daemon.py) as the `signal-cli` service, and the
+collector (an image that cannot be pulled here) is the OTLP receiver of agent/testing; both
 run from the bot image (tests/container/fake_services.py). Everything else is the real
 compose file, run from a temporary folder with a `.env` made from .env.example and
 generated secrets, so nothing is written to the checkout. The network is Compose's own
@@ -31,8 +31,8 @@ import httpx
 import pytest
 import yaml
 
+from agent.testing.signal_daemon import BOT_NUMBER
 from tests.container.conftest import ROOT, Engine, wait_until
-from tests.fakes.signal_daemon import BOT_NUMBER
 
 pytestmark = pytest.mark.container
 

@@ -21,7 +21,7 @@ from agent.signal.client import HttpTransport, SocketTransport, _result_of
 from agent.signal.envelope import Envelope, parse_receive_json, parse_receive_payload
 from agent.signal.errors import SignalError, error_from_rpc
 from agent.signal.sse import LineSplitter, OverlongLine, SSEEvent, SSEParser
-from tests.fakes.signal_daemon import (
+from agent.testing.signal_daemon import (
     ALICE_NUMBER,
     ALICE_UUID,
     BOT_NUMBER,

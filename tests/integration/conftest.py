@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from agent.settings import Settings, load_settings
+from agent.testing.openai_server import FakeOpenAIServer
+from agent.testing.signal_daemon import FakeSignalDaemon, fake_signal_daemon
 from knowledge.embeddings import LocalEmbedder
 from knowledge.index import EmbeddingInfo, KnowledgeIndex, open_index
 from knowledge.ingest import ingest
-from tests.fakes.openai_server import FakeOpenAIServer
-from tests.fakes.signal_daemon import FakeSignalDaemon, fake_signal_daemon
 from tests.integration.redis_server import redis_server  # noqa: F401 - a shared fixture
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -73,7 +73,7 @@ async def main(index_dir: str, data_dir: str) -> dict[str, Any]:
     from agent.assistant import Assistant
     from agent.audit import MemoryAuditSink
     from agent.settings import load_settings
-    from tests.fakes.openai_server import CHAT_PATH, FakeOpenAIServer, Reply
+    from agent.testing.openai_server import CHAT_PATH, FakeOpenAIServer, Reply
 
     with FakeOpenAIServer() as server:
         os.environ.update({"SIGNAL_RAG_DATA_DIR": data_dir, "SIGNAL_RAG_INDEX_DIR": index_dir,

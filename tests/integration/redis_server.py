@@ -17,13 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.testing.ports import free_port
+
 STARTUP_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:

@@ -19,12 +19,12 @@ from agent.observability.alerts import (
     AlertManager,
     SignalAdminNotifier,
     WebhookNotifier,
-    exception_condition,
 )
+from agent.observability.monitors import exception_condition
 from agent.signal import create_transport
 from agent.signal.reconnect import Backoff
-from tests.fakes.openai_server import FakeOpenAIServer, Status
-from tests.fakes.signal_daemon import (
+from agent.testing.openai_server import FakeOpenAIServer, Status
+from agent.testing.signal_daemon import (
     ALICE_UUID,
     BOB_NUMBER,
     BOT_NUMBER,

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.openai_server import CHAT_PATH, FakeOpenAIServer, Reply
-from tests.fakes.signal_daemon import (
+from agent.testing.openai_server import CHAT_PATH, FakeOpenAIServer, Reply
+from agent.testing.ports import free_port
+from agent.testing.signal_daemon import (
     BOB_UUID,
     BOT_NUMBER,
     BOT_UUID,
@@ -27,7 +28,6 @@ from tests.fakes.signal_daemon import (
     direct_message,
 )
 from tests.integration.conftest import EXAMPLES
-from tests.integration.redis_server import free_port
 from tests.integration.test_serve_process import CLI, answers, start_serve, stop, wait_until
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.fakes.openai_server import EMBEDDINGS_PATH, FakeOpenAIServer
+from agent.testing.openai_server import EMBEDDINGS_PATH, FakeOpenAIServer
 from tests.integration.conftest import EXAMPLES
 
 CLI = [sys.executable, "-m", "agent.cli"]

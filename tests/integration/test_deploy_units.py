@@ -27,15 +27,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes.openai_server import FakeOpenAIServer, Reply
-from tests.fakes.signal_daemon import (
+from agent.testing.openai_server import FakeOpenAIServer, Reply
+from agent.testing.ports import free_port
+from agent.testing.signal_daemon import (
     BOT_NUMBER,
     BOT_UUID,
     FakeSignalDaemon,
     direct_message,
 )
 from tests.integration.conftest import EXAMPLES, ROOT
-from tests.integration.redis_server import free_port
 from tests.integration.signal_cli_daemon import require_signal_cli
 from tests.integration.test_serve_process import wait_until as serve_wait_until
 from tests.unit.test_deploy_manifests import (

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from agent.testing.openai_server import CHAT_PATH, FakeOpenAIServer, Reply
 from evals.answers import AnswerSettings, run_answers
 from evals.baseline import answer_regressions, load, regressions
 from evals.beir import load_dataset
 from evals.retrievers import parse_specs
 from evals.runner import run_retrieval
 from evals.sample import BASELINE, CHUNK_OVERLAP, CHUNK_SIZE, EXAMPLES, SAMPLE_DIR
-from tests.fakes.openai_server import CHAT_PATH, FakeOpenAIServer, Reply
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from langchain_core.messages import AIMessageChunk
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.fakes.openai_server import (
+from agent.testing.openai_server import (
     CHAT_PATH,
     EMBEDDINGS_PATH,
     MODELS_PATH,

@@ -14,6 +14,7 @@ import pytest
 
 from agent.assistant import Assistant
 from agent.audit import MemoryAuditSink
+from agent.testing.openai_server import CHAT_PATH, FakeOpenAIServer, Reply
 from graph.builder import model_retry_policy
 from graph.nodes.fallback import MESSAGES
 from graph.prompts import system_prompt
@@ -21,7 +22,6 @@ from guards.output import leaks_system_prompt
 from knowledge.embeddings import LocalEmbedder
 from knowledge.index import EmbeddingInfo, KnowledgeIndex, open_index
 from knowledge.ingest import ingest
-from tests.fakes.openai_server import CHAT_PATH, FakeOpenAIServer, Reply
 from tests.integration.conftest import EXAMPLES
 
 GUIDE_URL = "https://docs.signal-rag.example/backups"

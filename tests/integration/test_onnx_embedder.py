@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agent.testing.ports import free_port
+from agent.testing.signal_daemon import BOT_NUMBER, BOT_UUID, FakeSignalDaemon, direct_message
 from knowledge.chunking import chunk_pages, make_splitter
 from knowledge.documents import discover, load
 from knowledge.embeddings import (
@@ -33,9 +35,7 @@ from knowledge.embeddings import (
 from knowledge.index import EmbeddingInfo, open_index
 from knowledge.ingest import embedding_text, ingest
 from knowledge.retrieval import KnowledgeBase
-from tests.fakes.signal_daemon import BOT_NUMBER, BOT_UUID, FakeSignalDaemon, direct_message
 from tests.integration.conftest import EXAMPLES
-from tests.integration.redis_server import free_port
 from tests.integration.test_serve_process import wait_until
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from guards.ratelimit import ActivationLockout, UserRateLimiter
+from agent.ratelimit import ActivationLockout, UserRateLimiter
 from tests.integration.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow

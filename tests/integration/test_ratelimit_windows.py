@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from guards.ratelimit import ActivationLockout, UserRateLimiter
+from agent.ratelimit import ActivationLockout, UserRateLimiter
 
 
 def test_refused_messages_do_not_count_and_a_new_window_is_told_again() -> None:

@@ -17,10 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.openai_server import EMBEDDINGS_PATH, FakeOpenAIServer, Reply
-from tests.fakes.signal_daemon import BOT_NUMBER, BOT_UUID, FakeSignalDaemon, direct_message
+from agent.testing.openai_server import EMBEDDINGS_PATH, FakeOpenAIServer, Reply
+from agent.testing.ports import free_port
+from agent.testing.signal_daemon import BOT_NUMBER, BOT_UUID, FakeSignalDaemon, direct_message
 from tests.integration.conftest import EXAMPLES
-from tests.integration.redis_server import RedisServer, free_port
+from tests.integration.redis_server import RedisServer
 from tests.integration.test_serve_process import (
     PASSPHRASE,
     QUESTION,

@@ -14,18 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.openai_server import CHAT_PATH, FakeOpenAIServer, Reply, Slow
-from tests.fakes.signal_daemon import (
+from agent.testing.openai_server import CHAT_PATH, FakeOpenAIServer, Reply, Slow
+from agent.testing.ports import free_port
+from agent.testing.signal_daemon import (
     BOB_UUID as OTHER_UUID,
 )
-from tests.fakes.signal_daemon import (
+from agent.testing.signal_daemon import (
     BOT_NUMBER,
     BOT_UUID,
     FakeSignalDaemon,
     direct_message,
 )
 from tests.integration.conftest import EXAMPLES
-from tests.integration.redis_server import free_port
 
 CLI = [sys.executable, "-m", "agent.cli"]
 PASSPHRASE = "let me in please"

@@ -14,16 +14,14 @@ import pytest
 from agent.addressing import BotIdentity
 from agent.assistant import Assistant
 from agent.audit import MemoryAuditSink
+from agent.ratelimit import ActivationLockout, UserRateLimiter
 from agent.service import ACTIVATED, AccessPolicy, BotService
 from agent.settings import load_settings
 from agent.signal import create_transport
 from agent.signal.reconnect import Backoff
 from agent.store import Store
-from agent.users import UserDirectory
-from guards.ratelimit import ActivationLockout, UserRateLimiter
-from knowledge.index import EmbeddingInfo, open_index
-from tests.fakes.embeddings import HashingEmbedder
-from tests.fakes.signal_daemon import (
+from agent.testing.embeddings import HashingEmbedder
+from agent.testing.signal_daemon import (
     ALICE_UUID,
     BOB_NUMBER,
     BOB_UUID,
@@ -37,6 +35,8 @@ from tests.fakes.signal_daemon import (
     group_message,
     reaction_message,
 )
+from agent.users import UserDirectory
+from knowledge.index import EmbeddingInfo, open_index
 
 PASSPHRASE = "open sesame 42"
 QUESTION = "How often should I oil the bicycle chain?"
@@ -577,8 +577,8 @@ async def test_repeated_attacks_mute_the_user_and_are_audited(
         sim: FakeSignalDaemon, start: Any, assistant: Assistant) -> None:
     """OBS-7 wired: three blocked messages in ten minutes mute the sender (when muting is
     on); the anomaly goes to the audit trail; a muted user gets silence, not a model call."""
+    from agent.anomaly_rules import AnomalyConfig, AnomalyDetector
     from agent.observability.anomalies import AnomalyRecorder
-    from guards.anomaly import AnomalyConfig, AnomalyDetector
 
     trail = MemoryAuditSink()
     service = await start(anomalies=AnomalyDetector(AnomalyConfig(mute=True, block_count=3)),

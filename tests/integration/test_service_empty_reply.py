@@ -6,7 +6,7 @@ from typing import Any
 
 from agent.assistant import Answer, Assistant
 from agent.service import ACTIVATED, GAVE_UP
-from tests.fakes.signal_daemon import FakeSignalDaemon, direct_message
+from agent.testing.signal_daemon import FakeSignalDaemon, direct_message
 from tests.integration.test_service import (  # noqa: F401 - fixtures used by name
     activate,
     assistant,

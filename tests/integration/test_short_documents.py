@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.fakes.openai_server import FakeOpenAIServer
+from agent.testing.openai_server import FakeOpenAIServer
 
 CLI = [sys.executable, "-m", "agent.cli"]
 

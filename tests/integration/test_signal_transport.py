@@ -1,4 +1,4 @@
-"""agent.signal against the daemon simulator (tests/fakes/signal_daemon.py) on loopback.
+"""agent.signal against the daemon simulator (agent/testing/signal_daemon.py) on loopback.
 
 Real sockets, real httpx, the daemon's wire formats; faults injected by the simulator.
 Backoff never sleeps for real: the injected sleeper records each delay and yields for
@@ -38,7 +38,7 @@ from agent.signal import (
     mention,
     text_style,
 )
-from tests.fakes.signal_daemon import (
+from agent.testing.signal_daemon import (
     ALICE_NUMBER,
     ALICE_UUID,
     BOB_UUID,

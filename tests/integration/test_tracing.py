@@ -19,17 +19,17 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from agent.addressing import BotIdentity
 from agent.assistant import Assistant
 from agent.audit import MemoryAuditSink
-from agent.observability.alerts import AlertingAuditSink, build_alerting
+from agent.observability.monitors import AlertingAuditSink, build_alerting
 from agent.observability.tracing import OtelSpans, build_tracer_provider, tracer_of
+from agent.ratelimit import ActivationLockout, UserRateLimiter
 from agent.resilience import CircuitBreaker
 from agent.service import AccessPolicy, BotService
 from agent.signal import create_transport
 from agent.store import Store
-from agent.users import UserDirectory
-from guards.ratelimit import ActivationLockout, UserRateLimiter
-from tests.fakes.openai_server import FakeOpenAIServer, Reply
-from tests.fakes.otlp_receiver import OtlpReceiver
-from tests.fakes.signal_daemon import (
+from agent.testing.openai_server import FakeOpenAIServer, Reply
+from agent.testing.otlp_receiver import OtlpReceiver
+from agent.testing.ports import free_port
+from agent.testing.signal_daemon import (
     ALICE_UUID,
     BOT_NUMBER,
     BOT_UUID,
@@ -37,8 +37,8 @@ from tests.fakes.signal_daemon import (
     direct_message,
     fake_signal_daemon,
 )
+from agent.users import UserDirectory
 from tests.integration.conftest import EXAMPLES
-from tests.integration.redis_server import free_port
 
 pytestmark = pytest.mark.slow
 QUESTION = "What does exit code 3 mean?"

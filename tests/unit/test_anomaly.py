@@ -9,6 +9,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from agent.anomaly_rules import (
+    GLOBAL,
+    Anomaly,
+    AnomalyConfig,
+    AnomalyDetector,
+    AnomalyKind,
+    MessageFacts,
+    parse_off_hours,
+)
 from agent.audit import MemoryAuditSink
 from agent.observability.anomalies import (
     AnomalyRecorder,
@@ -18,15 +27,6 @@ from agent.observability.anomalies import (
 )
 from agent.observability.metrics import BotMetrics
 from agent.settings import AnomalySettings, ConfigError, load_settings
-from guards.anomaly import (
-    GLOBAL,
-    Anomaly,
-    AnomalyConfig,
-    AnomalyDetector,
-    AnomalyKind,
-    MessageFacts,
-    parse_off_hours,
-)
 
 T0 = 1_764_000_000.0  # a Monday, 16:00 UTC
 

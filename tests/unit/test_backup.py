@@ -18,6 +18,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,15 @@ from agent.backup import (
     parse_manifest,
     verify_backup,
 )
+from agent.backup import cli as backup_cli
+from agent.backup import format as backup_format
+from agent.backup import restore as backup_restore
 from agent.cli import app
 from agent.settings import load_settings
+from agent.testing.embeddings import HashingEmbedder
 from agent.users import UserDirectory
 from knowledge.index import IndexCorruptError, last_good_path, verify_index
 from knowledge.ingest import ingest
-from tests.fakes.embeddings import HashingEmbedder
 
 runner = CliRunner()
 PASSPHRASE = "a very private passphrase"
@@ -317,7 +321,7 @@ def test_an_index_that_stays_missing_in_a_swap_fails_the_backup(
     shutil.copytree(index, last_good_path(index), dirs_exist_ok=True)
     shutil.rmtree(index)
     waits: list[float] = []
-    monkeypatch.setattr(backup.time, "sleep", waits.append)
+    monkeypatch.setattr(time, "sleep", waits.append)
     out = tmp_path / "b.tar.gz"
     result = runner.invoke(app, ["backup", "create", str(out)])
     assert result.exit_code == 1, result.output
@@ -430,8 +434,8 @@ def test_a_failed_extraction_changes_nothing(tmp_path: Path, data_dir: Path,
             raise OSError(28, "No space left on device")
         tar.extract(member, path, filter="data")
 
-    real = backup.restore_backup
-    monkeypatch.setattr(backup, "restore_backup",
+    real = backup_cli.restore_backup
+    monkeypatch.setattr(backup_cli, "restore_backup",
                         lambda *a, **k: real(*a, **k, extract=failing))
     result = restore(archive, target, "--force")
     assert result.exit_code == 1 and "nothing was changed" in result.stderr
@@ -453,8 +457,8 @@ def test_an_archive_changed_after_verification_is_caught_before_install(
         if member.name == "audit.jsonl":
             (path / member.name).write_text('{"route":"forged"}\n')
 
-    real = backup.restore_backup
-    monkeypatch.setattr(backup, "restore_backup",
+    real = backup_cli.restore_backup
+    monkeypatch.setattr(backup_cli, "restore_backup",
                         lambda *a, **k: real(*a, **k, extract=tampering))
     result = restore(archive, target, "--force")
     assert result.exit_code == 3 and "changed since it was verified" in result.stderr
@@ -471,14 +475,14 @@ def test_a_failure_on_the_second_target_puts_the_first_one_back(
     live = tmp_path / "live"
     shutil.copytree(data_dir, live)
     before_data, before_index = tree(live), tree(index)
-    real_install = backup._install
+    real_install = backup_restore._install
 
-    def install(target: backup.Target, stamp: str) -> None:
+    def install(target: backup_restore.Target, stamp: str) -> None:
         if target.label == "index":
             raise OSError(5, "Input/output error")
         real_install(target, stamp)
 
-    monkeypatch.setattr(backup, "_install", install)
+    monkeypatch.setattr(backup_restore, "_install", install)
     result = restore(archive, live, "--force")
     assert result.exit_code == 1 and "nothing was changed" in result.stderr
     assert tree(live) == before_data and tree(index) == before_index
@@ -515,7 +519,7 @@ def test_a_failed_move_into_the_target_is_undone(
     (target / "old.txt").write_text("old state")
     (target / "users.sqlite3").write_bytes(b"old users")
     before = tree(target)
-    real_move = backup._move_entries
+    real_move = backup_restore._move_entries
 
     def move(entries: list[Path], into: Path, moved: list[tuple[Path, Path]]) -> None:
         if into == target:  # the staged entries: one goes in, then the disk fails
@@ -525,7 +529,7 @@ def test_a_failed_move_into_the_target_is_undone(
             raise OSError(5, "Input/output error", str(into / first.name))
         real_move(entries, into, moved)
 
-    monkeypatch.setattr(backup, "_move_entries", move)
+    monkeypatch.setattr(backup_restore, "_move_entries", move)
     result = restore(archive, target, "--force")
     assert result.exit_code == 1 and "nothing was changed" in result.stderr
     assert f"writing {target}/" in result.stderr and "Input/output error" in result.stderr
@@ -826,7 +830,7 @@ def test_restore_needs_tarfile_filters_and_says_which_python(
 
 def test_member_and_manifest_counts_are_capped(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backup, "MAX_MEMBERS", 3)
+    monkeypatch.setattr(backup_format, "MAX_MEMBERS", 3)
     files = [_file(f"data/f{i}", b"x") for i in range(5)]
     listed = write_tar(tmp_path / "listed.tar.gz",
                        _manifest([_entry(f"data/f{i}", b"x") for i in range(5)]), files)
@@ -866,7 +870,7 @@ def test_the_space_check_adds_up_targets_on_one_filesystem_and_keeps_a_margin(
     assert 0 < data_part < need
     total = 10 << 30
     free = [0]
-    monkeypatch.setattr(backup.shutil, "disk_usage",
+    monkeypatch.setattr(shutil, "disk_usage",
                         lambda _p: shutil._ntuple_diskusage(total, total - free[0], free[0]))  # type: ignore[attr-defined]
     target = tmp_path / "live"
     monkeypatch.setenv("SIGNAL_RAG_INDEX_DIR", str(tmp_path / "restored-index" / "index"))
@@ -889,7 +893,7 @@ def test_the_output_folder_is_private_and_a_read_error_names_the_file(
     def unreadable(src: Path, dst: Path) -> None:
         raise PermissionError(13, "Permission denied", str(src))
 
-    monkeypatch.setattr(backup.shutil, "copyfile", unreadable)
+    monkeypatch.setattr(shutil, "copyfile", unreadable)
     result = runner.invoke(app, ["backup", "create", str(tmp_path / "backups" / "2.tar.gz")])
     assert result.exit_code == 1, result.output
     assert f"error: cannot write the backup: reading {data_dir}/" in result.stderr

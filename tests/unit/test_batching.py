@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from agent.testing.embeddings import HashingEmbedder
 from knowledge.batching import BatchingEmbedder
 from knowledge.embeddings import Vectors
-from tests.fakes.embeddings import HashingEmbedder
 
 
 class GatedEmbedder(HashingEmbedder):

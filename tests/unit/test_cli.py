@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli import app
+from agent.testing.embeddings import HashingEmbedder
 from knowledge.index import DENSE_FILE
-from tests.fakes.embeddings import HashingEmbedder
 
 runner = CliRunner()
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from agent.testing.embeddings import HashingEmbedder
 from evals.answers import AnswersReport, run_answers, score_answers
 from evals.baseline import answer_regressions, record_answers
 from evals.beir import load_dataset
-from tests.fakes.embeddings import HashingEmbedder
 
 
 def _dataset(root: Path) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from agent.testing.embeddings import HashingEmbedder
 from evals.baseline import BaselineError, load, record, regressions
 from evals.beir import DatasetError, load_dataset
 from evals.cache import cache_path, embed_cached
@@ -17,7 +18,6 @@ from evals.report import write_report
 from evals.retrievers import ConfigError, parse_specs
 from evals.runner import run_retrieval
 from evals.sample import EXAMPLES, SAMPLE_DIR, corpus_jsonl
-from tests.fakes.embeddings import HashingEmbedder
 
 CORPUS = {
     "garden": ("Gardening notes", "Tomatoes need full sun and regular watering. Prune the "

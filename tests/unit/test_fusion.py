@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 import knowledge.ingest
+from agent.testing.embeddings import HashingEmbedder
 from knowledge.index import EmbeddingInfo, open_index
 from knowledge.ingest import embedding_text, ingest
 from knowledge.retrieval import DEFAULT_DENSE_WEIGHT, DEFAULT_FUSION, Retriever
-from tests.fakes.embeddings import HashingEmbedder
 
 TEST_MODEL = EmbeddingInfo(provider="test", model="hashing-test", dimension=64)
 

@@ -1,4 +1,4 @@
-"""The committed training corpus is what `python -m guards.corpus` builds from its sources.
+"""The committed training corpus is what `python -m evals.detector.corpus` builds from its sources.
 
 Always checked offline: the manifest and PROVENANCE.md agree with corpus.jsonl line for line,
 and the own-template sources rebuild exactly. Rebuilt from the pinned artifacts: every source
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from guards import corpus
-from guards.corpus import (
+from evals.detector import corpus
+from evals.detector.corpus import (
     MANIFEST,
     OUT,
     PROVENANCE,

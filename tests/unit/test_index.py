@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.testing.embeddings import HashingEmbedder
 from knowledge.index import (
     CHUNKS_FILE,
     DENSE_FILE,
@@ -19,7 +20,6 @@ from knowledge.index import (
     verify_index,
 )
 from knowledge.ingest import NoDocumentsError, ingest
-from tests.fakes.embeddings import HashingEmbedder
 
 TEST_MODEL = EmbeddingInfo(provider="test", model="hashing-test", dimension=64)
 

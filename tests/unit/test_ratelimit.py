@@ -12,7 +12,7 @@ import pytest
 from limits.errors import StorageError
 from limits.storage import MemoryStorage
 
-from guards.ratelimit import ActivationLockout, UserRateLimiter
+from agent.ratelimit import ActivationLockout, UserRateLimiter
 
 
 class FlakyStorage(MemoryStorage):

@@ -1,8 +1,8 @@
 from pathlib import Path
 
+from agent.testing.embeddings import HashingEmbedder
 from knowledge.index import EmbeddingInfo, open_index
 from knowledge.retrieval import KnowledgeBase, Retriever
-from tests.fakes.embeddings import HashingEmbedder
 
 TEST_MODEL = EmbeddingInfo(provider="test", model="hashing-test", dimension=64)
 

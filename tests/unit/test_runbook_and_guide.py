@@ -33,6 +33,7 @@ from agent.cli import app
 from agent.commands import Command, help_text, info_text, unknown_command_hint
 from agent.observability.alerts import CONDITIONS
 from agent.observability.anomalies import ALERTED_KINDS
+from agent.ratelimit import DEFAULT_ACTIVATION_FAILURES, DEFAULT_LOCKOUT_SECONDS
 from agent.service import (
     ACTIVATED,
     FORGOTTEN,
@@ -47,7 +48,6 @@ from agent.store import ReplyPart, Store
 from graph.context import GraphContext
 from graph.nodes.fallback import MESSAGES, MODEL_DOWN_PREFIX
 from graph.state import MAX_EXCHANGES
-from guards.ratelimit import DEFAULT_ACTIVATION_FAILURES, DEFAULT_LOCKOUT_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOK = ROOT / "docs" / "runbook.md"

@@ -33,7 +33,7 @@ from agent.signal import (
     parse_send_result,
 )
 from agent.signal.sse import LineSplitter, OverlongLine, SSEEvent, SSEParser
-from tests.fakes.signal_daemon import (
+from agent.testing.signal_daemon import (
     ALICE_NUMBER,
     ALICE_UUID,
     BOB_UUID,

@@ -33,8 +33,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.openai_server import FakeOpenAIServer
-from tests.fakes.signal_daemon import (
+from agent.testing.openai_server import FakeOpenAIServer
+from agent.testing.ports import free_port
+from agent.testing.signal_daemon import (
     ALICE_UUID,
     BOT_NUMBER,
     BOT_UUID,
@@ -43,7 +44,7 @@ from tests.fakes.signal_daemon import (
 )
 from tests.integration.conftest import EXAMPLES
 from tests.integration.faults.fault_proxy import RESP_GARBAGE, FaultProxy, Mode
-from tests.integration.redis_server import RedisServer, free_port
+from tests.integration.redis_server import RedisServer
 from tests.integration.test_serve_process import CLI, PASSPHRASE
 from tests.leak_check import secrets_in
 

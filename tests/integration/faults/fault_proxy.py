@@ -20,7 +20,7 @@ import socket
 import threading
 from typing import Literal
 
-from tests.integration.redis_server import free_port
+from agent.testing.ports import free_port
 
 Mode = Literal["up", "down", "hang", "garbage"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from agent.observability.alerts import LIMITS_STORAGE_UNREACHABLE, SIGNAL_CLI_UNREACHABLE
-from tests.fakes.openai_server import CHAT_PATH, EMBEDDINGS_PATH, Reply, Slow
+from agent.testing.openai_server import CHAT_PATH, EMBEDDINGS_PATH, Reply, Slow
 from tests.integration.faults.campaign import (
     GRACE_S,
     Bot,

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from agent.observability.alerts import DISK_SPACE_LOW, INDEX_CORRUPT
-from tests.fakes.openai_server import EMBEDDINGS_PATH, FakeOpenAIServer, Reply, Slow
-from tests.fakes.signal_daemon import NETWORK_FAILURE
+from agent.testing.openai_server import EMBEDDINGS_PATH, FakeOpenAIServer, Reply, Slow
+from agent.testing.signal_daemon import NETWORK_FAILURE
 from tests.integration.conftest import EXAMPLES
 from tests.integration.faults.campaign import (
     CLI,

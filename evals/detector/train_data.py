@@ -1,7 +1,7 @@
 """The project's original training templates: source `own-templates-v1` of the corpus.
 
 Self-written phrases combined by templates, English and German, seeded so the rows are
-reproducible; `guards.corpus` puts them into `guards/data/corpus.jsonl`. Benign
+reproducible; `evals.detector.corpus` puts them into `guards/data/corpus.jsonl`. Benign
 examples deliberately include look-alikes (questions about ignoring, prompts, rules,
 security) and document passages, because the detector also reads retrieved text.
 """

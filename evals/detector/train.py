@@ -1,6 +1,6 @@
-"""Train the learned detector and write its weights as JSON (`python -m guards.train`).
+"""Train the learned detector and write its weights as JSON (`python -m evals.detector.train`).
 
-Trains on the wide corpus (`guards/data/corpus.jsonl`, built by `guards.corpus`) plus the
+Trains on the wide corpus (`guards/data/corpus.jsonl`, built by `evals.detector.corpus`) plus the
 shared deepset train split when ../shared has it (its sha256 is recorded; it is never copied
 into the repository). The message and passage thresholds are calibrated on out-of-fold
 scores of the training rows only (`calibrate`; folds of whole sources, so the thresholds
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evals.detector import GUARDS_DATA
 from guards.learned import (
     CHAR_NGRAMS,
     DEFAULT_WEIGHTS,
@@ -39,8 +40,8 @@ if TYPE_CHECKING:
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
 
-TRAIN_FILE = Path(__file__).parent / "data" / "corpus.jsonl"
-SHARED_DEEPSET = (Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
+TRAIN_FILE = GUARDS_DATA / "corpus.jsonl"
+SHARED_DEEPSET = (Path(__file__).resolve().parents[3] / "shared" / "datasets"
                   / "prompt-injection" / "deepset-train.jsonl")
 CALIBRATION_FOLDS = 5
 MESSAGE_FPR = 0.004
@@ -365,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(document['word_weights'])} word n-grams, thresholds {document['threshold']} "
           f"(messages) and {document['passage_threshold']} (passages)")
     if args.semantic_out is not None:
-        from guards.embedcache import embed
+        from evals.detector.embedcache import embed
 
         examples = training_examples(args.data or [TRAIN_FILE], shared)
         head = train_head(examples, embed([e.text for e in examples]))
