@@ -591,8 +591,6 @@ render_env() {  # $1 source file, $2 creating (true/false)
       *)
         if $2 && [[ $line == SIGNAL_RAG_EMBEDDINGS__MODEL=* ]]; then
           line="# $line"  # the local embedding model is the default; see the comment above
-        elif $2 && [[ $line == SIGNAL_RAG_IMAGE_TARGET=* ]]; then
-          line=SIGNAL_RAG_IMAGE_TARGET=local
         fi
         printf '%s\n' "$line"
         continue ;;

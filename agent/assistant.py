@@ -24,8 +24,9 @@ from agent.resilience import BreakerState, CircuitBreaker
 from agent.settings import Settings
 from graph.builder import build_graph, model_retry_policy
 from graph.context import Alerts, AuditSink, GraphContext, LogAlerts, NoSpans, PassageSource
+from graph.contract import FallbackReason
 from graph.prompts import new_canary
-from graph.state import Citation, FallbackReason
+from graph.state import Citation
 from guards.passages import PassageChecks
 from knowledge.batching import BatchingEmbedder
 from knowledge.embeddings import (

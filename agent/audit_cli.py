@@ -6,7 +6,8 @@ is not always on a server, and a summary must survive a damaged or tampered line
 line is parsed as JSON and printed only re-serialised or as escaped fields, so a hostile
 line cannot inject terminal escapes; malformed lines are counted and skipped.
 
-This module imports only typer and the standard library, so `signal-rag --help` stays fast.
+This module imports only typer, the standard library and `graph.contract` (itself standard
+library only), so `signal-rag --help` stays fast.
 """
 
 from __future__ import annotations
@@ -24,12 +25,11 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from graph.contract import ANSWERED, BLOCKED_ROUTES, ERROR_ROUTES, RUN_EVENT
+
 EXIT_USAGE = 2
 MAX_LINE_BYTES = 1 << 20
 """A longer line is not one of ours: skipped as malformed without reading it whole."""
-BLOCKED_ROUTES = frozenset({"fallback:threat", "fallback:output_blocked"})
-ERROR_ROUTES = frozenset({"fallback:model_error", "fallback:guard_error",
-                          "fallback:circuit_open"})
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -147,12 +147,12 @@ def describe(event: Mapping[str, Any]) -> str:
     ts = _number(event.get("ts"))
     when = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts is not None \
         and 0 <= ts < 1e11 else "-"
-    kind = event.get("event", "graph_run")
+    kind = event.get("event", RUN_EVENT)
     user = safe(event.get("user", "-"), 16)
     if kind == "anomaly":
         return (f"{when}  user:{user}  anomaly {safe(event.get('kind'), 30)} "
                 f"({safe(event.get('reason'), 40)})")
-    if kind != "graph_run":
+    if kind != RUN_EVENT:
         return f"{when}  {safe(kind, 40)}"
     total = _number(event.get("total_ms"))
     parts = [when, f"user:{user}", safe(event.get("route", "-"), 40),
@@ -195,16 +195,16 @@ class Stats:
         if ts is not None:
             self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
             self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
-        kind = event.get("event", "graph_run")
+        kind = event.get("event", RUN_EVENT)
         if kind == "anomaly":
             self.anomalies[safe(event.get("kind"), 40)] += 1
             return
-        if kind != "graph_run":
+        if kind != RUN_EVENT:
             return
         self.events += 1
         route = safe(event.get("route", "unknown"), 60)
         self.routes[route] += 1
-        if route in ERROR_ROUTES or (event.get("error") and route != "answered"):
+        if route in ERROR_ROUTES or (event.get("error") and route != ANSWERED):
             self.errors += 1
         if route in BLOCKED_ROUTES:
             self.blocked += 1

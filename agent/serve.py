@@ -26,8 +26,6 @@ from agent.observability.alerts import (
     LIMITS_STORAGE_UNREACHABLE,
     MODEL_UNREACHABLE,
     AlertControl,
-    AlertingAuditSink,
-    build_alerting,
 )
 from agent.observability.anomalies import AnomalyRecorder, build_detector
 from agent.observability.dependencies import (
@@ -43,6 +41,7 @@ from agent.observability.dependencies import (
 )
 from agent.observability.logs import REDACTOR
 from agent.observability.metrics import BotMetrics, MeteredAuditSink
+from agent.observability.monitors import AlertingAuditSink, build_alerting
 from agent.observability.readiness import service_readiness
 from agent.observability.tracing import (
     OtelSpans,

@@ -75,14 +75,15 @@ from agent.signal import (
 )
 from agent.store import InboxKey, InboxMessage, OutboxItem, ReplyPart, Store, StoreCounts
 from agent.users import Thread, UserDirectory
+from graph.contract import BLOCKED_REASONS, route_of
 from knowledge.index import KnowledgeIndexError, verify_index
 
 if TYPE_CHECKING:
     from agent.anomaly_rules import AnomalyDetector
-    from agent.observability.alerts import Monitors
     from agent.observability.anomalies import AnomalyRecorder
     from agent.observability.dependencies import DependencyMonitor
     from agent.observability.metrics import BotMetrics
+    from agent.observability.monitors import Monitors
 
 log = logging.getLogger(__name__)
 IndexFingerprint = tuple[tuple[str, int, int], ...] | None
@@ -103,8 +104,6 @@ UNAVAILABLE = "The assistant is temporarily unavailable. Please try again in a f
 """The reply to a message that waited `hold` seconds for a dependency in vain (the same
 text as the graph's fallback for a failing guard or model)."""
 DEFAULT_HOLD = 300.0
-BLOCKED_ROUTES = frozenset({"threat", "output_blocked"})
-"""Fallback reasons that mean a guard refused the message (anomaly detection, OBS-7)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,11 +481,10 @@ class BotService:
             new_user = not await self._db(self.users.chats, user)
             self._anomaly_recorder.record(self.anomalies.observe(MessageFacts(
                 user=user, at=now, length=len(text), new_user=new_user,
-                blocked=answer.fallback_reason in BLOCKED_ROUTES)))
+                blocked=answer.fallback_reason in BLOCKED_REASONS)))
         await self._db(self.users.touch_thread, user, chat, expires=expires)
         self._citations[message.key] = [dict(c) for c in answer.citations]
-        self._routes[message.key] = f"fallback:{answer.fallback_reason}" \
-            if answer.fallback_reason else "answered"
+        self._routes[message.key] = route_of(answer.fallback_reason)
         return answer.reply
 
     def _need_dependencies(self) -> None:

@@ -1,17 +1,21 @@
 """Assemble the StateGraph: seven nodes, routers for every way off the happy path.
 
-Every reply, answered or fallback, passes `output_guard` on its way to `audit`.
+The nodes are `graph.contract.NODES`, added in that order, each wrapped by
+`nodes/traced.py` (span and latency). Every reply, answered or fallback, passes
+`output_guard` on its way to `audit`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import RetryPolicy
 
 from graph.context import GraphContext
+from graph.contract import FIRST_NODE, NODES, NodeName
 from graph.nodes.audit import audit
 from graph.nodes.fallback import fallback
 from graph.nodes.generate import generate, should_retry
@@ -19,7 +23,7 @@ from graph.nodes.output_guard import output_guard
 from graph.nodes.retrieve import retrieve
 from graph.nodes.sanitize import sanitize
 from graph.nodes.threat_check import threat_check
-from graph.nodes.traced import traced
+from graph.nodes.traced import AsyncNode, SyncNode, traced
 from graph.routing import (
     route_after_generate,
     route_after_retrieve,
@@ -27,9 +31,6 @@ from graph.routing import (
     route_after_threat_check,
 )
 from graph.state import GraphInput, GraphOutput, GraphState
-
-NODES = ("sanitize", "threat_check", "retrieve", "generate", "fallback", "output_guard",
-         "audit")
 
 
 def model_retry_policy(max_attempts: int = 3, initial_interval: float = 0.5,
@@ -41,20 +42,24 @@ def model_retry_policy(max_attempts: int = 3, initial_interval: float = 0.5,
                        retry_on=should_retry)
 
 
+IMPLEMENTATIONS: Final[Mapping[NodeName, SyncNode | AsyncNode]] = {
+    "sanitize": sanitize, "threat_check": threat_check, "retrieve": retrieve,
+    "generate": generate, "fallback": fallback, "output_guard": output_guard, "audit": audit}
+"""The function behind each node name (tests/unit/test_graph.py: one for every name)."""
+UNTIMED: Final[frozenset[NodeName]] = frozenset({"audit"})
+"""Nodes whose latency is not recorded: `audit` writes the run's timings before it ends."""
+
+
 def build_graph(*, retry_policy: RetryPolicy | None = None, checkpointer: Any = None
                 ) -> CompiledStateGraph[GraphState, GraphContext, GraphInput, GraphOutput]:
     builder = StateGraph(GraphState, context_schema=GraphContext, input_schema=GraphInput,
                          output_schema=GraphOutput)
-    builder.add_node("sanitize", traced("sanitize", sanitize))
-    builder.add_node("threat_check", traced("threat_check", threat_check))
-    builder.add_node("retrieve", traced("retrieve", retrieve))
-    builder.add_node("generate", traced("generate", generate),
-                     retry_policy=retry_policy or model_retry_policy())
-    builder.add_node("fallback", traced("fallback", fallback))
-    builder.add_node("output_guard", traced("output_guard", output_guard))
-    builder.add_node("audit", traced("audit", audit))
+    for name in NODES:
+        builder.add_node(name, traced(name, IMPLEMENTATIONS[name], timed=name not in UNTIMED),
+                         retry_policy=(retry_policy or model_retry_policy())
+                         if name == "generate" else None)
 
-    builder.add_edge(START, "sanitize")
+    builder.add_edge(START, FIRST_NODE)
     builder.add_conditional_edges("sanitize", route_after_sanitize)
     builder.add_conditional_edges("threat_check", route_after_threat_check)
     builder.add_conditional_edges("retrieve", route_after_retrieve)

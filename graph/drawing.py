@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 from typing import Any, Literal
 
+from graph.contract import NODES
+
 Format = Literal["mermaid", "ascii", "png", "svg"]
 
 
@@ -68,7 +70,7 @@ def _render_image(drawable: Any, fmt: Literal["png", "svg"]) -> bytes:
             linestyle="--" if edge.conditional else "-", color="#444444",
             connectionstyle="arc3,rad=0.08"))
     for node_id, (x, y) in positions.items():
-        special = node_id in ("__start__", "__end__")
+        special = node_id not in NODES  # LangGraph's __start__ and __end__
         ax.add_patch(FancyBboxPatch(
             (x - 70, y - 18), 140, 36, boxstyle="round,pad=2,rounding_size=12",
             facecolor="#ffffff" if special else "#f2f0ff", edgecolor="#6b5fd3"))

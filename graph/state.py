@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, NotRequired, TypedDict
+import copy
+from dataclasses import dataclass
+from typing import Annotated, Final, NotRequired, TypedDict, cast, get_type_hints
 
-FallbackReason = Literal[
-    "empty",              # nothing left after sanitising
-    "too_long",           # over the input limit
-    "threat",             # a threat rule matched
-    "guard_error",        # a guard itself failed: fail closed
-    "index_unavailable",  # no verified index loaded (degraded mode)
-    "no_context",         # nothing above the relevance floor
-    "circuit_open",       # the model's circuit breaker is open
-    "model_error",        # the model failed after retries, or refused the request
-    "output_blocked",     # the output guard refused the reply (leak, secret, foreign URL)
-]
-
-
-FIRST_NODE = "sanitize"
+from graph.contract import FIRST_NODE, FallbackReason
 
 
 def merge_timings(left: dict[str, float], right: dict[str, float]) -> dict[str, float]:
@@ -77,39 +66,55 @@ class GraphInput(TypedDict):
     """"dm", "group" or "local" (the terminal), for the audit trail."""
 
 
+@dataclass(frozen=True, slots=True)
+class PerRun:
+    """Field marker: the value a field takes when a run starts.
+
+    With a checkpointer the state outlives a run; the first node applies `fresh_run()`,
+    so a run never reports a field the previous run of its thread set. Every field of
+    `GraphState` is an input, has a reducer that says how runs combine (`timings`,
+    `history`), or carries this marker (tests/unit/test_graph_state.py holds that).
+    """
+
+    start: object
+
+
 class GraphState(TypedDict, total=False):
+    """The whole state; every key is optional, so a node's partial update is a
+    `GraphState` too, which mypy checks key by key."""
+
     question: str
     """The user's message as received (never logged)."""
     chat_kind: str
     user: str
     """Opaque user key, used in audit events."""
-    text: str
+    text: Annotated[str, PerRun("")]
     """The sanitised question that retrieval and the model see."""
-    fallback_reason: FallbackReason | None
+    fallback_reason: Annotated[FallbackReason | None, PerRun(None)]
     """Why the run left the happy path; None while it is on it."""
-    guard_rules: list[str]
+    guard_rules: Annotated[list[str], PerRun([])]
     """Names of the guard rules that matched (safe to log)."""
-    hidden_text: bool
+    hidden_text: Annotated[bool, PerRun(False)]
     """The message carried invisible characters (zero-width, bidi, tags, controls): a
     signal for anomaly detection even when nothing else matched."""
-    passages: list[Passage]
+    passages: Annotated[list[Passage], PerRun([])]
     """Passages above the relevance floor, best first."""
-    answer: str
+    answer: Annotated[str, PerRun("")]
     """The answer body without the sources list."""
-    citations: list[Citation]
+    citations: Annotated[list[Citation], PerRun([])]
     """Numbered sources the answer refers to."""
-    reply: str
+    reply: Annotated[str, PerRun("")]
     """The full text to send back: answer plus numbered sources."""
-    model: str
-    """Which answerer produced the reply ("extractive" or the model name)."""
-    error: str | None
+    model: Annotated[str, PerRun("none")]
+    """Which answerer produced the reply ("extractive" or the model name; "none")."""
+    error: Annotated[str | None, PerRun(None)]
     """Exception class name of a failure (never its message: it may echo input)."""
-    error_code: str | None
+    error_code: Annotated[str | None, PerRun(None)]
     """The model API's machine-readable error code, e.g. `insufficient_quota` (OBS-6)."""
-    usage: dict[str, int] | None
+    usage: Annotated[dict[str, int] | None, PerRun(None)]
     """Tokens the model call used (`input_tokens`, `output_tokens`), when it reports them."""
     timings: Annotated[dict[str, float], merge_timings]
-    """Per-node latency in milliseconds."""
+    """Per-node latency in milliseconds (the node wrapper, `graph/nodes/traced.py`)."""
     history: Annotated[list[Exchange], keep_recent]
     """Earlier exchanges of this thread (checkpointed); expired after inactivity."""
 
@@ -118,3 +123,15 @@ class GraphOutput(TypedDict, total=False):
     reply: str
     citations: list[Citation]
     fallback_reason: FallbackReason | None
+
+
+PER_RUN: Final[dict[str, object]] = {
+    name: marker.start
+    for name, hint in get_type_hints(GraphState, include_extras=True).items()
+    for marker in getattr(hint, "__metadata__", ()) if isinstance(marker, PerRun)}
+"""Each per-run field and its start value, read from the `PerRun` markers above."""
+
+
+def fresh_run() -> GraphState:
+    """An update that resets every per-run field (a new copy of each start value)."""
+    return cast(GraphState, {name: copy.copy(start) for name, start in PER_RUN.items()})

@@ -21,6 +21,8 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, generate_latest
 
+from graph.contract import ANSWERED, FALLBACK_PREFIX
+
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
@@ -124,7 +126,7 @@ class BotMetrics:
         if "retrieve" in timings:
             self.retrieval_latency.record(float(timings["retrieve"]) / 1000)
         if "generate" in timings:
-            outcome = "ok" if route == "answered" else route.removeprefix("fallback:")
+            outcome = "ok" if route == ANSWERED else route.removeprefix(FALLBACK_PREFIX)
             self.model_calls.add(1, {"model": str(event.get("model", "none")),
                                      "outcome": outcome})
         for key, direction in (("tokens_in", "in"), ("tokens_out", "out")):

@@ -425,6 +425,8 @@ class FakeSignalDaemon:
         self._pending: deque[dict[str, Any]] = deque()
         self._silent = False
         self.streams_opened = 0
+        self.keepalives_sent = 0
+        """SSE keep-alive comments written, so a test can count quiet time in events."""
         self.tcp_connections = 0
         self.subscriptions = 0
 
@@ -988,6 +990,7 @@ class FakeSignalDaemon:
                     if not self._unsilenced.is_set():
                         continue
                     item = b":\n"
+                    self.keepalives_sent += 1
                 if item == _ABORT:
                     writer.transport.abort()
                     return

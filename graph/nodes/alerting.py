@@ -9,10 +9,9 @@ from __future__ import annotations
 import logging
 
 from graph.context import GraphContext
+from graph.contract import GUARD_ERROR
 
 log = logging.getLogger(__name__)
-
-GUARD_ERROR = "guard_error"
 
 
 def raise_alert(ctx: GraphContext, condition: str, **fields: str) -> None:

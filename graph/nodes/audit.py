@@ -1,48 +1,52 @@
 """Node `audit`: one content-free event per run (OBS-2): user key, route, verdicts, latencies.
 
-An audit sink failure never costs the user the reply; it is reported on the event stream
-of the process (the application's logging) instead.
+The event's shape is `graph.contract.RunEvent`. An audit sink failure never costs the user
+the reply; it is reported on the event stream of the process (the application's logging)
+instead.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from langgraph.runtime import Runtime
 
 from graph.context import GraphContext
+from graph.contract import RUN_EVENT, RunEvent, route_of
 from graph.state import GraphState
 
 log = logging.getLogger(__name__)
 
 
-def audit(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str, Any]:
-    ctx = runtime.context
-    reason = state.get("fallback_reason")
+def run_event(state: GraphState) -> RunEvent:
+    """The audit event of the run that `state` ends."""
     timings = dict(state.get("timings", {}))
-    event = {
-        "event": "graph_run",
-        "user": state.get("user", ""),
-        "route": f"fallback:{reason}" if reason else "answered",
-        "guard_rules": list(state.get("guard_rules", [])),
-        "hidden_text": bool(state.get("hidden_text")),
-        "chat": state.get("chat_kind", "unknown"),
-        "passages": len(state.get("passages") or []),
-        "top_similarity": max((p["similarity"] for p in state.get("passages") or []),
-                              default=None),
-        "citations": len(state.get("citations") or []),
-        "model": state.get("model", "none"),
-        "tokens_in": (state.get("usage") or {}).get("input_tokens"),
-        "tokens_out": (state.get("usage") or {}).get("output_tokens"),
-        "reply_chars": len(state.get("reply") or ""),
-        "error": state.get("error"),
-        "error_code": state.get("error_code"),
-        "timings_ms": timings,
-        "total_ms": round(sum(timings.values()), 3),
-    }
+    passages = state.get("passages") or []
+    usage = state.get("usage") or {}
+    return RunEvent(
+        event=RUN_EVENT,
+        user=state.get("user", ""),
+        route=route_of(state.get("fallback_reason")),
+        guard_rules=list(state.get("guard_rules", [])),
+        hidden_text=bool(state.get("hidden_text")),
+        chat=state.get("chat_kind", "unknown"),
+        passages=len(passages),
+        top_similarity=max((p["similarity"] for p in passages), default=None),
+        citations=len(state.get("citations") or []),
+        model=state.get("model", "none"),
+        tokens_in=usage.get("input_tokens"),
+        tokens_out=usage.get("output_tokens"),
+        reply_chars=len(state.get("reply") or ""),
+        error=state.get("error"),
+        error_code=state.get("error_code"),
+        timings_ms=timings,
+        total_ms=round(sum(timings.values()), 3),
+    )
+
+
+def audit(state: GraphState, runtime: Runtime[GraphContext]) -> GraphState:
     try:
-        ctx.audit.emit(event)
+        runtime.context.audit.emit(run_event(state))
     except Exception as exc:  # noqa: BLE001 - the reply must still go out
         log.error("audit_emit_failed", extra={"error": type(exc).__name__})
     return {}

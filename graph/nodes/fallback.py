@@ -9,15 +9,13 @@ an apology.
 
 from __future__ import annotations
 
-from typing import Any
-
 from langgraph.runtime import Runtime
 
 from graph.citations import format_reply, has_text
 from graph.context import GraphContext
+from graph.contract import FallbackReason
 from graph.extractive import extractive_answer
-from graph.nodes.timing import elapsed_ms
-from graph.state import Citation, FallbackReason, GraphState
+from graph.state import Citation, GraphState
 
 UNAVAILABLE = "The assistant is temporarily unavailable. Please try again in a few minutes."
 
@@ -38,9 +36,8 @@ MESSAGES: dict[FallbackReason, str] = {
 MODEL_DOWN_PREFIX = "The language model is unavailable right now; here is what the documents say:"
 
 
-def fallback(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str, Any]:
+def fallback(state: GraphState, runtime: Runtime[GraphContext]) -> GraphState:
     ctx = runtime.context
-    started = ctx.clock()
     reason: FallbackReason = state.get("fallback_reason") or "model_error"
     passages = state.get("passages") or []
     answer, citations = "", list[Citation]()
@@ -51,5 +48,4 @@ def fallback(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str, Any
     else:
         citations = []
         reply = MESSAGES[reason].format(limit=ctx.max_input_chars)
-    return {"reply": reply, "citations": citations, "fallback_reason": reason,
-            "timings": {"fallback": elapsed_ms(ctx.clock, started)}}
+    return {"reply": reply, "citations": citations, "fallback_reason": reason}

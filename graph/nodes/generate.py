@@ -9,14 +9,11 @@ user still gets exactly one reply. Every failure is counted by the circuit break
 
 from __future__ import annotations
 
-from typing import Any
-
 from langgraph.runtime import Runtime
 
 from graph.citations import format_reply, has_text, keep_cited
 from graph.context import GraphContext
 from graph.extractive import extractive_answer
-from graph.nodes.timing import elapsed_ms
 from graph.prompts import build_messages
 from graph.state import GraphState
 
@@ -54,22 +51,18 @@ def retry_after_seconds(exc: BaseException) -> float | None:
     return None
 
 
-async def generate(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str, Any]:
+async def generate(state: GraphState, runtime: Runtime[GraphContext]) -> GraphState:
     ctx = runtime.context
-    started = ctx.clock()
     passages = state["passages"]
-
-    def done(**update: Any) -> dict[str, Any]:
-        return {**update, "timings": {"generate": elapsed_ms(ctx.clock, started)}}
-
     if ctx.chat_model is None:
         answer, citations = extractive_answer(state["text"], passages)
         if not has_text(answer):  # passages without a quotable sentence: "I don't know"
-            return done(fallback_reason="no_context", model="extractive")
-        return done(answer=answer, citations=citations, reply=format_reply(answer, citations),
-                    model="extractive", fallback_reason=None)
+            return {"fallback_reason": "no_context", "model": "extractive"}
+        return {"answer": answer, "citations": citations,
+                "reply": format_reply(answer, citations), "model": "extractive",
+                "fallback_reason": None}
     if not ctx.breaker.allow():
-        return done(fallback_reason="circuit_open", model=ctx.model_name)
+        return {"fallback_reason": "circuit_open", "model": ctx.model_name}
 
     messages, numbered = build_messages(state["text"], passages, state.get("history") or [],
                                         canary=ctx.canary)
@@ -98,13 +91,13 @@ async def generate(state: GraphState, runtime: Runtime[GraphContext]) -> dict[st
                     await ctx.sleep(wait)
                 raise  # the node's RetryPolicy runs the next attempt
         code = getattr(exc, "code", None)  # e.g. insufficient_quota: page the operator
-        return done(fallback_reason="model_error", error=type(exc).__name__,
-                    error_code=code if isinstance(code, str) else None, model=ctx.model_name)
+        return {"fallback_reason": "model_error", "error": type(exc).__name__,
+                "error_code": code if isinstance(code, str) else None, "model": ctx.model_name}
     ctx.breaker.record_success()
     text = response.content if isinstance(response.content, str) else str(response.content)
     answer, citations = keep_cited(text, numbered)
     if not has_text(answer):  # an empty (or marker-only) completion is not an answer
-        return done(fallback_reason="model_error", error="EmptyAnswer", model=ctx.model_name)
+        return {"fallback_reason": "model_error", "error": "EmptyAnswer", "model": ctx.model_name}
     # The exchange joins the history only once the output guard has passed it.
-    return done(answer=answer, citations=citations, reply=format_reply(answer, citations),
-                model=ctx.model_name, fallback_reason=None, usage=usage or None)
+    return {"answer": answer, "citations": citations, "reply": format_reply(answer, citations),
+            "model": ctx.model_name, "fallback_reason": None, "usage": usage or None}

@@ -10,52 +10,44 @@ the user gets "temporarily unavailable" and operators an alert.
 
 from __future__ import annotations
 
-from typing import Any
-
 from langgraph.runtime import Runtime
 
 from graph.citations import has_text
 from graph.context import GraphContext
+from graph.contract import PROMPT_LEAK
 from graph.nodes.alerting import guard_failed, raise_alert
 from graph.nodes.fallback import MESSAGES, UNAVAILABLE
-from graph.nodes.timing import elapsed_ms
 from graph.prompts import system_prompt
 from graph.state import Exchange, GraphState
 from guards.output import CANARY, SYSTEM_PROMPT, OutputPolicy, allowed_urls, check_output
 
-PROMPT_LEAK = "prompt_leak"
 
-
-def output_guard(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str, Any]:
+def output_guard(state: GraphState, runtime: Runtime[GraphContext]) -> GraphState:
     ctx = runtime.context
-    started = ctx.clock()
     passages = state.get("passages") or []
     sources = [p["source"] for p in passages] + [p["text"] for p in passages]
     policy = OutputPolicy(canary=ctx.canary, system_prompt=system_prompt(ctx.canary),
                           allowed_urls=allowed_urls(sources), max_chars=ctx.max_reply_chars)
 
-    def done(**update: Any) -> dict[str, Any]:
-        return {**update, "timings": {"output_guard": elapsed_ms(ctx.clock, started)}}
-
     try:
         verdict = check_output(state.get("reply", ""), policy)
     except Exception as exc:  # noqa: BLE001 - fail closed: an unchecked reply is never sent
         guard_failed(ctx, "output_guard", exc)
-        return done(reply=UNAVAILABLE, answer="", citations=[], fallback_reason="guard_error",
-                    error=type(exc).__name__)
+        return {"reply": UNAVAILABLE, "answer": "", "citations": [],
+                "fallback_reason": "guard_error", "error": type(exc).__name__}
     if not verdict.passed:
         if CANARY in verdict.reasons or SYSTEM_PROMPT in verdict.reasons:
             raise_alert(ctx, PROMPT_LEAK, guard="output_guard")
         rules = list(state.get("guard_rules", [])) + [f"output:{r}" for r in verdict.reasons]
-        return done(reply=MESSAGES["output_blocked"], answer="", citations=[],
-                    fallback_reason="output_blocked", guard_rules=rules)
+        return {"reply": MESSAGES["output_blocked"], "answer": "", "citations": [],
+                "fallback_reason": "output_blocked", "guard_rules": rules}
     answered = state.get("fallback_reason") is None
     if not has_text(state.get("answer", "") if answered else state.get("reply", "")):
         # Last line of defence: whatever produced it, an empty answer is never sent.
-        return done(reply=MESSAGES["no_context"], answer="", citations=[],
-                    fallback_reason="no_context", error="EmptyAnswer")
+        return {"reply": MESSAGES["no_context"], "answer": "", "citations": [],
+                "fallback_reason": "no_context", "error": "EmptyAnswer"}
     if ctx.chat_model is not None and answered and state.get("answer"):
         exchange = Exchange(question=state["text"], answer=state["answer"],
                             at=ctx.wall_clock())
-        return done(history=[exchange])
-    return done()
+        return {"history": [exchange]}
+    return {}

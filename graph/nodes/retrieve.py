@@ -12,30 +12,24 @@ there is one for the chunk.
 
 from __future__ import annotations
 
-from typing import Any
-
 from langgraph.runtime import Runtime
 
 from graph.context import GraphContext
 from graph.nodes.alerting import guard_failed
-from graph.nodes.timing import elapsed_ms
 from graph.state import GraphState, Passage
 from guards.passages import check_passage
 from guards.sanitize import HIDDEN_RULE, clean_passage
 
 
-def retrieve(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str, Any]:
+def retrieve(state: GraphState, runtime: Runtime[GraphContext]) -> GraphState:
     ctx = runtime.context
-    started = ctx.clock()
     if ctx.knowledge is None:
-        return {"fallback_reason": "index_unavailable", "passages": [],
-                "timings": {"retrieve": elapsed_ms(ctx.clock, started)}}
+        return {"fallback_reason": "index_unavailable", "passages": []}
     try:
         found = ctx.knowledge.search(state["text"], ctx.top_k)
     except Exception as exc:  # noqa: BLE001 - any retrieval failure is the degraded path
         return {"fallback_reason": "index_unavailable", "passages": [],
-                "error": type(exc).__name__,
-                "timings": {"retrieve": elapsed_ms(ctx.clock, started)}}
+                "error": type(exc).__name__}
     passages: list[Passage] = []
     rules = list(state.get("guard_rules", []))
     hidden = False
@@ -49,8 +43,7 @@ def retrieve(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str, Any
         except Exception as exc:  # noqa: BLE001 - fail closed: no unchecked passage is used
             guard_failed(ctx, "passage_check", exc)
             return {"fallback_reason": "guard_error", "passages": [],
-                    "error": type(exc).__name__,
-                    "timings": {"retrieve": elapsed_ms(ctx.clock, started)}}
+                    "error": type(exc).__name__}
         hidden = hidden or check.hidden
         if check.verdict.blocked:
             rules.extend(f"passage:{rule}" for rule in check.verdict.rules)
@@ -61,5 +54,4 @@ def retrieve(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str, Any
     if hidden:
         rules.append(f"passage:{HIDDEN_RULE}")
     return {"passages": passages, "guard_rules": rules,
-            "fallback_reason": None if passages else "no_context",
-            "timings": {"retrieve": elapsed_ms(ctx.clock, started)}}
+            "fallback_reason": None if passages else "no_context"}

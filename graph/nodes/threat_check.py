@@ -10,21 +10,17 @@ which then takes the degraded path without calling the model.
 
 from __future__ import annotations
 
-from typing import Any
-
 from langgraph.runtime import Runtime
 
 from graph.context import GraphContext
 from graph.nodes.alerting import guard_failed
-from graph.nodes.timing import elapsed_ms
 from graph.state import GraphState
 from guards.semantic import SEMANTIC_RULE, default_head
 from guards.threats import detect
 
 
-def threat_check(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str, Any]:
+def threat_check(state: GraphState, runtime: Runtime[GraphContext]) -> GraphState:
     ctx = runtime.context
-    started = ctx.clock()
     rules = list(state.get("guard_rules", []))  # sanitize's findings stay in the audit
     try:
         verdict = detect(state["text"])
@@ -36,14 +32,11 @@ def threat_check(state: GraphState, runtime: Runtime[GraphContext]) -> dict[str,
                 found.append(SEMANTIC_RULE)
     except Exception as exc:  # noqa: BLE001 - any guard failure must refuse, not crash
         guard_failed(ctx, "threat_check", exc)
-        return {"fallback_reason": "guard_error", "error": type(exc).__name__,
-                "timings": {"threat_check": elapsed_ms(ctx.clock, started)}}
-    return {"fallback_reason": "threat" if found else None,
-            "guard_rules": rules + found,
-            "timings": {"threat_check": elapsed_ms(ctx.clock, started)}}
+        return {"fallback_reason": "guard_error", "error": type(exc).__name__}
+    return {"fallback_reason": "threat" if found else None, "guard_rules": rules + found}
 
 
-def _vector(ctx: GraphContext, text: str) -> Any:
+def _vector(ctx: GraphContext, text: str) -> object:
     """The message's query vector, or None when the embedder fails (retrieve handles that)."""
     assert ctx.query_vector is not None
     try:

@@ -1,54 +1,91 @@
-"""A span around every node run (OBS-3), through the context's `Spans`: tracing stays an
-application concern, and the graph code needs no tracing calls of its own."""
+"""The wrapper every node runs in: a span (OBS-3) through the context's `Spans`, and the
+node's latency in the state's `timings`, measured with the context's clock so tests can
+fix time. Tracing and timing stay out of the node functions themselves."""
 
 from __future__ import annotations
 
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import Protocol, cast, overload
 
 from langgraph.runtime import Runtime
 
 from graph.context import GraphContext, Span
+from graph.contract import NodeName
 from graph.state import GraphState
 
-Node = TypeVar("Node", bound=Callable[..., Any])
+
+class SyncNode(Protocol):
+    """A node: the state and the runtime in, a partial update of the state out."""
+
+    def __call__(self, state: GraphState, runtime: Runtime[GraphContext]) -> GraphState: ...
 
 
-def _describe(span: Span, update: Any) -> None:
-    if isinstance(update, dict) and update.get("fallback_reason"):
-        span.set("signal_rag.fallback_reason", str(update["fallback_reason"]))
+class AsyncNode(Protocol):
+    def __call__(self, state: GraphState, runtime: Runtime[GraphContext]
+                 ) -> Awaitable[GraphState]: ...
 
 
-def traced(name: str, node: Node) -> Node:
-    """`node`, run inside a span `node <name>` (each retry attempt gets its own)."""
+Stopwatch = Callable[[], dict[str, float]]
+"""Called when the node returned: its `timings` entry."""
+
+
+def _stopwatch(name: NodeName, clock: Callable[[], float]) -> Stopwatch:
+    started = clock()
+    return lambda: {name: round((clock() - started) * 1000.0, 3)}
+
+
+def _finish(update: GraphState, span: Span, stopwatch: Stopwatch | None) -> GraphState:
+    reason = update.get("fallback_reason")
+    if reason:
+        span.set("signal_rag.fallback_reason", str(reason))
+    return update if stopwatch is None else {**update, "timings": stopwatch()}
+
+
+@overload
+def traced(name: NodeName, node: AsyncNode, *, timed: bool = True) -> AsyncNode: ...
+
+
+@overload
+def traced(name: NodeName, node: SyncNode, *, timed: bool = True) -> SyncNode: ...
+
+
+def traced(name: NodeName, node: SyncNode | AsyncNode, *, timed: bool = True
+           ) -> SyncNode | AsyncNode:
+    """`node`, run inside a span `node <name>` (each retry attempt gets its own); with
+    `timed`, its update also carries `timings[name]` in milliseconds. An attempt that
+    raises records no latency (the retry that follows records its own)."""
     attributes = {"langgraph.node": name}
     if inspect.iscoroutinefunction(node):
-        async_node = cast(Callable[[GraphState, Runtime[GraphContext]], Awaitable[Any]], node)
+        async_node = cast(AsyncNode, node)
 
         @functools.wraps(node)
-        async def run_async(state: GraphState, runtime: Runtime[GraphContext]) -> Any:
-            with runtime.context.spans.span(f"node {name}", attributes) as span:
+        async def run_async(state: GraphState, runtime: Runtime[GraphContext]) -> GraphState:
+            ctx = runtime.context
+            with ctx.spans.span(f"node {name}", attributes) as span:
+                stopwatch = _stopwatch(name, ctx.clock) if timed else None
                 try:
                     update = await async_node(state, runtime)
                 except BaseException as exc:
                     span.fail(exc)
                     raise
-                _describe(span, update)
-                return update
+                return _finish(update, span, stopwatch)
 
-        return cast(Node, run_async)
+        return run_async
+
+    sync_node = cast(SyncNode, node)
 
     @functools.wraps(node)
-    def run(state: GraphState, runtime: Runtime[GraphContext]) -> Any:
-        with runtime.context.spans.span(f"node {name}", attributes) as span:
+    def run(state: GraphState, runtime: Runtime[GraphContext]) -> GraphState:
+        ctx = runtime.context
+        with ctx.spans.span(f"node {name}", attributes) as span:
+            stopwatch = _stopwatch(name, ctx.clock) if timed else None
             try:
-                update = node(state, runtime)
+                update = sync_node(state, runtime)
             except BaseException as exc:
                 span.fail(exc)
                 raise
-            _describe(span, update)
-            return update
+            return _finish(update, span, stopwatch)
 
-    return cast(Node, run)
+    return run

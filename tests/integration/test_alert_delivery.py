@@ -19,8 +19,8 @@ from agent.observability.alerts import (
     AlertManager,
     SignalAdminNotifier,
     WebhookNotifier,
-    exception_condition,
 )
+from agent.observability.monitors import exception_condition
 from agent.signal import create_transport
 from agent.signal.reconnect import Backoff
 from agent.testing.openai_server import FakeOpenAIServer, Status

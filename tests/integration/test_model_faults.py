@@ -92,7 +92,7 @@ async def test_500_is_retried_three_times_then_fallback(make_assistant, server):
 
 
 async def test_401_is_not_retried(make_assistant, server):
-    from agent.observability.alerts import conditions_for_event
+    from agent.observability.monitors import conditions_for_event
 
     server.default = Status(401)
     assistant = make_assistant()
@@ -104,7 +104,7 @@ async def test_401_is_not_retried(make_assistant, server):
 
 
 async def test_an_empty_quota_is_not_retried_and_raises_its_alert(make_assistant, server):
-    from agent.observability.alerts import conditions_for_event
+    from agent.observability.monitors import conditions_for_event
 
     server.default = Status(429, body={"error": {
         "message": "You exceeded your current quota.", "type": "insufficient_quota",

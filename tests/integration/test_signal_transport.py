@@ -511,16 +511,23 @@ async def test_watchdog_replaces_a_silent_connection(
     caplog.set_level(logging.INFO, logger="agent.signal")
     # keep-alives every 0.1 s keep a 0.4 s watchdog quiet; on TCP, pings do.
     transport, collector = await start(make, sim, wire, stale_after=0.4)
-    await asyncio.sleep(1.0)
+
+    def quiet_traffic() -> int:
+        """Keep-alives (HTTP) or answered pings (TCP, one per stale_after / 2) so far."""
+        return sim.count("version") if wire == "tcp" else sim.keepalives_sent
+
+    # Quiet but alive for well over twice stale_after, counted in keep-alives, not seconds.
+    await eventually(lambda: quiet_traffic() >= (5 if wire == "tcp" else 10), timeout=10.0)
     assert transport.status.stale_timeouts == 0 and transport.status.reconnects == 0
     sim.go_silent()
     await eventually(lambda: transport.status.stale_timeouts >= 1, timeout=3.0)
     assert transport.status.last_error == "StaleStream"
+    connects = transport.status.connects
     sim.go_silent(False)
-    # Deliver only once a connection is alive again: a message pushed into a stream the
+    # Deliver only once a new connection is alive: a message pushed into a stream the
     # watchdog is just abandoning would be lost (SSE has no redelivery; see docs).
-    await asyncio.sleep(0.6)  # past stale_after: a connection being dropped is gone by now
-    await eventually(lambda: transport.status.connected, timeout=5.0)
+    await eventually(lambda: transport.status.connects > connects
+                     and transport.status.connected, timeout=5.0)
     sim.deliver(direct_message("after the silence"))
     assert [e.text for e in await collector.wait(1, timeout=10.0)] == ["after the silence"]
     assert any(r.__dict__.get("stale") is True for r in caplog.records)

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from agent.addressing import BotIdentity
 from agent.assistant import Assistant
 from agent.audit import MemoryAuditSink
-from agent.observability.alerts import AlertingAuditSink, build_alerting
+from agent.observability.monitors import AlertingAuditSink, build_alerting
 from agent.observability.tracing import OtelSpans, build_tracer_provider, tracer_of
 from agent.ratelimit import ActivationLockout, UserRateLimiter
 from agent.resilience import CircuitBreaker

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from agent import config_doc
 from agent.settings import DOC_DEFAULT, ENV_PREFIX
 from graph.builder import build_graph
+from graph.contract import NODES
 from graph.drawing import draw
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +25,16 @@ def test_architecture_diagram_matches_the_code():
     assert match, "docs/architecture.md lost its generated diagram block"
     expected = str(draw(build_graph(), "mermaid")).rstrip("\n") + "\n"
     assert match.group(1) == expected, "diagram is stale: run `make graph-doc`"
+
+
+def test_architecture_node_table_lists_the_registry_s_nodes():
+    spec = importlib.util.spec_from_file_location("update_graph_doc",
+                                                  ROOT / "scripts" / "update_graph_doc.py")
+    assert spec and spec.loader
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    assert script.table_nodes(text) == list(NODES), "one row per node, in graph.contract order"
 
 
 def _code_words(source: str) -> set[str]:

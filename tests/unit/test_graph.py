@@ -11,7 +11,8 @@ from pydantic import Field
 
 from agent.audit import MemoryAuditSink
 from agent.resilience import BreakerState, CircuitBreaker
-from graph.builder import NODES, build_graph, model_retry_policy
+from graph.builder import build_graph, model_retry_policy
+from graph.contract import NODES
 from graph.drawing import draw
 from tests.unit.graph_helpers import FAQ, GUIDE, FixedKnowledge, context
 
@@ -179,3 +180,24 @@ async def test_memory_keeps_the_last_five_exchanges_and_expires():
     other = {"configurable": {"thread_id": "user:other-chat"}}
     await graph.ainvoke({"question": "locked out?", "user": "u"}, other, context=ctx)
     assert len(model.seen[-1]) == 2, "chats do not share memory"
+
+
+def test_the_node_registry_is_the_compiled_graph() -> None:
+    """graph.contract.NODES names every node once: the builder adds exactly those, in that
+    order, each with its function; the routers only ever name registered nodes."""
+    import typing
+
+    from graph import routing
+    from graph.builder import IMPLEMENTATIONS
+
+    compiled = build_graph()
+    assert [n for n in compiled.get_graph().nodes if not n.startswith("__")] == list(NODES)
+    assert list(compiled.builder.nodes) == list(NODES)
+    assert set(IMPLEMENTATIONS) == set(NODES)
+    for name, spec in compiled.builder.nodes.items():
+        wrapper = spec.runnable.func or spec.runnable.afunc  # type: ignore[attr-defined]
+        assert wrapper.__wrapped__ is IMPLEMENTATIONS[name]
+    targets = {target for name in dir(routing) if name.startswith("route_after_")
+               for target in typing.get_args(typing.get_type_hints(
+                   getattr(routing, name))["return"])}
+    assert targets <= set(NODES) and targets

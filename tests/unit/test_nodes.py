@@ -17,6 +17,7 @@ from graph.nodes.generate import generate, retry_after_seconds, should_retry
 from graph.nodes.retrieve import retrieve
 from graph.nodes.sanitize import sanitize
 from graph.nodes.threat_check import threat_check
+from graph.state import fresh_run
 from tests.unit.graph_helpers import FAQ, GUIDE, FixedKnowledge, context, runtime
 
 PASSAGE = {"source": "guide.md", "title": "Guide", "page": None, "similarity": 0.8,
@@ -67,10 +68,9 @@ def _runtime_at_attempt(ctx: GraphContext, attempt: int) -> Runtime[GraphContext
 
 def test_sanitize_cleans_and_resets_the_previous_run():
     update = sanitize({"question": "hi\u200b there"}, runtime())
-    assert update["text"] == "hi there"
-    assert update["fallback_reason"] is None
+    assert update == {**fresh_run(), "text": "hi there", "fallback_reason": None,
+                      "hidden_text": True, "guard_rules": ["hidden_characters"]}
     assert update["passages"] == [] and update["reply"] == "" and update["error"] is None
-    assert "sanitize" in update["timings"]
 
 
 def test_sanitize_refuses_long_input():
