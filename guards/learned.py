@@ -13,10 +13,10 @@ Fails closed: a missing or damaged weights file raises `DetectorUnavailableError
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,36 +204,34 @@ def parse_model(data: Any) -> LearnedModel:
                         word_ngrams=_ngrams(data.get("word_ngrams"), "word_ngrams"))
 
 
-def load_model(path: Path) -> LearnedModel:
+def read_weights(path: Path, what: str) -> Any:
+    """The parsed JSON of a shipped weights file; an unreadable or malformed file is a
+    DetectorUnavailableError naming `what`, so the guard fails closed."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise DetectorUnavailableError(
-            f"detector weights not readable at {path}: {type(exc).__name__}") from exc
+            f"{what} not readable at {path}: {type(exc).__name__}") from exc
     try:
-        data = json.loads(raw)
+        return json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise DetectorUnavailableError(f"detector weights at {path} are not valid JSON") from exc
-    return parse_model(data)
+        raise DetectorUnavailableError(f"{what} at {path} is not valid JSON") from exc
 
 
-_lock = threading.Lock()
-_loaded: dict[Path, LearnedModel] = {}
+def load_model(path: Path) -> LearnedModel:
+    return parse_model(read_weights(path, "detector weights"))
+
+
+@functools.cache
+def _load_once(path: Path) -> LearnedModel:
+    return load_model(path)
 
 
 def default_model(path: Path | None = None) -> LearnedModel:
     """Load the shipped weights once, on first use (never at import time)."""
-    path = DEFAULT_WEIGHTS if path is None else path
-    model = _loaded.get(path)
-    if model is None:
-        with _lock:
-            model = _loaded.get(path)
-            if model is None:
-                model = _loaded[path] = load_model(path)
-    return model
+    return _load_once(DEFAULT_WEIGHTS if path is None else path)
 
 
 def reset_cache() -> None:
     """Forget loaded weights (tests swap the weights file)."""
-    with _lock:
-        _loaded.clear()
+    _load_once.cache_clear()

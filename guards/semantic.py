@@ -11,9 +11,8 @@ only, and a damaged weights file raises `DetectorUnavailableError` (fail closed)
 
 from __future__ import annotations
 
-import json
+import functools
 import math
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from guards.learned import DetectorUnavailableError
+from guards.learned import DetectorUnavailableError, read_weights
 
 FORMAT = 1
 DEFAULT_HEAD = Path(__file__).parent / "data" / "semantic.json"
@@ -87,32 +86,19 @@ def parse_head(data: Any) -> SemanticHead:
 
 
 def load_head(path: Path) -> SemanticHead:
-    try:
-        data = json.loads(path.read_bytes())
-    except OSError as exc:
-        raise DetectorUnavailableError(
-            f"semantic head not readable at {path}: {type(exc).__name__}") from exc
-    except (ValueError, RecursionError) as exc:
-        raise DetectorUnavailableError(f"semantic head at {path} is not valid JSON") from exc
-    return parse_head(data)
+    return parse_head(read_weights(path, "semantic head"))
 
 
-_lock = threading.Lock()
-_loaded: dict[Path, SemanticHead] = {}
+@functools.cache
+def _load_once(path: Path) -> SemanticHead:
+    return load_head(path)
 
 
 def default_head(path: Path | None = None) -> SemanticHead:
     """Load the shipped head once, on first use (never at import time)."""
-    path = DEFAULT_HEAD if path is None else path
-    head = _loaded.get(path)
-    if head is None:
-        with _lock:
-            head = _loaded.get(path)
-            if head is None:
-                head = _loaded[path] = load_head(path)
-    return head
+    return _load_once(DEFAULT_HEAD if path is None else path)
 
 
 def reset_cache() -> None:
-    with _lock:
-        _loaded.clear()
+    """Forget the loaded head (tests swap the file)."""
+    _load_once.cache_clear()
