@@ -19,7 +19,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import RetryPolicy
 
 from agent.audit import JsonLinesAuditSink, UserHasher, load_or_create_pepper
-from agent.observability.tracing import OtelSpans, TracedEmbedder, TracedKnowledge
+from agent.observability.tracing import OtelSpans, TracedEmbedder, TracedKnowledge, run_id
 from agent.resilience import BreakerState, CircuitBreaker
 from agent.settings import Settings
 from graph.builder import build_graph, model_retry_policy
@@ -242,10 +242,10 @@ class Assistant:
         """Answer one question; with a checkpointer and a `chat`, the thread (hashed user +
         chat) remembers the last exchanges."""
         user = self.hash_user(user_id)
-        config: RunnableConfig = {}
+        config: RunnableConfig = {"run_id": run_id()}  # the audit event's id for this run
         extra: dict[str, Any] = {}
         if self.checkpointer is not None and chat is not None:
-            config = {"configurable": {"thread_id": self.thread_id(user, chat)}}
+            config["configurable"] = {"thread_id": self.thread_id(user, chat)}
             extra["durability"] = "exit"  # one checkpoint per message, not one per node
         result: Mapping[str, Any] = await self.graph.ainvoke(
             {"question": question, "user": user,

@@ -11,7 +11,7 @@ import asyncio
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, NoReturn
+from typing import IO, TYPE_CHECKING, Annotated, NoReturn, cast
 
 import typer
 from rich.console import Console
@@ -22,6 +22,7 @@ from agent.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     from agent.assistant import Assistant
+    from graph.drawing import Format
 
 EXIT_OK, EXIT_DOCUMENT_ERRORS, EXIT_CONFIG, EXIT_INDEX = 0, 1, 2, 3
 EXIT_NOT_READY = 1  # `health`: the bot is not ready or not reachable
@@ -100,6 +101,8 @@ class GraphFormat(StrEnum):
     ascii = "ascii"
     png = "png"
     svg = "svg"
+    json = "json"
+    """The traffic figures (with --from-audit only)."""
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -282,14 +285,33 @@ def health(url: Annotated[str | None, typer.Option(
 def graph_command(
         fmt: Annotated[GraphFormat, typer.Option("--format", "-f")] = GraphFormat.mermaid,
         output: Annotated[Path | None, typer.Option("--output", "-o",
-                                                    help="Write to a file.")] = None) -> None:
-    """Draw the LangGraph state machine offline (Mermaid, ASCII, PNG or SVG)."""
+                                                    help="Write to a file.")] = None,
+        from_audit: Annotated[Path | None, typer.Option(
+            "--from-audit", metavar="FILE",
+            help="Draw the traffic of an audit trail: runs per edge, fallback reasons, "
+                 "p50/p95 per node.")] = None,
+        since: Annotated[str | None, typer.Option(
+            help="With --from-audit: only runs of the last 30m, 24h, 7d (default: all).")
+                         ] = None,
+        run: Annotated[str | None, typer.Option(
+            "--run", metavar="ID",
+            help="With --from-audit: highlight one run's path and time per node (its "
+                 "run_id, which is also its trace id).")] = None) -> None:
+    """Draw the LangGraph state machine offline (Mermaid, ASCII, PNG or SVG); with
+    --from-audit, the traffic on it."""
     from graph.builder import build_graph
     from graph.drawing import draw
     from knowledge.extras import MissingExtraError
 
+    if from_audit is None and (since is not None or run is not None
+                               or fmt is GraphFormat.json):
+        _fail("--since, --run and --format json need --from-audit FILE", EXIT_CONFIG)
+    compiled = build_graph()
     try:
-        drawing = draw(build_graph(), fmt.value)
+        if from_audit is None:
+            drawing = draw(compiled, cast("Format", fmt.value))
+        else:
+            drawing = _traffic_drawing(compiled, fmt, from_audit, since, run)
     except MissingExtraError as exc:
         _fail(str(exc), EXIT_CONFIG)
     data = drawing.encode() if isinstance(drawing, str) else drawing
@@ -301,6 +323,53 @@ def graph_command(
         _fail(f"{fmt.value} is binary: use --output FILE", EXIT_CONFIG)
     else:
         sys.stdout.buffer.write(data)
+
+
+def _traffic_drawing(compiled: object, fmt: GraphFormat, path: Path, since: str | None,
+                     run: str | None) -> str | bytes:
+    """The graph with the audit trail's traffic on it (graph/traffic.py)."""
+    import json
+    import time
+
+    from agent.audit_cli import ReadCounts, parse_since, read_events
+    from graph import traffic
+    from graph.drawing import draw
+
+    if not path.is_file():
+        _fail(f"no audit log at {path}", EXIT_CONFIG)
+    try:
+        cutoff = time.time() - parse_since(since) if since is not None else None
+        wanted = traffic.normalise_run_id(run) if run is not None else None
+    except ValueError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    shape = traffic.Shape.of(compiled)
+    counts = ReadCounts()
+    try:
+        window = traffic.collect(read_events(path, counts), shape, since=cutoff)
+        found = None
+        if wanted is not None:
+            found, copies = traffic.find_run(read_events(path, ReadCounts()), shape, wanted)
+            if found is None:
+                _fail(f"no run {wanted} in {path}", EXIT_CONFIG)
+            if copies > 1:
+                err.print(f"{copies} runs carry id {wanted} (a retried message): showing the "
+                          "last", highlight=False)
+    except OSError as exc:
+        _fail(f"cannot read {path}: {type(exc).__name__}", EXIT_CONFIG)
+    if counts.malformed or window.off_graph:
+        err.print(f"skipped {counts.malformed} malformed lines and {window.off_graph} runs "
+                  "not on this graph", highlight=False)
+    if fmt is GraphFormat.json:
+        figures = window.as_dict()
+        if found is not None:
+            figures["run"] = {"run_id": found.run_id, "route": found.route,
+                              "path": list(found.nodes), "timings_ms": dict(found.timings_ms)}
+        return json.dumps(figures, indent=2) + "\n"
+    if fmt is GraphFormat.ascii:
+        return str(draw(compiled, "ascii")).rstrip("\n") + "\n\n" + \
+            traffic.table(window, run=found) + "\n"
+    return draw(compiled, cast("Format", fmt.value),
+                traffic.overlay(window, run=found, window=since or ""))
 
 
 @index_app.command("verify")

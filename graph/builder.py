@@ -50,9 +50,12 @@ UNTIMED: Final[frozenset[NodeName]] = frozenset({"audit"})
 """Nodes whose latency is not recorded: `audit` writes the run's timings before it ends."""
 
 
-def build_graph(*, retry_policy: RetryPolicy | None = None, checkpointer: Any = None
+def build_graph(*, retry_policy: RetryPolicy | None = None, checkpointer: Any = None,
+                context_schema: type[GraphContext] = GraphContext,
                 ) -> CompiledStateGraph[GraphState, GraphContext, GraphInput, GraphOutput]:
-    builder = StateGraph(GraphState, context_schema=GraphContext, input_schema=GraphInput,
+    """`context_schema`: a subclass whose fields all have defaults lets the LangGraph API
+    build the context from a run's JSON (agent/studio.py)."""
+    builder = StateGraph(GraphState, context_schema=context_schema, input_schema=GraphInput,
                          output_schema=GraphOutput)
     for name in NODES:
         builder.add_node(name, traced(name, IMPLEMENTATIONS[name], timed=name not in UNTIMED),

@@ -105,6 +105,9 @@ class RunEvent(TypedDict):
     timings_ms: dict[str, float]
     """Milliseconds per node that ran (keys are `NodeName`s)."""
     total_ms: float
+    run_id: str | None
+    """The run's id from its config as 32 hex digits: the trace id in the bot, the run id
+    under the LangGraph API; None when the caller gave none."""
 
 
 # ------------------------------------------------------------------ alert conditions

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Annotated, Final, NotRequired, TypedDict, cast, get_type_hints
+from typing import Annotated, Final, NotRequired, cast, get_type_hints
+
+# pydantic, which the LangGraph API builds its input/output schemas with, refuses
+# typing.TypedDict before Python 3.12
+from typing_extensions import TypedDict
 
 from graph.contract import FIRST_NODE, FallbackReason
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -34,7 +35,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.trace import NoOpTracer, Span, Status, StatusCode, Tracer
+from opentelemetry.trace import NoOpTracer, Span, Status, StatusCode, Tracer, get_current_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from graph.context import AttributeValue
@@ -99,6 +100,16 @@ def mark_failed(span: Span, error: BaseException) -> None:
     """Error status with the class name only: a message could carry user text."""
     span.set_attribute("error.type", type(error).__name__)
     span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+
+
+def run_id() -> uuid.UUID:
+    """The id of the graph run about to start, shared by its audit event and its trace:
+    the current trace id when a trace is recording (so `run_id.hex` is the trace id a
+    trace backend shows), else a random one."""
+    span_context = get_current_span().get_span_context()
+    if span_context.is_valid:
+        return uuid.UUID(int=span_context.trace_id)
+    return uuid.uuid4()
 
 
 def inject() -> str:

@@ -44,6 +44,7 @@ NEEDS = {
     "root": "root on the target host (installing system files)",
     "model-server": "an OpenAI-compatible model server",
     "shared-datasets": "the development datasets in ../shared (BEIR SciFact)",
+    "studio": "LangGraph's dev server, a long-running process (Studio's UI needs a network)",
 }
 COMMAND_LANGUAGES = {"sh", "bash", "shell", "console", "zsh", ""}
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
