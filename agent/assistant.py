@@ -1,7 +1,7 @@
 """Wires settings into the graph: embedder, knowledge base, chat model, breaker, audit sink.
 
-Both the CLI and (later) the Signal service ask questions through `Assistant.ask`, so
-there is one place where the graph's context is assembled.
+Both the CLI and the Signal service ask questions through `Assistant.ask`, so there is
+one place where the graph's context is assembled; `agent.wiring` builds the Assistant.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import RetryPolicy
 
-from agent.audit import JsonLinesAuditSink, UserHasher, load_or_create_pepper
+from agent.audit import JsonLinesAuditSink
 from agent.observability.tracing import OtelSpans, TracedEmbedder, TracedKnowledge, run_id
 from agent.resilience import BreakerState, CircuitBreaker
 from agent.settings import Settings
@@ -92,7 +92,8 @@ def build_chat_model(settings: Settings) -> BaseChatModel | None:
 
 def load_or_create_canary(data_dir: Path, configured: str | None) -> str:
     """The configured canary, else one generated once and kept (0600) in the data dir, so
-    it stays the same across restarts and replicas sharing the data dir (SEC-3)."""
+    it stays the same across restarts and replicas sharing the data dir (SEC-3). Called by
+    the composition root (`agent.wiring`), never by a constructor."""
     if configured:
         return configured.strip()
     path = data_dir / CANARY_FILE
@@ -136,32 +137,35 @@ def load_knowledge(settings: Settings, embedder: Embedder, path: Path | None = N
 
 
 class Assistant:
-    """Answers one question through the graph; owns nothing but the wiring."""
+    """Answers one question through the graph; owns nothing but the wiring.
 
-    def __init__(self, settings: Settings, *, embedder: Embedder | None = None,
+    Built complete by the composition root (`agent.wiring.build_assistant`), which also
+    creates the files it needs (pepper, canary): nothing is replaced on a built one."""
+
+    def __init__(self, settings: Settings, *, hash_user: Callable[[str], str], canary: str,
+                 embedder: Embedder | None = None,
                  chat_model: BaseChatModel | None = None, audit: AuditSink | None = None,
                  index: KnowledgeIndex | None = None,
                  breaker: CircuitBreaker | None = None,
                  retry_policy: RetryPolicy | None = None,
                  checkpointer: BaseCheckpointSaver[Any] | None = None,
-                 alerts: Alerts | None = None) -> None:
+                 alerts: Alerts | None = None, spans: OtelSpans | None = None) -> None:
         self.settings = settings
         self.embedder = embedder or build_embedder(settings)
         self.chat_model = chat_model if chat_model is not None else build_chat_model(settings)
-        self.hash_user = UserHasher(load_or_create_pepper(settings.data_dir,
-                                                          settings.audit.pepper))
+        self.hash_user = hash_user
+        """The HMAC of a Signal id (from the audit pepper)."""
         self.audit = audit or JsonLinesAuditSink(settings.data_dir / "audit.jsonl")
-        canary = settings.guards.canary
-        self.canary = load_or_create_canary(
-            settings.data_dir, canary.get_secret_value() if canary else None)
+        self.canary = canary
         self.alerts = alerts or LogAlerts()
-        self.spans: OtelSpans | None = None
-        """Set by `serve` when tracing is on: spans per node, model call, retrieval."""
+        self.spans = spans
+        """With tracing on (`serve`): spans per node, model call, retrieval."""
         self.breaker = breaker or CircuitBreaker(
             settings.breaker.failure_threshold, settings.breaker.window,
             settings.breaker.cooldown, on_change=_log_breaker)
         self.passage_checks: PassageChecks | None = None
-        self.index = index
+        self._index: KnowledgeIndex | None = None
+        self.use_index(index)
         self.checkpointer = checkpointer
         self.graph = build_graph(retry_policy=retry_policy or model_retry_policy(
             settings.llm.max_attempts, settings.llm.retry_initial_interval),
@@ -171,9 +175,8 @@ class Assistant:
     def index(self) -> KnowledgeIndex | None:
         return self._index
 
-    @index.setter
-    def index(self, index: KnowledgeIndex | None) -> None:
-        """Swap the index and start checking its chunks in the background (PERF-1):
+    def use_index(self, index: KnowledgeIndex | None) -> None:
+        """Swap the index and start checking its chunks in a background thread (PERF-1):
         every passage check is then a lookup; the previous index's checks are reused for
         unchanged chunks, and a chunk not reached yet is checked when it is retrieved."""
         self._index = index
@@ -234,8 +237,8 @@ class Assistant:
 
     def open_index(self, *, endpoint_may_be_down: bool = False) -> None:
         """Load the index (raises KnowledgeIndexError; callers decide degraded or exit)."""
-        self.index = load_knowledge(self.settings, self.embedder,
-                                    endpoint_may_be_down=endpoint_may_be_down)
+        self.use_index(load_knowledge(self.settings, self.embedder,
+                                      endpoint_may_be_down=endpoint_may_be_down))
 
     async def ask(self, question: str, user_id: str = "local", *, chat: str | None = None,
                   context: GraphContext | None = None) -> Answer:

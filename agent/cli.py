@@ -110,19 +110,25 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _settings(*, log_stream: IO[str] | None = None) -> Settings:
+def _settings(*, log_stream: IO[str] | None = None, hash_ids: bool = False) -> Settings:
     """Settings, then logging: to stderr (stdout carries answers and reports) unless
-    `log_stream` says otherwise, and to the rotating log file."""
+    `log_stream` says otherwise, and to the rotating log file. `hash_ids` (`serve`): ids
+    in log lines become their HMAC under the configured pepper."""
     try:
         settings = load_settings()
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
     from agent.observability.logs import configure_logging
 
+    hasher = None
+    if hash_ids:
+        from agent.wiring import configured_hasher
+
+        hasher = configured_hasher(settings)
     log = settings.log
     configure_logging(settings.log_level, stream=log_stream,
                       file=log.file if log.file_enabled else None,
-                      max_bytes=log.max_bytes, backups=log.backups)
+                      max_bytes=log.max_bytes, backups=log.backups, hasher=hasher)
     return settings
 
 
@@ -172,11 +178,11 @@ def ingest(path: Annotated[Path, typer.Argument(help="Folder (or file) of docume
 
 
 def _assistant(settings: Settings) -> Assistant:
-    from agent.assistant import Assistant
+    from agent.wiring import build_assistant
     from knowledge.embeddings import EmbeddingError
     from knowledge.index import KnowledgeIndexError
 
-    assistant = Assistant(settings)
+    assistant = build_assistant(settings)
     try:
         assistant.open_index()
     except KnowledgeIndexError as exc:
@@ -229,10 +235,10 @@ async def _chat_loop(assistant: Assistant, interactive: bool) -> None:
 @app.command()
 def serve() -> None:
     """Run the Signal bot against the configured signal-cli daemon until SIGTERM."""
-    from agent.serve import access_policy
     from agent.serve import serve as run_service
+    from agent.wiring import access_policy
 
-    settings = _settings(log_stream=sys.stdout)  # a service logs to stdout
+    settings = _settings(log_stream=sys.stdout, hash_ids=True)  # a service logs to stdout
     try:
         access_policy(settings)  # fail before opening anything
     except ConfigError as exc:

@@ -1,4 +1,5 @@
-"""`signal-rag serve`: build the service from settings and run it until SIGTERM/SIGINT.
+"""`signal-rag serve`: build the service from settings (`agent.wiring`) and run it until
+SIGTERM/SIGINT.
 
 On a signal the service stops receiving, finishes or keeps (in the durable inbox) the
 work in flight, flushes the outbox and returns; the process exits 0 (RES-3).
@@ -15,147 +16,19 @@ from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import Tracer
 
-from agent.addressing import BotIdentity
-from agent.assistant import Assistant, build_embedder
+from agent.assistant import Assistant
 from agent.health import HealthServer
-from agent.observability.alerts import (
-    EMBEDDINGS_UNREACHABLE,
-    INDEX_CORRUPT,
-    LIMITS_STORAGE_UNREACHABLE,
-    MODEL_UNREACHABLE,
-    AlertControl,
-)
-from agent.observability.anomalies import AnomalyRecorder, build_detector
-from agent.observability.dependencies import (
-    EMBEDDINGS,
-    LIMITS_STORAGE,
-    MODEL,
-    Dependency,
-    DependencyMonitor,
-    ReportingEmbedder,
-    embeddings_probe,
-    models_probe,
-    storage_probe,
-)
-from agent.observability.logs import REDACTOR
-from agent.observability.metrics import BotMetrics, MeteredAuditSink
-from agent.observability.monitors import AlertingAuditSink, build_alerting
+from agent.observability.metrics import BotMetrics
 from agent.observability.readiness import service_readiness
-from agent.observability.tracing import (
-    OtelSpans,
-    TracingConfigError,
-    build_tracer_provider,
-    tracer_of,
-)
-from agent.ratelimit import ActivationLockout, UserRateLimiter
-from agent.service import AccessPolicy, BotService
+from agent.observability.tracing import TracingConfigError, build_tracer_provider, tracer_of
+from agent.service import BotService
 from agent.settings import ConfigError, Settings
-from agent.signal import create_transport
-from agent.store import Store
-from agent.users import UserDirectory
-from knowledge.index import KnowledgeIndexError
+from agent.wiring import access_policy, build_service
 
 log = logging.getLogger(__name__)
-
-
-def access_policy(settings: Settings) -> AccessPolicy:
-    """Secure by default: refuse to serve everyone without a passphrase or an allow list,
-    or without a configured audit pepper."""
-    access = settings.access
-    passphrase = access.passphrase or None  # stays a SecretStr (an empty one is falsy)
-    if passphrase is None and not access.allowed_set:
-        raise ConfigError("set SIGNAL_RAG_ACCESS__PASSPHRASE or SIGNAL_RAG_ACCESS__ALLOWED: "
-                          "the bot does not answer strangers")
-    if settings.audit.pepper is None:  # OBS-2: a generated one would differ per replica
-        raise ConfigError("set SIGNAL_RAG_AUDIT__PEPPER (a secret of at least 16 bytes, "
-                          "e.g. from `openssl rand -hex 32`): serve keys users, limits and "
-                          "the audit trail by its HMAC")
-    return AccessPolicy(passphrase=passphrase, allowed=access.allowed_set,
-                        admins=access.admin_set, command_prefix=access.command_prefix)
-
-
-def build_dependencies(settings: Settings, assistant: Assistant,
-                       alerts: AlertControl | None) -> DependencyMonitor:
-    """Probes of what `serve` needs besides signal-cli: the embedding endpoint (`openai`
-    provider), the chat model server (a model configured) and Redis (shared limits)."""
-    cfg = settings.dependencies
-    timeout = cfg.probe_timeout
-    found: list[Dependency] = []
-    embeddings = settings.embeddings
-    if embeddings.provider == "openai":
-        def index_dimension() -> int | None:
-            index = assistant.index
-            return index.manifest.embedding.dimension if index is not None else None
-
-        found.append(Dependency(EMBEDDINGS, embeddings_probe(
-            embeddings.base_url, embeddings.api_key, embeddings.model, timeout=timeout,
-            index_dimension=index_dimension), condition=EMBEDDINGS_UNREACHABLE))
-    if settings.llm.model:
-        found.append(Dependency(MODEL, models_probe(
-            settings.llm.base_url, settings.llm.api_key, timeout=timeout),
-            condition=MODEL_UNREACHABLE))
-    if not settings.limits.storage_url.startswith("memory://"):
-        found.append(Dependency(LIMITS_STORAGE, storage_probe(
-            settings.limits.storage_url, timeout=min(timeout, 2.0)),
-            condition=LIMITS_STORAGE_UNREACHABLE))
-    return DependencyMonitor(found, alerts, interval=cfg.probe_interval,
-                             backoff_cap=min(30.0, cfg.probe_interval),
-                             alert_after=cfg.alert_minutes * 60, probe_timeout=timeout)
-
-
-def build_service(settings: Settings, assistant: Assistant | None = None,
-                  checkpointer: BaseCheckpointSaver[Any] | None = None,
-                  metrics: BotMetrics | None = None,
-                  tracer: Tracer | None = None) -> BotService:
-    """The service with everything `serve` runs: alerts to admins and the webhook, the
-    audit trail feeding alerts and metrics, anomaly detection, tracing."""
-    policy = access_policy(settings)
-    assistant = assistant or Assistant(settings, checkpointer=checkpointer,
-                                       embedder=build_embedder(settings, max_retries=0))
-    REDACTOR.hasher = assistant.hash_user  # ids in any log line become their HMAC
-    cfg = settings.signal
-    options: dict[str, object] = {"account": cfg.account, "stale_after": cfg.stale_after}
-    if not cfg.url.startswith(("http://", "https://")):
-        options["receive_mode"] = cfg.receive_mode
-    transport = create_transport(cfg.url, **options)
-
-    async def send_to_admin(recipient: str, text: str) -> None:
-        await transport.send(text, recipients=[recipient])
-
-    monitors = build_alerting(settings, send_to_admin)
-    assistant.alerts = monitors.manager  # failing guards and prompt leaks page too
-    plain_audit = assistant.audit
-    assistant.audit = AlertingAuditSink(plain_audit, monitors.model, monitors.errors)
-    if metrics is not None:  # every graph run's audit event is counted too
-        assistant.audit = MeteredAuditSink(assistant.audit, metrics)
-    if tracer is not None:
-        assistant.spans = OtelSpans(tracer)
-    dependencies = build_dependencies(settings, assistant, monitors.manager)
-    if metrics is not None:
-        metrics.dependencies = dependencies.up
-    if EMBEDDINGS in dependencies.dependencies:
-        assistant.embedder = ReportingEmbedder(assistant.embedder, dependencies)
-    if assistant.index is None:
-        try:  # an embedding endpoint that is down does not keep the index from loading
-            assistant.open_index(endpoint_may_be_down=True)
-        except KnowledgeIndexError as exc:  # degraded mode: answer, alert, keep running
-            log.error("index_unavailable", extra={"error": type(exc).__name__})
-            monitors.manager.alert(INDEX_CORRUPT, error=type(exc).__name__)
-    data = settings.data_dir
-    return BotService(
-        transport=transport, assistant=assistant, store=Store(data / "inbox.sqlite3"),
-        users=UserDirectory(data / "users.sqlite3"),
-        limiter=UserRateLimiter(settings.limits.rates, settings.limits.storage_url),
-        lockout=ActivationLockout(settings.limits.storage_url),
-        bot=BotIdentity(uuid=cfg.bot_uuid, number=cfg.account), access=policy,
-        metrics=metrics, tracer=tracer, monitors=monitors,
-        queue_retention=settings.signal.queue_retention_hours * 3600,
-        anomalies=build_detector(settings.anomalies),
-        # anomaly events go to the plain trail: they are not graph runs to count
-        anomaly_recorder=AnomalyRecorder(plain_audit, metrics, monitors.manager),
-        dependencies=dependencies, hold=settings.dependencies.hold)
+__all__ = ["access_policy", "build_service", "run", "serve", "use_graph_threads",
+           "warm_guards"]
 
 
 async def serve(settings: Settings) -> None:

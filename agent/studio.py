@@ -34,6 +34,7 @@ from pydantic_core import core_schema
 
 from agent.assistant import Assistant, load_knowledge
 from agent.settings import EmbeddingSettings, Settings, load_settings
+from agent.wiring import build_assistant
 from graph.builder import build_graph
 from graph.context import GraphContext
 from graph.state import GraphInput, GraphOutput, GraphState
@@ -71,8 +72,8 @@ def _index(settings: Settings, assistant: Assistant) -> KnowledgeIndex:
 def offline_context() -> GraphContext:
     """The offline parts, once per process (the model and the index take seconds)."""
     settings = offline_settings(load_settings())
-    assistant = Assistant(settings)
-    assistant.index = _index(settings, assistant)
+    assistant = build_assistant(settings)
+    assistant.use_index(_index(settings, assistant))
     return assistant.context()
 
 

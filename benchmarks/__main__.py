@@ -134,10 +134,14 @@ def bench_query(embedder: Any, questions: list[str]) -> dict[str, Any]:
 
 
 def noop_graph() -> Any:
-    """Same seven nodes and edges, nodes that do nothing: LangGraph's own floor."""
-    from typing import TypedDict
+    """Same seven nodes and edges (the registry in graph/), nodes that do nothing and routers
+    that take the happy path: LangGraph's own floor."""
+    from typing import TypedDict, get_args, get_type_hints
 
     from langgraph.graph import END, START, StateGraph
+
+    from graph.builder import EDGES, ROUTERS
+    from graph.contract import FIRST_NODE, NODES
 
     class S(TypedDict, total=False):
         question: str
@@ -147,19 +151,16 @@ def noop_graph() -> Any:
         return {}
 
     builder = StateGraph(S)
-    for name in ("sanitize", "threat_check", "retrieve", "generate", "fallback", "output_guard",
-                 "audit"):
+    for name in NODES:
         builder.add_node(name, node)
-    builder.add_edge(START, "sanitize")
-    builder.add_conditional_edges("sanitize", lambda _s: "threat_check",
-                                  ["threat_check", "fallback"])
-    builder.add_conditional_edges("threat_check", lambda _s: "retrieve", ["retrieve", "fallback"])
-    builder.add_conditional_edges("retrieve", lambda _s: "generate", ["generate", "fallback"])
-    builder.add_conditional_edges("generate", lambda _s: "output_guard",
-                                  ["output_guard", "fallback"])
-    builder.add_edge("fallback", "output_guard")
-    builder.add_edge("output_guard", "audit")
-    builder.add_edge("audit", END)
+    builder.add_edge(START, FIRST_NODE)
+    for source, router in ROUTERS.items():
+        targets = list(get_args(get_type_hints(router)["return"]))
+        happy = next(target for target in targets if target != "fallback")
+        builder.add_conditional_edges(source, lambda _s, to=happy: to, targets)
+    for source, target in EDGES:
+        builder.add_edge(source, target)
+    builder.add_edge(NODES[-1], END)
     return builder.compile()
 
 

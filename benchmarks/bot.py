@@ -39,16 +39,16 @@ async def run_bot_benchmark(index_dir: Path, embedder: Any, *, seconds: float,
     from langchain_core.messages import AIMessage
 
     from agent.addressing import BotIdentity
-    from agent.assistant import Assistant
     from agent.audit import MemoryAuditSink
     from agent.ratelimit import ActivationLockout, UserRateLimiter
     from agent.serve import use_graph_threads
-    from agent.service import AccessPolicy, BotService
+    from agent.service import AccessPolicy
     from agent.settings import load_settings
     from agent.signal import create_transport
     from agent.store import Store
     from agent.testing.signal_daemon import BOT_NUMBER, BOT_UUID
     from agent.users import UserDirectory
+    from agent.wiring import assemble_service, build_assistant
     from benchmarks.__main__ import embedder_label
     from benchmarks.load_daemon import user_ids
     from knowledge.batching import BatchingEmbedder
@@ -70,13 +70,13 @@ async def run_bot_benchmark(index_dir: Path, embedder: Any, *, seconds: float,
             instant = GenericFakeChatModel(messages=itertools.cycle([AIMessage("Instant [1].")]))
             # As `serve` builds it: concurrent questions share the local model's passes.
             served = BatchingEmbedder(embedder)
-            assistant = Assistant(settings, embedder=served, index=index,
+            assistant = build_assistant(settings, embedder=served, index=index,
                                   chat_model=instant, audit=MemoryAuditSink())
             store = Store(Path(tmp) / "inbox.sqlite3")
             directory = UserDirectory(Path(tmp) / "users.sqlite3")
             for uuid in user_ids(users):
                 directory.activate(assistant.hash_user(uuid))
-            service = BotService(
+            service = assemble_service(
                 transport=create_transport(url, account=BOT_NUMBER), assistant=assistant,
                 store=store, users=directory, limiter=UserRateLimiter("100000/minute"),
                 lockout=ActivationLockout(), bot=BotIdentity(uuid=BOT_UUID, number=BOT_NUMBER),

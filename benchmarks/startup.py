@@ -440,23 +440,22 @@ def phases_main() -> None:
     mark("import_cli")
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver  # noqa: F401
 
-    from agent.assistant import Assistant
+    from agent.assistant import Assistant, build_embedder, load_knowledge
     from agent.observability.metrics import BotMetrics
     from agent.serve import build_service
     from agent.settings import load_settings
 
     mark("import_serve")
     settings = load_settings()
-    assistant = Assistant(settings)
-    mark("assistant_graph")
-    _ = assistant.embedder.dimension
+    embedder = build_embedder(settings, max_retries=0)
+    _ = embedder.dimension
     mark("embedding_model")
-    assistant.open_index()
+    index = load_knowledge(settings, embedder, endpoint_may_be_down=True)
     mark("open_index")
-    assistant.warm_guards()
+    Assistant.warm_guards()
     mark("warm_guards")
-    build_service(settings, assistant=assistant, metrics=BotMetrics())
-    mark("rest_of_build_service")
+    build_service(settings, metrics=BotMetrics(), embedder=embedder, index=index)
+    mark("rest_of_build_service")  # the graph, the assistant and the service parts
     print(json.dumps(marks))
 
 

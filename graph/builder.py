@@ -7,7 +7,7 @@ The nodes are `graph.contract.NODES`, added in that order, each wrapped by
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from langgraph.graph import END, START, StateGraph
@@ -48,6 +48,13 @@ IMPLEMENTATIONS: Final[Mapping[NodeName, SyncNode | AsyncNode]] = {
 """The function behind each node name (tests/unit/test_graph.py: one for every name)."""
 UNTIMED: Final[frozenset[NodeName]] = frozenset({"audit"})
 """Nodes whose latency is not recorded: `audit` writes the run's timings before it ends."""
+ROUTERS: Final[Mapping[NodeName, Callable[[GraphState], NodeName]]] = {
+    "sanitize": route_after_sanitize, "threat_check": route_after_threat_check,
+    "retrieve": route_after_retrieve, "generate": route_after_generate}
+"""Where each node with a choice goes next (the routers' `Literal`s are node names)."""
+EDGES: Final[tuple[tuple[NodeName, NodeName], ...]] = (
+    ("fallback", "output_guard"), ("output_guard", "audit"))
+"""The fixed edges; the run starts at FIRST_NODE and ends after the last of NODES."""
 
 
 def build_graph(*, retry_policy: RetryPolicy | None = None, checkpointer: Any = None,
@@ -63,11 +70,9 @@ def build_graph(*, retry_policy: RetryPolicy | None = None, checkpointer: Any = 
                          if name == "generate" else None)
 
     builder.add_edge(START, FIRST_NODE)
-    builder.add_conditional_edges("sanitize", route_after_sanitize)
-    builder.add_conditional_edges("threat_check", route_after_threat_check)
-    builder.add_conditional_edges("retrieve", route_after_retrieve)
-    builder.add_conditional_edges("generate", route_after_generate)
-    builder.add_edge("fallback", "output_guard")
-    builder.add_edge("output_guard", "audit")
-    builder.add_edge("audit", END)
+    for source, router in ROUTERS.items():
+        builder.add_conditional_edges(source, router)
+    for source, target in EDGES:
+        builder.add_edge(source, target)
+    builder.add_edge(NODES[-1], END)
     return builder.compile(checkpointer=checkpointer, name="signal-rag")

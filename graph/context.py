@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
 
+from graph.contract import RunEvent
 from graph.prompts import new_canary
 from guards.passages import PassageCheck
 from knowledge.retrieval import ScoredChunk
@@ -48,7 +49,7 @@ class Breaker(Protocol):
 class AuditSink(Protocol):
     """Receives one content-free event per run."""
 
-    def emit(self, event: Mapping[str, Any]) -> None: ...
+    def emit(self, event: RunEvent) -> None: ...
 
 
 class Alerts(Protocol):

@@ -103,7 +103,8 @@ class RunEvent(TypedDict):
     """Exception class name of a failure (never its message)."""
     error_code: str | None
     timings_ms: dict[str, float]
-    """Milliseconds per node that ran (keys are `NodeName`s)."""
+    """Milliseconds per node that ran, in the order they ran (keys are `NodeName`s; every
+    run ends in `audit`, which writes this event and is not in it)."""
     total_ms: float
     run_id: str | None
     """The run's id from its config as 32 hex digits: the trace id in the bot, the run id

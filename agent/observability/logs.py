@@ -58,8 +58,8 @@ def _escape(char: str) -> str:
 
 
 class Redactor:
-    """A structlog processor; `hasher` turns a service id into its HMAC (set by `serve`
-    once the pepper is loaded; until then ids are masked)."""
+    """A structlog processor; `hasher` turns a service id into its HMAC (given to
+    `configure_logging` by `serve`, which has the pepper; without one ids are masked)."""
 
     def __init__(self, hasher: Callable[[str], str] | None = None) -> None:
         self.hasher = hasher
@@ -127,9 +127,12 @@ def json_formatter() -> logging.Formatter:
 
 def configure_logging(level: str = "INFO", *, stream: IO[str] | None = None,
                       file: Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
-                      backups: int = DEFAULT_BACKUPS) -> None:
+                      backups: int = DEFAULT_BACKUPS,
+                      hasher: Callable[[str], str] | None = None) -> None:
     """JSON lines to `stream` (stderr unless given; `serve` uses stdout) and, when `file`
-    is set, to a rotating file of `max_bytes` × `backups`."""
+    is set, to a rotating file of `max_bytes` × `backups`. `hasher`: service ids in any
+    line become their HMAC (else they are masked)."""
+    REDACTOR.hasher = hasher  # logging is process-wide, and so is its one redactor
     shared = _shared_processors()
     formatter = json_formatter()
     handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)]

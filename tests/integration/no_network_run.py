@@ -70,10 +70,10 @@ socket.create_connection = _guarded_create_connection
 
 
 async def main(index_dir: str, data_dir: str) -> dict[str, Any]:
-    from agent.assistant import Assistant
     from agent.audit import MemoryAuditSink
     from agent.settings import load_settings
     from agent.testing.openai_server import CHAT_PATH, FakeOpenAIServer, Reply
+    from agent.wiring import build_assistant
 
     with FakeOpenAIServer() as server:
         os.environ.update({"SIGNAL_RAG_DATA_DIR": data_dir, "SIGNAL_RAG_INDEX_DIR": index_dir,
@@ -81,7 +81,7 @@ async def main(index_dir: str, data_dir: str) -> dict[str, Any]:
                            "SIGNAL_RAG_LLM__MODEL": "fake-model",
                            "SIGNAL_RAG_LLM__API_KEY": "sk-test-key"})
         sink = MemoryAuditSink()
-        assistant = Assistant(load_settings(), audit=sink)
+        assistant = build_assistant(load_settings(), audit=sink)
         assistant.open_index()
         assistant.warm_guards()
         server.enqueue(Reply("No: it sends nothing to third parties [1]."),

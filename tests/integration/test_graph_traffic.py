@@ -20,11 +20,12 @@ from agent.audit import JsonLinesAuditSink
 from agent.cli import app
 from agent.observability.tracing import OtelSpans, build_tracer_provider, tracer_of
 from agent.ratelimit import ActivationLockout, UserRateLimiter
-from agent.service import AccessPolicy, BotService
+from agent.service import AccessPolicy
 from agent.signal import create_transport
 from agent.store import Store
 from agent.testing.signal_daemon import BOT_NUMBER, BOT_UUID, FakeSignalDaemon, direct_message
 from agent.users import UserDirectory
+from agent.wiring import assemble_service, build_assistant
 
 pytestmark = pytest.mark.slow
 QUESTIONS = [
@@ -37,7 +38,7 @@ QUESTIONS = [
 
 async def answer_all(sim: FakeSignalDaemon, assistant: Assistant, tmp_path: Path,
                      tracer: Any) -> None:
-    service = BotService(
+    service = assemble_service(
         transport=create_transport(sim.http_url, account=BOT_NUMBER), assistant=assistant,
         store=Store(tmp_path / "inbox.sqlite3"), users=UserDirectory(tmp_path / "users.sqlite3"),
         limiter=UserRateLimiter(), lockout=ActivationLockout(),
@@ -66,9 +67,8 @@ async def test_traffic_and_one_run_from_a_real_audit_trail(
     assert provider is not None
     tracer = tracer_of(provider)
     audit_file = tmp_path / "audit.jsonl"
-    assistant = Assistant(settings_for(), embedder=local_embedder, index=sample_index,
-                          audit=JsonLinesAuditSink(audit_file))
-    assistant.spans = OtelSpans(tracer)
+    assistant = build_assistant(settings_for(), embedder=local_embedder, index=sample_index,
+                                audit=JsonLinesAuditSink(audit_file), spans=OtelSpans(tracer))
     await answer_all(sim, assistant, tmp_path, tracer)
     provider.shutdown()
 

@@ -15,6 +15,7 @@ import pytest
 from agent.assistant import Assistant
 from agent.audit import MemoryAuditSink
 from agent.testing.openai_server import CHAT_PATH, FakeOpenAIServer, Reply
+from agent.wiring import build_assistant
 from graph.builder import model_retry_policy
 from graph.nodes.fallback import MESSAGES
 from graph.prompts import system_prompt
@@ -89,7 +90,7 @@ def bot(settings_for, local_embedder, poisoned_index, server: FakeOpenAIServer) 
                             SIGNAL_RAG_LLM__MODEL="fake-model",
                             SIGNAL_RAG_LLM__API_KEY="sk-test-key")
     sink, alerts = MemoryAuditSink(), RecordingAlerts()
-    assistant = Assistant(settings, embedder=local_embedder, index=poisoned_index, audit=sink,
+    assistant = build_assistant(settings, embedder=local_embedder, index=poisoned_index, audit=sink,
                           alerts=alerts,
                           retry_policy=model_retry_policy(3, initial_interval=0.01,
                                                           jitter=False))

@@ -6,6 +6,7 @@ import pytest
 
 from agent.assistant import Assistant
 from agent.audit import MemoryAuditSink
+from agent.wiring import build_assistant
 
 QUESTIONS = [
     ("How many wrong passphrase attempts before I'm locked out, and for how long?",
@@ -22,7 +23,7 @@ UNANSWERABLE = ["What will the weather be like in Berlin tomorrow?",
 
 @pytest.fixture
 def assistant(settings_for, local_embedder, sample_index) -> Assistant:
-    return Assistant(settings_for(), embedder=local_embedder, index=sample_index,
+    return build_assistant(settings_for(), embedder=local_embedder, index=sample_index,
                      audit=MemoryAuditSink())
 
 
@@ -63,7 +64,7 @@ async def test_every_chunk_is_checked_ahead_of_time(assistant: Assistant):
     answer = await assistant.ask("How long am I locked out after wrong passphrase attempts?")
     assert "[1]" in answer.reply
     index = assistant.index
-    assistant.index = None
+    assistant.use_index(None)
     assert assistant.passage_checks is None and assistant.context().passage_checks is None
-    assistant.index = index
+    assistant.use_index(index)
     assert assistant.passage_checks is not checks and assistant.passage_checks is not None

@@ -23,7 +23,7 @@ from agent.observability.monitors import AlertingAuditSink, build_alerting
 from agent.observability.tracing import OtelSpans, build_tracer_provider, tracer_of
 from agent.ratelimit import ActivationLockout, UserRateLimiter
 from agent.resilience import CircuitBreaker
-from agent.service import AccessPolicy, BotService
+from agent.service import AccessPolicy
 from agent.signal import create_transport
 from agent.store import Store
 from agent.testing.openai_server import FakeOpenAIServer, Reply
@@ -38,6 +38,7 @@ from agent.testing.signal_daemon import (
     fake_signal_daemon,
 )
 from agent.users import UserDirectory
+from agent.wiring import assemble_service, build_assistant
 from tests.integration.conftest import EXAMPLES
 
 pytestmark = pytest.mark.slow
@@ -61,7 +62,7 @@ def sim() -> Iterator[FakeSignalDaemon]:
 
 async def run_bot(sim: FakeSignalDaemon, assistant: Assistant, tmp_path: Path,
                   tracer: Any, messages: int) -> None:
-    service = BotService(
+    service = assemble_service(
         transport=create_transport(sim.http_url, account=BOT_NUMBER), assistant=assistant,
         store=Store(tmp_path / "inbox.sqlite3"), users=UserDirectory(tmp_path / "users.sqlite3"),
         limiter=UserRateLimiter(), lockout=ActivationLockout(),
@@ -95,9 +96,8 @@ async def test_one_message_is_one_trace_parented_from_receive_to_send(
     settings = settings_for(SIGNAL_RAG_LLM__BASE_URL=model.base_url,
                             SIGNAL_RAG_LLM__MODEL="chat-test",
                             SIGNAL_RAG_LLM__API_KEY="sk-test-key")
-    assistant = Assistant(settings, embedder=local_embedder, index=sample_index,
-                          audit=MemoryAuditSink())
-    assistant.spans = OtelSpans(tracer)
+    assistant = build_assistant(settings, embedder=local_embedder, index=sample_index,
+                          audit=MemoryAuditSink(), spans=OtelSpans(tracer))
     model.default = Reply(ANSWER)
     await run_bot(sim, assistant, tmp_path, tracer, 1)
     spans = exporter.get_finished_spans()
@@ -142,11 +142,10 @@ async def test_an_open_circuit_shows_as_the_fallback_span(
     breaker = CircuitBreaker(threshold=1)
     breaker.record_failure()  # open
     monitors = build_alerting(settings)  # as `serve` wires it: the audit trail feeds alerts
-    assistant = Assistant(settings, embedder=local_embedder, index=sample_index,
+    assistant = build_assistant(settings, embedder=local_embedder, index=sample_index,
                           audit=AlertingAuditSink(MemoryAuditSink(), monitors.model,
                                                   monitors.errors),
-                          breaker=breaker, alerts=monitors.manager)
-    assistant.spans = OtelSpans(tracer)
+                          breaker=breaker, alerts=monitors.manager, spans=OtelSpans(tracer))
     await run_bot(sim, assistant, tmp_path, tracer, 1)
     assert monitors.manager.is_active("model_circuit_open")
     names = by_name(exporter.get_finished_spans())

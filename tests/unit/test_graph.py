@@ -12,7 +12,7 @@ from pydantic import Field
 from agent.audit import MemoryAuditSink
 from agent.resilience import BreakerState, CircuitBreaker
 from graph.builder import build_graph, model_retry_policy
-from graph.contract import NODES
+from graph.contract import FIRST_NODE, NODES
 from graph.drawing import draw
 from tests.unit.graph_helpers import FAQ, GUIDE, FixedKnowledge, context
 
@@ -201,3 +201,5 @@ def test_the_node_registry_is_the_compiled_graph() -> None:
                for target in typing.get_args(typing.get_type_hints(
                    getattr(routing, name))["return"])}
     assert targets <= set(NODES) and targets
+    edges = {(e.source, e.target) for e in compiled.get_graph().edges}
+    assert ("__start__", FIRST_NODE) in edges and (NODES[-1], "__end__") in edges

@@ -41,7 +41,7 @@ from agent.service import (
     NOT_ADMIN,
     RESET,
     SLOW_DOWN,
-    BotService,
+    CommandRunner,
 )
 from agent.settings import AccessSettings, AnomalySettings, LimitsSettings, Settings
 from agent.store import ReplyPart, Store
@@ -428,7 +428,7 @@ def expected_replies() -> dict[str, str]:
     """Every fixed reply a user can get, as the guide must quote it."""
     prefix = str(_default(AccessSettings, "command_prefix"))
     no_sources = "There is no earlier answer with sources in this chat."
-    assert no_sources in inspect.getsource(BotService._sources)
+    assert no_sources in inspect.getsource(CommandRunner._sources)
     replies = {
         "activated": ACTIVATED, "help": help_text(prefix),
         "info": info_text("N documents (M passages)", prefix), "no sources": no_sources,
@@ -461,7 +461,7 @@ def test_the_examples_have_the_shape_of_real_replies() -> None:
     assert body and listed and all(source.fullmatch(line) for line in listed.splitlines())
     assert all(f"[{n}]" in body for n in range(1, len(listed.splitlines()) + 1))
     head, *lines = sources.splitlines()
-    assert f'"{head}\\n"' in inspect.getsource(BotService._sources).replace("'", '"')
+    assert f'"{head}\\n"' in inspect.getsource(CommandRunner._sources).replace("'", '"')
     assert lines and all(source.fullmatch(line) for line in lines)
 
 
