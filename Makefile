@@ -75,7 +75,8 @@ lint: install-dev
 
 # Container files, checked without a Docker engine (docs/docker.md): shellcheck on every
 # shell script, hadolint on every Dockerfile, docker-compose.yml against the Compose spec
-# schema, then the structural checks (referenced files, secrets, volumes, variables).
+# schema, then the structural checks (referenced files, secrets, volumes, variables) and
+# the Grafana dashboard's queries and schema (deploy/grafana, docs/operations.md).
 # deploy/ (docs/deployment.md): the Kubernetes manifests against the Kubernetes schemas
 # (strict, offline), then the units and manifests checked against the code.
 SHELL_SCRIPTS := $(wildcard scripts/*.sh docker/*.sh) .ci/run setup.sh
@@ -87,7 +88,7 @@ deploy-check: install-dev
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(BIN)/kubernetes-validate --strict --quiet -k 1.29 $(K8S_MANIFESTS)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_deploy_files.py \
-		tests/unit/test_deploy_manifests.py
+		tests/unit/test_deploy_manifests.py tests/unit/test_dashboard.py
 
 bench: install-dev
 	$(BIN)/python -m benchmarks

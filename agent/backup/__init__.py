@@ -51,8 +51,7 @@ from agent.backup.restore import SPACE_MARGIN, RestoreReport, restore_backup
 
 __all__ = [
     "CANARY_FILE", "FORMAT", "FORMAT_VERSION", "INDEX_COPY_ATTEMPTS", "PEPPER_FILE", "ROOTS",
-    "SPACE_MARGIN", "BackupError",
-    "BackupManifest", "CreateReport", "DamagedBackupError", "RestoreReport", "UsageError",
-    "app", "check_name", "config_snapshot", "copy_index", "create_backup", "parse_manifest",
-    "pepper_check", "restore_backup", "verify_backup",
+    "SPACE_MARGIN", "BackupError", "BackupManifest", "CreateReport", "DamagedBackupError",
+    "RestoreReport", "UsageError", "app", "check_name", "config_snapshot", "copy_index",
+    "create_backup", "parse_manifest", "pepper_check", "restore_backup", "verify_backup",
 ]

@@ -53,8 +53,6 @@ class DamagedBackupError(BackupError):
     code = EXIT_DAMAGED
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class FileEntry:
     path: str
@@ -253,8 +251,6 @@ def tarinfo(name: str, kind: bytes, mode: int, mtime: float, size: int = 0) -> t
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     return info
-
-
 
 
 def open_archive(path: Path) -> tarfile.TarFile:

@@ -104,7 +104,7 @@ def test_services_and_profiles(compose):
     profiles = {p for s in services.values() for p in s.get("profiles", [])}
     assert profiles == {"redis", "observability", "local-model"}
     observability = {n for n, s in services.items() if "observability" in s.get("profiles", [])}
-    assert observability == {"otel-collector", "jaeger", "prometheus"}
+    assert observability == {"otel-collector", "jaeger", "prometheus", "grafana"}
     for name, service in services.items():
         assert service.get("restart") == "unless-stopped", name
         assert service["deploy"]["resources"]["limits"].get("memory"), name

@@ -1,5 +1,6 @@
 """The runtime stays free of the training stack: importing every module `signal-rag serve`
-can load (agent, graph, guards, knowledge) pulls in neither scikit-learn nor scipy.
+can load (agent, graph, guards, knowledge) pulls in neither scikit-learn nor scipy. And the
+tools (benchmarks/, scripts/) do not import tests/.
 
 The detector is trained with scikit-learn (`evals/detector/`, development only) and scored
 from JSON weights at run time; a stray import would add ~100 MB and seconds of start-up to
@@ -9,9 +10,11 @@ the bot. Checked in a fresh interpreter, since this test process may already hol
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 RUNTIME = ("agent", "graph", "guards", "knowledge")
 TRAINING_ONLY = ("sklearn", "scipy")
@@ -36,3 +39,16 @@ def test_runtime_modules_do_not_load_the_training_stack() -> None:
     assert "agent.serve" in loaded and "guards.learned" in loaded  # the walk reached them
     assert not [m for m in loaded if m.split(".")[0] in TRAINING_ONLY]
     assert not [m for m in loaded if m.startswith("evals.detector")]
+
+
+def test_benchmarks_and_scripts_do_not_import_the_tests() -> None:
+    """Tools take their fakes from agent/testing/; tests/ is not part of what ships."""
+    root = Path(__file__).resolve().parents[2]
+    offending = []
+    for path in sorted([*(root / "benchmarks").rglob("*.py"), *(root / "scripts").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offending += [f"{path.relative_to(root)}: {n}" for n in names
+                          if n == "tests" or n.startswith("tests.")]
+    assert not offending
