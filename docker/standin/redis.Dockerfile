@@ -8,7 +8,8 @@ FROM ${DEBIAN_IMAGE}
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends redis-server \
-    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/*.log \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb \
+       /var/log/*.log \
     && mkdir -p /data && chown redis:redis /data
 WORKDIR /data
 # hadolint ignore=DL3066
