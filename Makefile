@@ -87,8 +87,8 @@ deploy-check: install-dev
 	$(BIN)/hadolint $(DOCKERFILES)
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(BIN)/kubernetes-validate --strict --quiet -k 1.29 $(K8S_MANIFESTS)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_deploy_files.py \
-		tests/unit/test_deploy_manifests.py tests/unit/test_dashboard.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/project/test_deploy_files.py \
+		tests/unit/project/test_deploy_manifests.py tests/unit/project/test_dashboard.py
 
 bench: install-dev
 	$(BIN)/python -m benchmarks
@@ -152,7 +152,7 @@ train-detector: install-dev
 # so it is not part of make test).
 train-detector-check: install-dev
 	SIGNAL_RAG_TRAIN_CHECK=1 nice -n 10 $(BIN)/python -m pytest -q -p no:cacheprovider \
-		tests/unit/test_guard_learned.py::test_training_reproduces_the_shipped_weights
+		tests/unit/guards/test_learned.py::test_training_reproduces_the_shipped_weights
 
 # Security evaluation (EV-3): leave-one-source-out and k-fold over the corpus, the own
 # sets, documents as passages, latency; writes evals/reports/security.md and security.json
@@ -164,7 +164,7 @@ security-eval: install-dev
 graph-doc: install
 	$(BIN)/python scripts/update_graph_doc.py
 
-# docs/configuration.md is generated from agent/settings.py (tests/unit/test_docs.py).
+# docs/configuration.md is generated from agent/settings.py (tests/unit/project/test_docs.py).
 config-doc: install
 	$(BIN)/python -m agent.config_doc docs/configuration.md
 

@@ -45,7 +45,7 @@ def model_retry_policy(max_attempts: int = 3, initial_interval: float = 0.5,
 IMPLEMENTATIONS: Final[Mapping[NodeName, SyncNode | AsyncNode]] = {
     "sanitize": sanitize, "threat_check": threat_check, "retrieve": retrieve,
     "generate": generate, "fallback": fallback, "output_guard": output_guard, "audit": audit}
-"""The function behind each node name (tests/unit/test_graph.py: one for every name)."""
+"""The function behind each node name (tests/unit/graph/test_builder.py: one for every name)."""
 UNTIMED: Final[frozenset[NodeName]] = frozenset({"audit"})
 """Nodes whose latency is not recorded: `audit` writes the run's timings before it ends."""
 ROUTERS: Final[Mapping[NodeName, Callable[[GraphState], NodeName]]] = {

@@ -79,7 +79,7 @@ class PerRun:
     With a checkpointer the state outlives a run; the first node applies `fresh_run()`,
     so a run never reports a field the previous run of its thread set. Every field of
     `GraphState` is an input, has a reducer that says how runs combine (`timings`,
-    `history`), or carries this marker (tests/unit/test_graph_state.py holds that).
+    `history`), or carries this marker (tests/unit/graph/test_state.py holds that).
     """
 
     start: object

@@ -3,7 +3,7 @@
 Trained by `python -m evals.detector.train` (scikit-learn, training time only) and shipped as plain
 JSON weights: this codebase never unpickles anything. Scoring is reimplemented here in pure
 Python because sklearn's per-call input validation costs more than the whole check budget
-(well under 1 ms per passage); `tests/unit/test_guard_learned.py` proves the scores equal
+(well under 1 ms per passage); `tests/unit/guards/test_learned.py` proves the scores equal
 sklearn's. Features are binary n-gram presence, L2-normalised per block over *all* n-grams of
 the text, known or not (as a collision-free HashingVectorizer would): normalising over known
 n-grams only let one familiar word in an unfamiliar text carry the whole score. Only the

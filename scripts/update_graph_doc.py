@@ -1,6 +1,6 @@
 """Rewrite the generated Mermaid diagram in docs/architecture.md from the code.
 
-Run `make graph-doc` after changing the graph; tests/unit/test_docs.py fails until the
+Run `make graph-doc` after changing the graph; tests/unit/project/test_docs.py fails until the
 diagram in the document matches what `signal-rag graph --format mermaid` prints. The node
 table under the diagram is prose, but its rows must be the registry's nodes
 (`graph.contract.NODES`), in order: this script says which are missing or extra.

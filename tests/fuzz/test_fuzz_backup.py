@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from agent.backup import BackupError, restore_backup, verify_backup
 from agent.cli import app
 from tests.fuzz import fuzz
-from tests.unit.test_backup import _entry, _file, _manifest, _special, write_tar
+from tests.unit.agent.test_backup import _entry, _file, _manifest, _special, write_tar
 
 runner = CliRunner()
 

@@ -3,13 +3,13 @@
 Each test takes the command lines and environment straight from deploy/systemd/*.service
 and does what systemd would: Environment= then EnvironmentFile= (the file wins),
 specifiers %S/%C/%d pointed at temporary folders, LoadCredential= copied into the
-credentials folder (tests/unit/test_deploy_manifests.load_credentials), `${VAR}` and
+credentials folder (tests/unit/project/test_deploy_manifests.load_credentials), `${VAR}` and
 `$VAR` expanded, and the install paths of docs/deployment.md mapped to this checkout:
 /opt/signal-rag/bin -> this venv, /opt/signal-rag/libexec/check_config.py ->
 docker/check_config.py, /opt/signal-cli and JAVA_HOME -> the fetched signal-cli (`make
 signal-cli`). The bot runs against the daemon simulator and the fake model server; the
 signal-cli unit runs the real daemon. The sandbox directives are not exercised here
-(tests/unit/test_deploy_manifests.py checks them statically and with systemd-analyze).
+(tests/unit/project/test_deploy_manifests.py checks them statically and with systemd-analyze).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from agent.testing.signal_daemon import (
 from tests.integration.conftest import EXAMPLES, ROOT
 from tests.integration.signal_cli_daemon import require_signal_cli
 from tests.integration.test_serve_process import wait_until as serve_wait_until
-from tests.unit.test_deploy_manifests import (
+from tests.unit.project.test_deploy_manifests import (
     BOT_UNIT,
     CLI_UNIT,
     ENV_EXAMPLE,

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.signal_cli_daemon import cache_dir, require_signal_cli
-from tests.unit.test_linking import expected_rows, read_qr, realistic_uri
+from tests.unit.agent.test_linking import expected_rows, read_qr, realistic_uri
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,99 @@
+"""core.BotService, the coordinator, with fake parts around the real store: what `handle`
+keeps and drops, how each decision becomes a reply or a silence, and what a crash or a
+poison message gets. Sleep and clock are injected."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.addressing import BotIdentity
+from agent.assistant import Answer
+from agent.ratelimit import ActivationLockout, UserRateLimiter
+from agent.service import ACTIVATED, GAVE_UP, MAX_ATTEMPTS, AccessPolicy, BotService
+from agent.signal import Envelope, EnvelopeKind
+from agent.signal.envelope import Reaction
+from agent.store import Store
+from agent.users import UserDirectory
+from agent.wiring import assemble_service
+from tests.unit.agent.service.conftest import ALICE, Clock, FakeAssistant, FakeTransport, admitted
+
+BOT = BotIdentity(uuid="b07b07b0-0000-4000-8000-00000000000b", number="+15550001000")
+
+
+def service(assistant: FakeAssistant, store: Store, users: UserDirectory, clock: Clock,
+            slept: list[float] | None = None) -> BotService:
+    async def sleep(seconds: float) -> None:
+        if slept is not None:
+            slept.append(seconds)
+
+    return assemble_service(
+        transport=FakeTransport(),  # type: ignore[arg-type]
+        assistant=assistant,  # type: ignore[arg-type]
+        store=store, users=users, limiter=UserRateLimiter(), lockout=ActivationLockout(),
+        bot=BOT, access=AccessPolicy(passphrase="open sesame 42"), clock=clock, sleep=sleep,
+        retry_initial=2.0, retry_cap=300.0, typing_delay=0)
+
+
+def envelope(text: str, **fields: Any) -> Envelope:
+    return Envelope(kind=EnvelopeKind.DATA, timestamp=fields.pop("timestamp", 1),
+                    source_uuid=fields.pop("source_uuid", ALICE), text=text, **fields)
+
+
+async def drain(bot: BotService) -> None:
+    while bot._in_flight:
+        await next(iter(bot._in_flight))
+
+
+async def test_handle_admits_once_and_ignores_itself(store: Store, users: UserDirectory,
+                                                     clock: Clock) -> None:
+    bot = service(FakeAssistant(), store, users, clock)
+    await bot.handle(envelope("hello"))
+    await bot.handle(envelope("hello"))  # redelivered
+    await bot.handle(envelope("hello", source_uuid=BOT.uuid, timestamp=2))
+    await drain(bot)
+    assert bot.stats.received == 2 and bot.stats.duplicates == 1
+    assert store.counts().inbox["ignored"] == 1, "not activated: a silence, recorded"
+
+
+async def test_a_reaction_to_an_answer_is_feedback_and_nothing_else(
+        store: Store, users: UserDirectory, clock: Clock) -> None:
+    bot = service(FakeAssistant(), store, users, clock)
+    # A graph answer (it has a route): reactions to command replies are not feedback (EV-4).
+    users.remember_answer(FakeAssistant.hash_user(ALICE), "dm", 777, [], route="answered")
+    for author in (BOT.uuid, ALICE):  # only reactions to the bot's own messages count
+        await bot.handle(Envelope(
+            kind=EnvelopeKind.REACTION, timestamp=2, source_uuid=ALICE,
+            reaction=Reaction("\N{THUMBS UP SIGN}", author, None, 777, False)))
+    assert users.feedback() == [(777, "\N{THUMBS UP SIGN}")]
+    assert bot.stats.received == 0 and store.counts().inbox["pending"] == 0
+
+
+async def test_decisions_become_replies_with_their_routes(store: Store, users: UserDirectory,
+                                                          clock: Clock) -> None:
+    assistant = FakeAssistant([Answer("Every 300 km [1].", [{"number": 1, "title": "Bikes",
+                                                            "source": "bikes.txt",
+                                                            "page": None}])])
+    bot = service(assistant, store, users, clock)
+    silence = await bot._reply(admitted(store, "hi", timestamp=1))
+    activated = await bot._reply(admitted(store, "open sesame 42", timestamp=2))
+    answer = await bot._reply(admitted(store, "How often?", timestamp=3))
+    assert (silence.text, silence.route) == (None, "silence")
+    assert (activated.text, activated.route) == (ACTIVATED, "service")
+    assert answer.route == "answered" and answer.citations[0]["source"] == "bikes.txt"
+
+
+async def test_a_crash_is_retried_with_backoff_until_the_apology(
+        store: Store, users: UserDirectory, clock: Clock) -> None:
+    """Every attempt crashes: the message stays open, is retried after 2 s × 2^attempts
+    (injected sleep), and once past MAX_ATTEMPTS gets the apology instead (RES-2)."""
+    slept: list[float] = []
+    assistant = FakeAssistant([RuntimeError("graph crashed")] * 5)
+    users.activate(FakeAssistant.hash_user(ALICE))
+    bot = service(assistant, store, users, clock, slept)
+    await bot._process(admitted(store, "q"))
+    assert store.counts().inbox["processing"] == 1, "kept open for the retry"
+    while bot.retries._waiting or bot._in_flight:
+        await next(iter(bot.retries._waiting | bot._in_flight))
+    assert slept == [2.0 * 2 ** attempts for attempts in range(1, MAX_ATTEMPTS + 1)]
+    assert len(assistant.asked) == MAX_ATTEMPTS
+    assert [item.text for item in store.due_outbox(clock())] == [GAVE_UP]

@@ -1,0 +1,54 @@
+"""The runtime stays free of the training stack: importing every module `signal-rag serve`
+can load (agent, graph, guards, knowledge) pulls in neither scikit-learn nor scipy. And the
+tools (benchmarks/, scripts/) do not import tests/.
+
+The detector is trained with scikit-learn (`evals/detector/`, development only) and scored
+from JSON weights at run time; a stray import would add ~100 MB and seconds of start-up to
+the bot. Checked in a fresh interpreter, since this test process may already hold them.
+`make lint` (import-linter) forbids the same imports statically, lazy ones included.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+RUNTIME = ("agent", "graph", "guards", "knowledge")
+TRAINING_ONLY = ("sklearn", "scipy")
+
+_PROBE = """
+import importlib, json, pkgutil, sys
+for name in {packages!r}:
+    package = importlib.import_module(name)
+    for module in pkgutil.walk_packages(package.__path__, name + "."):
+        importlib.import_module(module.name)
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_runtime_modules_do_not_load_the_training_stack() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(packages=RUNTIME)],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "agent.serve" in loaded and "guards.learned" in loaded  # the walk reached them
+    assert not [m for m in loaded if m.split(".")[0] in TRAINING_ONLY]
+    assert not [m for m in loaded if m.startswith("evals.detector")]
+
+
+def test_benchmarks_and_scripts_do_not_import_the_tests() -> None:
+    """Tools take their fakes from agent/testing/; tests/ is not part of what ships."""
+    root = Path(__file__).resolve().parents[3]
+    offending = []
+    for path in sorted([*(root / "benchmarks").rglob("*.py"), *(root / "scripts").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offending += [f"{path.relative_to(root)}: {n}" for n in names
+                          if n == "tests" or n.startswith("tests.")]
+    assert not offending
