@@ -6,7 +6,7 @@ The model in agent/settings.py is the source: each group's title (`model_config`
 section heading and its docstring the section's introduction; each field's description,
 default (or documented default, `DOC_DEFAULT`), constraints and secrecy make a table row.
 Variables read outside the model (the secrets folder, OpenTelemetry, the container entry
-point) are listed here, each with the code that reads it; tests/unit/test_docs.py checks
+point) are listed here, each with the code that reads it; tests/unit/project/test_docs.py checks
 that the file equals `render()`, that every field is described and that those places
 really read the extra variables.
 """
