@@ -4,6 +4,7 @@ poison message gets. Sleep and clock are injected."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from agent.addressing import BotIdentity
@@ -41,7 +42,8 @@ def envelope(text: str, **fields: Any) -> Envelope:
 
 async def drain(bot: BotService) -> None:
     while bot._in_flight:
-        await next(iter(bot._in_flight))
+        await asyncio.wait(set(bot._in_flight))
+        await asyncio.sleep(0)  # finished tasks leave the set in their done callback
 
 
 async def test_handle_admits_once_and_ignores_itself(store: Store, users: UserDirectory,
@@ -93,7 +95,8 @@ async def test_a_crash_is_retried_with_backoff_until_the_apology(
     await bot._process(admitted(store, "q"))
     assert store.counts().inbox["processing"] == 1, "kept open for the retry"
     while bot.retries._waiting or bot._in_flight:
-        await next(iter(bot.retries._waiting | bot._in_flight))
+        await asyncio.wait(bot.retries._waiting | bot._in_flight)
+        await asyncio.sleep(0)  # finished tasks leave the sets in their done callbacks
     assert slept == [2.0 * 2 ** attempts for attempts in range(1, MAX_ATTEMPTS + 1)]
     assert len(assistant.asked) == MAX_ATTEMPTS
     assert [item.text for item in store.due_outbox(clock())] == [GAVE_UP]
