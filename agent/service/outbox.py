@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import NoOpTracer, Span, SpanKind, Tracer
@@ -38,33 +39,33 @@ if TYPE_CHECKING:
 log = logging.getLogger("agent.service")
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class OutboxSender:
     """The sender loop: `run` until `drain` is called, then flush what is due and return."""
 
-    def __init__(self, *, transport: SignalTransport, store: Store, users: UserDirectory,
-                 db: Db, hash_user: Callable[[str], str], alerting: Alerting,
-                 stats: ServiceStats, clock: Clock, backoff: Backoff,
-                 send_concurrency: int = 16, metrics: BotMetrics | None = None,
-                 tracer: Tracer | None = None) -> None:
-        self._transport = transport
-        self._store = store
-        self._users = users
-        self._db = db
-        self._hash_user = hash_user
-        self._alerting = alerting
-        self._stats = stats
-        self._clock = clock
-        self._backoff = backoff
-        self._metrics = metrics
-        self._tracer = tracer or NoOpTracer()
-        self._slots = asyncio.Semaphore(send_concurrency)
-        self._sources: dict[InboxKey, list[dict[str, Any]]] = {}
-        self._records: dict[InboxKey, AnswerRecord] = {}
-        """Citations of replies recorded but not sent yet: remembered with the first
-        part's sent timestamp, which /sources and reactions refer to. In memory only (as
-        before the split): a reply sent after a restart is remembered without them."""
-        self._wake = asyncio.Event()
-        self._drained = asyncio.Event()
+    transport: SignalTransport
+    store: Store
+    users: UserDirectory
+    db: Db
+    hash_user: Callable[[str], str]
+    alerting: Alerting
+    stats: ServiceStats
+    clock: Clock
+    backoff: Backoff
+    send_concurrency: int = 16
+    metrics: BotMetrics | None = None
+    tracer: Tracer | None = None
+    _sources: dict[InboxKey, list[dict[str, Any]]] = field(default_factory=dict, init=False)
+    _records: dict[InboxKey, AnswerRecord] = field(default_factory=dict, init=False)
+    """Citations of replies recorded but not sent yet: remembered with the first part's
+    sent timestamp, which /sources and reactions refer to. In memory only (as before the
+    split): a reply sent after a restart is remembered without them."""
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _drained: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+
+    def __post_init__(self) -> None:
+        self._tracer: Tracer = self.tracer or NoOpTracer()
+        self._slots = asyncio.Semaphore(self.send_concurrency)
 
     def expect(self, key: InboxKey, citations: list[dict[str, Any]],
                record: AnswerRecord | None = None) -> None:
@@ -86,15 +87,15 @@ class OutboxSender:
 
     async def run(self) -> None:
         while True:
-            due = await self._db(self._store.due_outbox, self._clock())
+            due = await self.db(self.store.due_outbox, self.clock())
             if due:
                 await self._send_due(due)
                 continue  # sending a part makes the next part of that reply due
             if self._drained.is_set():
                 return  # drained what was due; the rest stays in the outbox
             self._wake.clear()
-            next_at = await self._db(self._store.next_due_at)
-            wait = 1.0 if next_at is None else min(1.0, max(0.0, next_at - self._clock()))
+            next_at = await self.db(self.store.next_due_at)
+            wait = 1.0 if next_at is None else min(1.0, max(0.0, next_at - self.clock()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
@@ -127,17 +128,17 @@ class OutboxSender:
     async def _send_part(self, item: OutboxItem, span: Span) -> bool:
         recipients = [item.recipient] if item.recipient else []
         try:
-            result = await self._transport.send(
+            result = await self.transport.send(
                 item.text, recipients=recipients, group_id=item.group_id,
                 quote_timestamp=item.quote_timestamp, quote_author=item.quote_author)
         except SignalError as exc:
             mark_failed(span, exc)
             return await self._send_failed(item, exc)
-        await self._db(self._store.mark_sent, item.id, result.timestamp or 0)
-        self._stats.sent += 1
+        await self.db(self.store.mark_sent, item.id, result.timestamp or 0)
+        self.stats.sent += 1
         if item.part == 0 and result.timestamp:
-            user = self._hash_user(item.key.sender_uuid)
-            await self._db(remember_answer, self._users, user, item.group_id or DIRECT,
+            user = self.hash_user(item.key.sender_uuid)
+            await self.db(remember_answer, self.users, user, item.group_id or DIRECT,
                            result.timestamp, sources=self._sources.pop(item.key, []),
                            record=self._records.pop(item.key, None), trace=item.trace)
         return True
@@ -153,18 +154,18 @@ class OutboxSender:
             await self._retry(item, 3600, exc, alert=SIGNAL_UNTRUSTED_IDENTITY)
             return False
         if isinstance(exc, SignalUnregistered | SignalInvalidParams):
-            await self._db(self._store.mark_failed, item.id, type(exc).__name__)
-            self._stats.send_failed += 1
-            count(self._metrics, "failed", stage="send")
+            await self.db(self.store.mark_failed, item.id, type(exc).__name__)
+            self.stats.send_failed += 1
+            count(self.metrics, "failed", stage="send")
             return True
         # network trouble and anything unexpected
-        await self._retry(item, self._backoff.delay(item.attempts), exc)
+        await self._retry(item, self.backoff.delay(item.attempts), exc)
         return False
 
     async def _retry(self, item: OutboxItem, delay: float, exc: Exception,
                      alert: str | None = None) -> None:
-        await self._db(self._store.mark_retry, item.id, self._clock() + delay,
+        await self.db(self.store.mark_retry, item.id, self.clock() + delay,
                        type(exc).__name__)
-        self._stats.send_retries += 1
+        self.stats.send_retries += 1
         if alert:
-            self._alerting.raise_(alert)
+            self.alerting.raise_(alert)

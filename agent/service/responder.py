@@ -57,27 +57,22 @@ class Reply:
     not part of what the message gets, so replies compare without it."""
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class Responder:
     """Runs the graph for one admitted message."""
 
-    def __init__(self, *, assistant: Assistant, transport: SignalTransport,
-                 users: UserDirectory, db: Db, sleep: Sleep, typing_delay: float = 0.5,
-                 dependencies: DependencyMonitor | None = None,
-                 anomalies: AnomalyDetector | None = None,
-                 anomaly_recorder: AnomalyRecorder | None = None,
-                 keep_feedback_text: bool = False) -> None:
-        self._assistant = assistant
-        self._transport = transport
-        self._users = users
-        self._db = db
-        self._sleep = sleep
-        self._typing_delay = typing_delay
-        self._dependencies = dependencies
-        self._anomalies = anomalies
-        self._anomaly_recorder = anomaly_recorder
-        self._keep_feedback_text = keep_feedback_text
-        """EV-4: with FEEDBACK__KEEP_TEXT the question is kept for a reaction to refer to."""
-        self._courtesy: set[asyncio.Task[Any]] = set()
+    assistant: Assistant
+    transport: SignalTransport
+    users: UserDirectory
+    db: Db
+    sleep: Sleep
+    typing_delay: float = 0.5
+    dependencies: DependencyMonitor | None = None
+    anomalies: AnomalyDetector | None = None
+    anomaly_recorder: AnomalyRecorder | None = None
+    keep_feedback_text: bool = False
+    """EV-4: with FEEDBACK__KEEP_TEXT the question is kept for a reaction to refer to."""
+    _courtesy: set[asyncio.Task[Any]] = field(default_factory=set, init=False)
 
     async def answer(self, message: InboxMessage, admitted: Admit) -> Reply:
         """Raises DependencyDown when the query embedding failed because its endpoint is
@@ -87,44 +82,44 @@ class Responder:
         user, text, chat = admitted.user, admitted.text, message.chat_id
         group = payload.get("group_id")
         if not group:
-            self._background(self._transport.send_receipt(uuid, [message.key.msg_timestamp]))
+            self._background(self.transport.send_receipt(uuid, [message.key.msg_timestamp]))
         typing = asyncio.ensure_future(self._typing_after_delay(uuid, group))
-        if self._typing_delay <= 0:
+        if self.typing_delay <= 0:
             await asyncio.wait({typing})  # shown before the work starts
         expires = int(payload.get("expires") or 0)
         context = None
         if expires:  # a disappearing chat forgets on its own timer (SIG-7)
-            graph_context = self._assistant.context()
+            graph_context = self.assistant.context()
             context = dataclasses.replace(
                 graph_context, memory_ttl=min(graph_context.memory_ttl, float(expires)))
         try:
-            answer = await self._assistant.ask(text, user_id=uuid, chat=chat, context=context)
+            answer = await self.assistant.ask(text, user_id=uuid, chat=chat, context=context)
         except BaseException:
             typing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 if await typing:  # no reply will clear the indicator: switch it off
-                    await best_effort(self._transport.send_typing(
+                    await best_effort(self.transport.send_typing(
                         recipient=None if group else uuid, group_id=group, stop=True))
             raise
         typing.cancel()  # the reply clears an indicator that was shown
         if answer.fallback_reason == "index_unavailable":
             # the query embedding failed just now: wait for it
-            require_embeddings(self._dependencies, self._assistant.index is not None)
-        if self._anomalies is not None and self._anomaly_recorder is not None:
-            new_user = not await self._db(self._users.chats, user)
-            self._anomaly_recorder.record(self._anomalies.observe(MessageFacts(
+            require_embeddings(self.dependencies, self.assistant.index is not None)
+        if self.anomalies is not None and self.anomaly_recorder is not None:
+            new_user = not await self.db(self.users.chats, user)
+            self.anomaly_recorder.record(self.anomalies.observe(MessageFacts(
                 user=user, at=admitted.at, length=len(text), new_user=new_user,
                 blocked=answer.fallback_reason in BLOCKED_REASONS)))
-        await self._db(self._users.touch_thread, user, chat, expires=expires)
+        await self.db(self.users.touch_thread, user, chat, expires=expires)
         return Reply(answer.reply, [dict(c) for c in answer.citations],
                      route_of(answer.fallback_reason),
-                     feedback=answer_record(answer, text, keep_text=self._keep_feedback_text))
+                     feedback=answer_record(answer, text, keep_text=self.keep_feedback_text))
 
     async def _typing_after_delay(self, uuid: str, group: str | None) -> bool:
         """Show "typing…" once an answer takes longer than `typing_delay`; True if shown."""
-        if self._typing_delay > 0:
-            await self._sleep(self._typing_delay)
-        return await best_effort(self._transport.send_typing(
+        if self.typing_delay > 0:
+            await self.sleep(self.typing_delay)
+        return await best_effort(self.transport.send_typing(
             recipient=None if group else uuid, group_id=group))
 
     def _background(self, call: Awaitable[Any]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from agent.service.common import Backoff, Clock, Db, ServiceStats, Sleep, count, log
@@ -23,34 +24,31 @@ Rerun = Callable[[InboxMessage, bool], None]
 """Process the message again; the flag: it waited for a dependency in vain."""
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class Retries:
     """Schedules the second runs; `cancel` (at the drain) leaves them to the inbox."""
 
-    def __init__(self, *, store: Store, db: Db, stats: ServiceStats, clock: Clock,
-                 sleep: Sleep, backoff: Backoff, hold: float = DEFAULT_HOLD,
-                 dependencies: DependencyMonitor | None = None,
-                 metrics: BotMetrics | None = None) -> None:
-        self._store = store
-        self._db = db
-        self._stats = stats
-        self._clock = clock
-        self._sleep = sleep
-        self._backoff = backoff
-        self._hold = hold
-        self.dependencies = dependencies
-        """Embedding endpoint, model server, Redis, as probed (`serve` runs the probes)."""
-        self._metrics = metrics
-        self._waiting: set[asyncio.Task[None]] = set()
+    store: Store
+    db: Db
+    stats: ServiceStats
+    clock: Clock
+    sleep: Sleep
+    backoff: Backoff
+    hold: float = DEFAULT_HOLD
+    dependencies: DependencyMonitor | None = None
+    """Embedding endpoint, model server, Redis, as probed (`serve` runs the probes)."""
+    metrics: BotMetrics | None = None
+    _waiting: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     def after_crash(self, message: InboxMessage, rerun: Rerun) -> None:
         """Try a crashed message again after a backoff, in this process: waiting for the
         next start would leave its sender unanswered (and /readyz failing) until someone
         restarts the bot. After MAX_ATTEMPTS the sender gets the apology instead."""
-        delay = self._backoff.delay(message.attempts)
+        delay = self.backoff.delay(message.attempts)
 
         async def retry() -> None:
-            await self._sleep(delay)
-            claimed = await self._db(self._store.claim, message.key)
+            await self.sleep(delay)
+            claimed = await self.db(self.store.claim, message.key)
             if claimed is not None:  # not answered, ignored or forgotten meanwhile
                 rerun(claimed, False)
 
@@ -63,10 +61,10 @@ class Retries:
         UNAVAILABLE reply instead. Never lost, never answered twice."""
         monitor = self.dependencies
         assert monitor is not None
-        self._stats.held += 1
-        count(self._metrics, "held", dependency=names[0])
+        self.stats.held += 1
+        count(self.metrics, "held", dependency=names[0])
         log.info("message_held", extra={"dependencies": names})
-        left = self._hold - max(0.0, self._clock() - message.received_at)
+        left = self.hold - max(0.0, self.clock() - message.received_at)
 
         async def resume() -> None:
             back = left > 0 and await monitor.wait_up(names, timeout=left)
