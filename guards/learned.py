@@ -223,15 +223,7 @@ def load_model(path: Path) -> LearnedModel:
 
 
 @functools.cache
-def _load_once(path: Path) -> LearnedModel:
-    return load_model(path)
-
-
 def default_model(path: Path | None = None) -> LearnedModel:
-    """Load the shipped weights once, on first use (never at import time)."""
-    return _load_once(DEFAULT_WEIGHTS if path is None else path)
-
-
-def reset_cache() -> None:
-    """Forget loaded weights (tests swap the weights file)."""
-    _load_once.cache_clear()
+    """Load the shipped weights once, on first use (never at import time); tests that
+    swap the file call `default_model.cache_clear()`."""
+    return load_model(DEFAULT_WEIGHTS if path is None else path)

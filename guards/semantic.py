@@ -90,15 +90,6 @@ def load_head(path: Path) -> SemanticHead:
 
 
 @functools.cache
-def _load_once(path: Path) -> SemanticHead:
-    return load_head(path)
-
-
 def default_head(path: Path | None = None) -> SemanticHead:
     """Load the shipped head once, on first use (never at import time)."""
-    return _load_once(DEFAULT_HEAD if path is None else path)
-
-
-def reset_cache() -> None:
-    """Forget the loaded head (tests swap the file)."""
-    _load_once.cache_clear()
+    return load_head(DEFAULT_HEAD if path is None else path)

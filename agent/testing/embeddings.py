@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -14,25 +15,17 @@ from knowledge.embeddings import Vectors, normalise
 from knowledge.lexical import terms
 
 
+@dataclass(eq=False)
 class HashingEmbedder:
-    def __init__(self, dimension: int = 64, model_name: str = "hashing-test") -> None:
-        self._dimension = dimension
-        self._model_name = model_name
-        self.calls = 0
-        self.texts_embedded = 0
-
-    @property
-    def model_name(self) -> str:
-        return self._model_name
-
-    @property
-    def dimension(self) -> int:
-        return self._dimension
+    dimension: int = 64
+    model_name: str = "hashing-test"
+    calls: int = field(default=0, init=False)
+    texts_embedded: int = field(default=0, init=False)
 
     def _one(self, text: str) -> np.ndarray:
-        vector = np.zeros(self._dimension, dtype=np.float32)
+        vector = np.zeros(self.dimension, dtype=np.float32)
         for term in terms(text) or ["<empty>"]:
-            bucket = int(hashlib.md5(term.encode()).hexdigest(), 16) % self._dimension
+            bucket = int(hashlib.md5(term.encode()).hexdigest(), 16) % self.dimension
             vector[bucket] += 1.0
         return vector
 
@@ -40,7 +33,7 @@ class HashingEmbedder:
         self.calls += 1
         self.texts_embedded += len(texts)
         if not texts:
-            return np.zeros((0, self._dimension), dtype=np.float32)
+            return np.zeros((0, self.dimension), dtype=np.float32)
         return normalise(np.vstack([self._one(t) for t in texts]))
 
     def embed_query(self, text: str) -> Vectors:

@@ -95,7 +95,7 @@ def test_damaged_weights_fail_the_scan(tmp_path: Path, monkeypatch: pytest.Monke
     bad = tmp_path / "detector.json"
     bad.write_text("{", encoding="utf-8")
     monkeypatch.setattr(learned, "DEFAULT_WEIGHTS", bad)
-    learned.reset_cache()
+    learned.default_model.cache_clear()
     detect.cache_clear()
     try:
         data = write(tmp_path / "set.jsonl", [{"text": "hello"}])
@@ -103,7 +103,7 @@ def test_damaged_weights_fail_the_scan(tmp_path: Path, monkeypatch: pytest.Monke
         assert result.exit_code == 4
         assert "not valid JSON" in result.stderr
     finally:
-        learned.reset_cache()
+        learned.default_model.cache_clear()
         detect.cache_clear()
 
 

@@ -58,11 +58,11 @@ def swap_default(monkeypatch: pytest.MonkeyPatch):
     """Point the shipped-weights path elsewhere; caches are cleared before and after."""
     def swap(path: Path) -> None:
         monkeypatch.setattr(learned, "DEFAULT_WEIGHTS", path)
-        learned.reset_cache()
+        learned.default_model.cache_clear()
         detect.cache_clear()
 
     yield swap
-    learned.reset_cache()
+    learned.default_model.cache_clear()
     detect.cache_clear()
 
 
