@@ -3,12 +3,16 @@
 The nodes are `graph.contract.NODES`, added in that order, each wrapped by
 `nodes/traced.py` (span and latency). Every reply, answered or fallback, passes
 `output_guard` on its way to `audit`.
+
+The graph runs asynchronously (`ainvoke`, `astream`): the nodes in `OFF_LOOP` may block
+and run on LangGraph's thread pool; every other node and every router runs on the event
+loop, because the hop to a thread costs more than their work (PERF-1).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final, get_args, get_type_hints
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -52,6 +56,11 @@ ROUTERS: Final[Mapping[NodeName, Callable[[GraphState], NodeName]]] = {
     "sanitize": route_after_sanitize, "threat_check": route_after_threat_check,
     "retrieve": route_after_retrieve, "generate": route_after_generate}
 """Where each node with a choice goes next (the routers' `Literal`s are node names)."""
+OFF_LOOP: Final[frozenset[NodeName]] = frozenset({"threat_check", "retrieve", "output_guard"})
+"""Nodes that may block, so they run on LangGraph's thread pool: the query embedding
+(threat_check's embedding head, retrieve), the index search, and the output guard, whose
+first calls after start-up wait for its library to finish loading. The others are pure
+computation of well under a millisecond and run on the event loop."""
 EDGES: Final[tuple[tuple[NodeName, NodeName], ...]] = (
     ("fallback", "output_guard"), ("output_guard", "audit"))
 """The fixed edges; the run starts at FIRST_NODE and ends after the last of NODES."""
@@ -65,14 +74,31 @@ def build_graph(*, retry_policy: RetryPolicy | None = None, checkpointer: Any = 
     builder = StateGraph(GraphState, context_schema=context_schema, input_schema=GraphInput,
                          output_schema=GraphOutput)
     for name in NODES:
-        builder.add_node(name, traced(name, IMPLEMENTATIONS[name], timed=name not in UNTIMED),
+        builder.add_node(name, traced(name, IMPLEMENTATIONS[name], timed=name not in UNTIMED,
+                                      on_loop=name not in OFF_LOOP),
                          retry_policy=(retry_policy or model_retry_policy())
                          if name == "generate" else None)
 
     builder.add_edge(START, FIRST_NODE)
     for source, router in ROUTERS.items():
-        builder.add_conditional_edges(source, router)
+        builder.add_conditional_edges(source, _on_loop(router), targets(router))
     for source, target in EDGES:
         builder.add_edge(source, target)
     builder.add_edge(NODES[-1], END)
     return builder.compile(checkpointer=checkpointer, name="signal-rag")
+
+
+def targets(router: Callable[[GraphState], NodeName]) -> list[str]:
+    """The nodes a router can return, read from its `Literal` return type."""
+    return list(get_args(get_type_hints(router)["return"]))
+
+
+def _on_loop(router: Callable[[GraphState], NodeName]
+             ) -> Callable[[GraphState], Awaitable[NodeName]]:
+    """The router as a coroutine function: LangGraph runs a sync router on its thread pool
+    too, a hop that costs more than the router itself."""
+    async def route(state: GraphState) -> NodeName:
+        return router(state)
+
+    route.__name__ = router.__name__
+    return route

@@ -1,13 +1,19 @@
 """The wrapper every node runs in: a span (OBS-3) through the context's `Spans`, and the
 node's latency in the state's `timings`, measured with the context's clock so tests can
-fix time. Tracing and timing stay out of the node functions themselves."""
+fix time. Tracing and timing stay out of the node functions themselves.
+
+Where a node runs (PERF-1): LangGraph runs a sync node on its thread pool, and that hop
+(a queue, a thread wake-up, a call back into the loop) costs more than most nodes' work,
+several milliseconds on a loaded machine. `traced(..., on_loop=True)` turns a sync node
+that never blocks into a coroutine, so it runs on the event loop with no hop; nodes that
+may block stay sync and keep the pool (the builder decides which is which)."""
 
 from __future__ import annotations
 
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Protocol, cast, overload
+from typing import Literal, Protocol, cast, overload
 
 from langgraph.runtime import Runtime
 
@@ -44,19 +50,42 @@ def _finish(update: GraphState, span: Span, stopwatch: Stopwatch | None) -> Grap
 
 
 @overload
-def traced(name: NodeName, node: AsyncNode, *, timed: bool = True) -> AsyncNode: ...
+def traced(name: NodeName, node: AsyncNode, *, timed: bool = True,
+           on_loop: bool = False) -> AsyncNode: ...
 
 
 @overload
-def traced(name: NodeName, node: SyncNode, *, timed: bool = True) -> SyncNode: ...
+def traced(name: NodeName, node: SyncNode, *, timed: bool = True,
+           on_loop: Literal[False] = False) -> SyncNode: ...
 
 
-def traced(name: NodeName, node: SyncNode | AsyncNode, *, timed: bool = True
-           ) -> SyncNode | AsyncNode:
+@overload
+def traced(name: NodeName, node: SyncNode, *, timed: bool = True,
+           on_loop: Literal[True]) -> AsyncNode: ...
+
+
+@overload
+def traced(name: NodeName, node: SyncNode | AsyncNode, *, timed: bool = True,
+           on_loop: bool = False) -> SyncNode | AsyncNode: ...
+
+
+def traced(name: NodeName, node: SyncNode | AsyncNode, *, timed: bool = True,
+           on_loop: bool = False) -> SyncNode | AsyncNode:
     """`node`, run inside a span `node <name>` (each retry attempt gets its own); with
     `timed`, its update also carries `timings[name]` in milliseconds. An attempt that
-    raises records no latency (the retry that follows records its own)."""
+    raises records no latency (the retry that follows records its own). With `on_loop`,
+    a sync `node` is returned as a coroutine function that calls it directly (only for
+    nodes that never block: the loop waits for them)."""
     attributes = {"langgraph.node": name}
+    if on_loop and not inspect.iscoroutinefunction(node):
+        blocking = traced(name, cast(SyncNode, node), timed=timed)
+
+        @functools.wraps(node)
+        async def run_on_loop(state: GraphState, runtime: Runtime[GraphContext]
+                              ) -> GraphState:
+            return blocking(state, runtime)
+
+        return run_on_loop
     if inspect.iscoroutinefunction(node):
         async_node = cast(AsyncNode, node)
 

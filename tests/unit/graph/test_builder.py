@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
 import httpx
 import openai
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -11,7 +16,8 @@ from pydantic import Field
 
 from agent.audit import MemoryAuditSink
 from agent.resilience import BreakerState, CircuitBreaker
-from graph.builder import build_graph, model_retry_policy
+from graph.builder import OFF_LOOP, ROUTERS, build_graph, model_retry_policy
+from graph.context import AttributeValue, NoSpans, Span
 from graph.contract import FIRST_NODE, NODES
 from graph.drawing import draw
 from tests.unit.graph.graph_helpers import FAQ, GUIDE, FixedKnowledge, context
@@ -203,3 +209,38 @@ def test_the_node_registry_is_the_compiled_graph() -> None:
     assert targets <= set(NODES) and targets
     edges = {(e.source, e.target) for e in compiled.get_graph().edges}
     assert ("__start__", FIRST_NODE) in edges and (NODES[-1], "__end__") in edges
+
+
+class ThreadSpans(NoSpans):
+    """Records the thread each node's span is opened on (the node runs there too)."""
+
+    def __init__(self) -> None:
+        self.threads: dict[str, int] = {}
+
+    @contextmanager
+    def span(self, name: str, attributes: Mapping[str, AttributeValue] | None = None
+             ) -> Iterator[Span]:
+        if name.startswith("node "):
+            self.threads[name.removeprefix("node ")] = threading.get_ident()
+        with super().span(name, attributes) as span:
+            yield span
+
+
+async def test_only_the_nodes_that_may_block_leave_the_event_loop() -> None:
+    """PERF-1: the embedding, the index search and the output guard run on the thread
+    pool; every other node and every router runs on the loop (a hop costs more)."""
+    spans = ThreadSpans()
+    model = GenericFakeChatModel(messages=iter([AIMessage("Locked out for 1 hour [1].")]))
+    result = await build_graph(retry_policy=FAST_RETRY).ainvoke(
+        {"question": "locked out?", "user": "u"},
+        context=context(chat_model=model, spans=spans, audit=MemoryAuditSink()))
+    assert result["fallback_reason"] is None
+    loop_thread = threading.get_ident()
+    assert set(spans.threads) == set(NODES) - {"fallback"}
+    assert {name for name, thread in spans.threads.items() if thread != loop_thread} \
+        == OFF_LOOP == {"threat_check", "retrieve", "output_guard"}
+    compiled = build_graph()
+    for source in ROUTERS:
+        [branch] = compiled.builder.branches[source].values()
+        assert inspect.iscoroutinefunction(branch.path.afunc)  # type: ignore[attr-defined]
+        assert branch.path.func is None  # type: ignore[attr-defined]

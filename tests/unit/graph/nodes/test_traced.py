@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -77,6 +79,23 @@ async def test_an_async_node_is_timed_from_start_to_return() -> None:
     node = traced("generate", _answer)
     update = await node({}, runtime(context(clock=clock)))
     assert update == {"reply": "ok", "timings": {"generate": 1000.0}}, "two steps of 0.5 s"
+
+
+async def test_an_on_loop_node_is_a_coroutine_run_on_the_calling_thread() -> None:
+    """PERF-1: no hop to LangGraph's thread pool; timed and traced like any node."""
+    threads: list[int] = []
+
+    def node(state: GraphState, runtime: Runtime[GraphContext]) -> GraphState:
+        threads.append(threading.get_ident())
+        return {"reply": "ok"}
+
+    spans = RecordingSpans()
+    wrapped = traced("sanitize", node, on_loop=True)
+    assert inspect.iscoroutinefunction(wrapped) and wrapped.__wrapped__ is node
+    update = await wrapped({}, runtime(context(clock=Clock(), spans=spans)))
+    assert update == {"reply": "ok", "timings": {"sanitize": 250.0}}
+    assert threads == [threading.get_ident()]
+    assert [span.name for span in spans.spans] == ["node sanitize"]
 
 
 def test_an_untimed_node_reports_no_latency() -> None:
