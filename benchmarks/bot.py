@@ -4,7 +4,8 @@ The simulator and the load (100 users, each keeping one question outstanding) ru
 child process (`benchmarks.load_daemon`), as the real daemon would; this process runs
 only the bot service with the real graph, index, embedder and SQLite stores. Reported:
 answers per second, reply latency p50/p95 (delivery into the simulator to the send
-call), messages lost and duplicates, and the RPC calls the bot made.
+call), messages lost and duplicates, and the RPC calls the bot made per answer and the
+requests that carried them (calls made together go as one JSON-RPC batch).
 Per-user rate limits are raised for the run (the default 10/minute would cap 100 users at
 17 messages/s): this measures the pipeline, not the limiter.
 """
@@ -12,7 +13,6 @@ Per-user rate limits are raised for the run (the default 10/minute would cap 100
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import subprocess
@@ -35,9 +35,6 @@ async def _read_json(stream: asyncio.StreamReader, timeout: float) -> dict[str, 
 async def run_bot_benchmark(index_dir: Path, embedder: Any, *, seconds: float,
                             users: int = 100, transport: str = "http",
                             typing_delay: float = 0.5) -> dict[str, Any]:
-    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-    from langchain_core.messages import AIMessage
-
     from agent.addressing import BotIdentity
     from agent.audit import MemoryAuditSink
     from agent.ratelimit import ActivationLockout, UserRateLimiter
@@ -49,7 +46,7 @@ async def run_bot_benchmark(index_dir: Path, embedder: Any, *, seconds: float,
     from agent.testing.signal_daemon import BOT_NUMBER, BOT_UUID
     from agent.users import UserDirectory
     from agent.wiring import assemble_service, build_assistant
-    from benchmarks.__main__ import embedder_label
+    from benchmarks.__main__ import embedder_label, instant_chat_model
     from benchmarks.load_daemon import user_ids
     from knowledge.batching import BatchingEmbedder
     from knowledge.index import EmbeddingInfo, open_index
@@ -67,7 +64,7 @@ async def run_bot_benchmark(index_dir: Path, embedder: Any, *, seconds: float,
             settings = load_settings(Path(tmp) / "no-secrets", data_dir=Path(tmp))
             index = open_index(index_dir, EmbeddingInfo("local", embedder.model_name,
                                                         embedder.dimension))
-            instant = GenericFakeChatModel(messages=itertools.cycle([AIMessage("Instant [1].")]))
+            instant = instant_chat_model("Instant [1].")
             # As `serve` builds it: concurrent questions share the local model's passes.
             served = BatchingEmbedder(embedder)
             assistant = build_assistant(settings, embedder=served, index=index,
@@ -82,6 +79,9 @@ async def run_bot_benchmark(index_dir: Path, embedder: Any, *, seconds: float,
                 lockout=ActivationLockout(), bot=BotIdentity(uuid=BOT_UUID, number=BOT_NUMBER),
                 access=AccessPolicy(passphrase="benchmark"), typing_delay=typing_delay)
             use_graph_threads(asyncio.get_running_loop())  # as `serve` runs it
+            # `serve` loads the output guard's library right after start-up; measure the
+            # steady state, not the first replies waiting for it.
+            await asyncio.to_thread(assistant.warm_guards)
             stop = asyncio.Event()
             task = asyncio.create_task(service.run(stop))
             await asyncio.sleep(0.5)  # the event stream is open
@@ -101,6 +101,8 @@ async def run_bot_benchmark(index_dir: Path, embedder: Any, *, seconds: float,
             load.kill()
             await load.wait()
     calls = result.pop("rpc_calls")
+    requests = result.pop("rpc_requests")
     return {"embedder": embedder_label(embedder), "transport": transport,
             "typing_delay_s": typing_delay, **result,
-            "rpc_per_answer": sum(calls.values()) / max(1, result["answers"])}
+            "rpc_per_answer": sum(calls.values()) / max(1, result["answers"]),
+            "requests_per_answer": requests / max(1, result["answers"])}

@@ -75,6 +75,7 @@ def drive(sim: Any, users: list[str], seconds: float, grace: float) -> dict[str,
         "duplicates": sum(max(0, answered[u] - delivered[u]) for u in users),
         "rpc_calls": {method: sim.count(method)
                       for method in ("send", "sendTyping", "sendReceipt")},
+        "rpc_requests": sim.requests,
     }
 
 

@@ -4,9 +4,9 @@ The nodes are `graph.contract.NODES`, added in that order, each wrapped by
 `nodes/traced.py` (span and latency). Every reply, answered or fallback, passes
 `output_guard` on its way to `audit`.
 
-The graph runs asynchronously (`ainvoke`, `astream`): the nodes in `OFF_LOOP` may block
-and run on LangGraph's thread pool; every other node and every router runs on the event
-loop, because the hop to a thread costs more than their work (PERF-1).
+The graph runs asynchronously (`ainvoke`, `astream`). Nodes and routers run on the event
+loop, because the hop to LangGraph's thread pool costs more than their work (PERF-1);
+a call that would block (`OFFLOAD`) runs on the pool instead.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from graph.contract import FIRST_NODE, NODES, NodeName
 from graph.nodes.audit import audit
 from graph.nodes.fallback import fallback
 from graph.nodes.generate import generate, should_retry
-from graph.nodes.output_guard import output_guard
+from graph.nodes.output_guard import output_guard, output_guard_loaded
 from graph.nodes.retrieve import retrieve
 from graph.nodes.sanitize import sanitize
 from graph.nodes.threat_check import threat_check
-from graph.nodes.traced import AsyncNode, SyncNode, traced
+from graph.nodes.traced import AsyncNode, Offload, SyncNode, traced
 from graph.routing import (
     route_after_generate,
     route_after_retrieve,
@@ -56,11 +56,36 @@ ROUTERS: Final[Mapping[NodeName, Callable[[GraphState], NodeName]]] = {
     "sanitize": route_after_sanitize, "threat_check": route_after_threat_check,
     "retrieve": route_after_retrieve, "generate": route_after_generate}
 """Where each node with a choice goes next (the routers' `Literal`s are node names)."""
-OFF_LOOP: Final[frozenset[NodeName]] = frozenset({"threat_check", "retrieve", "output_guard"})
-"""Nodes that may block, so they run on LangGraph's thread pool: the query embedding
-(threat_check's embedding head, retrieve), the index search, and the output guard, whose
-first calls after start-up wait for its library to finish loading. The others are pure
-computation of well under a millisecond and run on the event loop."""
+
+
+def _embeds_for_the_head(state: GraphState, ctx: GraphContext) -> bool:
+    return ctx.query_vector is not None
+
+
+def _embeds_the_question(state: GraphState, ctx: GraphContext) -> bool:
+    """Retrieval embeds unless the threat check's embedding head already did (the
+    knowledge base keeps that vector); a source that cannot say is assumed to embed."""
+    has_vector = getattr(ctx.knowledge, "has_vector", None)
+    return ctx.knowledge is not None and not (
+        callable(has_vector) and has_vector(state.get("text", "")))
+
+
+def _guard_loading(state: GraphState, ctx: GraphContext) -> bool:
+    return not output_guard_loaded()
+
+
+def _never(state: GraphState, ctx: GraphContext) -> bool:
+    return False
+
+
+OFFLOAD: Final[Mapping[NodeName, Offload]] = {
+    "threat_check": _embeds_for_the_head, "retrieve": _embeds_the_question,
+    "output_guard": _guard_loading}
+"""When a node's call would block the event loop, so it runs on LangGraph's thread pool
+instead: the query embedding (once per message, by the threat check's embedding head or
+else by retrieval), and the output guard until its library has loaded (the first replies
+after start-up wait for it). Every other call is computation of well under a millisecond
+and runs on the loop."""
 EDGES: Final[tuple[tuple[NodeName, NodeName], ...]] = (
     ("fallback", "output_guard"), ("output_guard", "audit"))
 """The fixed edges; the run starts at FIRST_NODE and ends after the last of NODES."""
@@ -75,7 +100,7 @@ def build_graph(*, retry_policy: RetryPolicy | None = None, checkpointer: Any = 
                          output_schema=GraphOutput)
     for name in NODES:
         builder.add_node(name, traced(name, IMPLEMENTATIONS[name], timed=name not in UNTIMED,
-                                      on_loop=name not in OFF_LOOP),
+                                      offload=OFFLOAD.get(name, _never)),
                          retry_policy=(retry_policy or model_retry_policy())
                          if name == "generate" else None)
 

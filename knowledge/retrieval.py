@@ -195,5 +195,9 @@ class KnowledgeBase:
         self._last = (question, vector)
         return vector
 
+    def has_vector(self, question: str) -> bool:
+        """Whether `search(question)` would use the kept vector instead of embedding."""
+        return self._last is not None and self._last[0] == question
+
     def search(self, question: str, k: int) -> list[ScoredChunk]:
         return self.retriever.search(question, self.query_vector(question), k)

@@ -186,6 +186,9 @@ class TracedKnowledge:
     def query_vector(self, question: str) -> Any:
         return self.inner.query_vector(question)
 
+    def has_vector(self, question: str) -> bool:
+        return bool(getattr(self.inner, "has_vector", lambda _q: False)(question))
+
     def search(self, question: str, k: int) -> list[ScoredChunk]:
         with self.spans.span("retrieval", {"signal_rag.top_k": k}) as span:
             try:

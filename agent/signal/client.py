@@ -18,6 +18,9 @@ or keeps phone numbers and message text out of their logs.
   keep-alive, so when it has been idle for half the watchdog interval the transport
   sends a `version` request as a ping and gives up if nothing arrives in the other half.
 
+Sends, typing indicators, receipts and reactions made while others are under way go
+together as JSON-RPC batches (`agent/signal/batch.py`, PERF-2); `call` is never batched.
+
 Every failure reaches callers as an agent.signal.errors type. Logs carry event names,
 counts and error class names only: no message text, no phone numbers, no account.
 """
@@ -35,6 +38,16 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from agent.signal.batch import (
+    Call,
+    CallBatcher,
+    Outcome,
+    batch_outcomes,
+    failed_each,
+    outcome,
+    plain_id,
+    result_of,
+)
 from agent.signal.envelope import Envelope, decode_json, parse_receive_json, parse_receive_payload
 from agent.signal.errors import (
     SignalError,
@@ -42,7 +55,6 @@ from agent.signal.errors import (
     SignalProtocolError,
     SignalTimeoutError,
     error_from_failures,
-    error_from_rpc,
 )
 from agent.signal.reconnect import (
     Backoff,
@@ -127,27 +139,6 @@ def text_style(start: int, length: int, style: str) -> str:
     return f"{start}:{length}:{style}"
 
 
-def _result_of(reply: object, request_id: object, method: str) -> Any:
-    """The `result` of one JSON-RPC reply, or the mapped exception of its `error`."""
-    if not isinstance(reply, Mapping):
-        raise SignalProtocolError("reply is not a JSON object", method=method)
-    error = reply.get("error")
-    if error is not None:
-        raise error_from_rpc(error, method=method)
-    if reply.get("id") != request_id:
-        raise SignalProtocolError("reply carries another id", method=method)
-    if "result" not in reply:
-        raise SignalProtocolError("reply without result", method=method)
-    return reply["result"]
-
-
-def _plain_id(value: object) -> int | str | None:
-    """A reply id usable as a dict key (bool is not an id even though True == 1)."""
-    if isinstance(value, bool):
-        return None
-    return value if isinstance(value, int | str) else None
-
-
 class _BaseTransport:
     """Parameter handling and the thin send wrappers shared by both transports."""
 
@@ -171,6 +162,12 @@ class _BaseTransport:
         self._ids = itertools.count(1)
         self._closed = False
         self._events_active = False
+        self._batcher = CallBatcher(self._run_calls)
+
+    @property
+    def batch_requests(self) -> int:
+        """Requests the send methods have made (each carries one call or a batch)."""
+        return self._batcher.requests
 
     @property
     def status(self) -> TransportStatus:
@@ -190,8 +187,25 @@ class _BaseTransport:
     async def _call(self, method: str, params: dict[str, Any]) -> Any:
         raise NotImplementedError
 
+    async def _call_batch(self, calls: Sequence[Call]) -> list[Outcome]:
+        """Send two or more calls as one JSON-RPC batch; one outcome per call."""
+        raise NotImplementedError
+
+    async def _run_calls(self, calls: Sequence[Call]) -> list[Outcome]:
+        """The batcher's way out: a lone call as a plain request (as without batching)."""
+        if len(calls) > 1:
+            return await self._call_batch(calls)
+        [single] = calls
+        try:
+            return [await self._call(single.method, single.params)]
+        except SignalError as exc:
+            return [exc]
+
     async def _send_call(self, method: str, params: dict[str, Any]) -> SendResult:
-        result = parse_send_result(await self.call(method, params))
+        if self._closed:
+            raise SignalNetworkError("transport is closed", method=method)
+        reply = await self._batcher.call(Call(method, self._params(params)))
+        result = parse_send_result(reply)
         failures = result.failures
         if failures:
             if not any(item.ok for item in result.results):
@@ -275,6 +289,13 @@ class _BaseTransport:
         await self._sleep(delay)
 
 
+def _rpc_body(method: str, params: Mapping[str, Any], request_id: int) -> dict[str, Any]:
+    body: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": request_id}
+    if params:
+        body["params"] = params
+    return body
+
+
 # --------------------------------------------------------------------------- HTTP
 
 
@@ -310,9 +331,21 @@ class HttpTransport(_BaseTransport):
 
     async def _call(self, method: str, params: dict[str, Any]) -> Any:
         request_id = next(self._ids)
-        body: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": request_id}
-        if params:
-            body["params"] = params
+        return result_of(await self._post(_rpc_body(method, params, request_id), method),
+                         request_id, method)
+
+    async def _call_batch(self, calls: Sequence[Call]) -> list[Outcome]:
+        ids = [next(self._ids) for _ in calls]
+        body = [_rpc_body(call.method, call.params, request_id)
+                for call, request_id in zip(calls, ids, strict=True)]
+        try:
+            reply = await self._post(body, "batch")
+        except SignalError as exc:
+            return failed_each(exc, calls)
+        return batch_outcomes(reply, ids, calls)
+
+    async def _post(self, body: object, method: str) -> object:
+        """POST a request or a batch; the decoded reply, or the mapped SignalError."""
         try:
             response = await self._client.post(
                 f"{self.base_url}/api/v1/rpc", json=body,
@@ -328,10 +361,10 @@ class HttpTransport(_BaseTransport):
         if response.status_code != 200:
             raise SignalProtocolError(f"HTTP {response.status_code}", method=method)
         try:
-            reply = decode_json(response.content)
+            reply: object = decode_json(response.content)
         except ValueError as exc:
             raise SignalProtocolError("reply is not JSON", method=method) from exc
-        return _result_of(reply, request_id, method)
+        return reply
 
     async def check(self) -> bool:
         try:
@@ -429,6 +462,7 @@ class HttpTransport(_BaseTransport):
 
     async def aclose(self) -> None:
         self._closed = True
+        self._batcher.close()
         self._tracker.closed()
         if self._owns_client:
             await self._client.aclose()
@@ -447,7 +481,7 @@ class _Connection:
         self.subscription: int | None = None
         self._write_lock = asyncio.Lock()
 
-    async def write(self, message: Mapping[str, Any]) -> None:
+    async def write(self, message: Mapping[str, Any] | list[dict[str, Any]]) -> None:
         # ensure_ascii: the daemon's line reader must never see a raw line separator.
         line = json.dumps(message, separators=(",", ":")).encode("ascii") + b"\n"
         async with self._write_lock:
@@ -503,6 +537,43 @@ class SocketTransport(_BaseTransport):
         conn = await self._wait_connection(method)
         return await self._request(conn, method, params)
 
+    async def _call_batch(self, calls: Sequence[Call]) -> list[Outcome]:
+        self._ensure_started()
+        try:
+            conn = await self._wait_connection("batch")
+        except SignalError as exc:
+            return failed_each(exc, calls)
+        ids = [next(self._ids) for _ in calls]
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in calls]
+        conn.pending.update(zip(ids, futures, strict=True))
+        try:
+            try:
+                await conn.write([_rpc_body(call.method, call.params, request_id)
+                                  for call, request_id in zip(calls, ids, strict=True)])
+            except (OSError, RuntimeError) as exc:
+                error = SignalNetworkError("connection to the daemon lost", method="batch")
+                error.__cause__ = exc
+                return failed_each(error, calls)
+            # The daemon answers a batch with one array line, once every call is done;
+            # the read loop resolves each call by its id.
+            await asyncio.wait(futures, timeout=self.timeout)
+        finally:
+            for request_id in ids:
+                conn.pending.pop(request_id, None)
+        outcomes: list[Outcome] = []
+        for future, request_id, call in zip(futures, ids, calls, strict=True):
+            if not future.done():
+                future.cancel()
+                outcomes.append(SignalTimeoutError("no reply in time", method=call.method))
+            elif (failure := future.exception()) is not None:
+                outcomes.append(failure if isinstance(failure, SignalError) else
+                                SignalNetworkError("connection to the daemon lost",
+                                                   method=call.method))
+            else:
+                outcomes.append(outcome(future.result(), request_id, call.method))
+        return outcomes
+
     async def check(self) -> bool:
         if self._closed:
             return False
@@ -534,6 +605,7 @@ class SocketTransport(_BaseTransport):
 
     async def aclose(self) -> None:
         self._closed = True
+        self._batcher.close()
         self._tracker.closed()
         if self._supervisor is not None:
             self._supervisor.cancel()
@@ -638,9 +710,7 @@ class SocketTransport(_BaseTransport):
 
     async def _request(self, conn: _Connection, method: str, params: dict[str, Any]) -> Any:
         request_id = next(self._ids)
-        body: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": request_id}
-        if params:
-            body["params"] = params
+        body = _rpc_body(method, params, request_id)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         conn.pending[request_id] = future
         try:
@@ -655,7 +725,7 @@ class SocketTransport(_BaseTransport):
                 raise SignalTimeoutError("no reply in time", method=method) from None
         finally:
             conn.pending.pop(request_id, None)
-        return _result_of(reply, request_id, method)
+        return result_of(reply, request_id, method)
 
     async def _read_loop(self, conn: _Connection) -> bool:
         """Read lines until the connection ends; True when the watchdog ended it."""
@@ -712,7 +782,7 @@ class SocketTransport(_BaseTransport):
             if envelope is not None:
                 self._queue.put_nowait(envelope)
             return
-        request_id = _plain_id(message.get("id"))
+        request_id = plain_id(message.get("id"))
         future = conn.pending.get(request_id) if request_id is not None else None
         if future is not None:
             if not future.done():

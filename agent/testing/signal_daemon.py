@@ -10,6 +10,9 @@ matters (docs/signal-cli.md, shared/signal-cli/PROTOCOL.md):
   `event:receive`, `data:{"account":...,"envelope":{...}}`, a blank line; keep-alive `:`
   lines every `keepalive_interval`; `?account=` unknown in multi-account mode → 400),
   `GET /api/v1/check` (200, empty).
+- Batches (a JSON array of requests) on both: the calls run concurrently and their
+  replies come back in one array, in the order they finished; `requests` counts
+  requests, `count(method)` the calls inside them.
 - TCP (and optionally a Unix socket): newline-delimited JSON-RPC both ways; requests are
   handled concurrently (a per-method `reply_delay` reorders replies as the real daemon
   does); incoming messages are `receive` notifications, wrapped as `{"subscription": N,
@@ -429,6 +432,9 @@ class FakeSignalDaemon:
         """SSE keep-alive comments written, so a test can count quiet time in events."""
         self.tcp_connections = 0
         self.subscriptions = 0
+        self.requests = 0
+        """JSON-RPC requests received (HTTP bodies and socket lines), a batch counting
+        once: `count(method)` counts the calls inside them."""
 
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fake-signal-daemon",
@@ -946,10 +952,15 @@ class FakeSignalDaemon:
             request = json.loads(body)
         except ValueError:
             return json.dumps(_error(-32700, "Unexpected character", None)).encode()
+        with self._lock:
+            self.requests += 1
         if isinstance(request, list):
             if not request:
                 return json.dumps(_error(-32600, "invalid request", None)).encode()
-            replies = await asyncio.gather(*(self._dispatch(r, transport, conn) for r in request))
+            # Like the daemon: the calls run concurrently, the replies come back in the
+            # order they finished (docs/signal-cli.md), in one array once all are done.
+            calls = [asyncio.ensure_future(self._dispatch(r, transport, conn)) for r in request]
+            replies = [await call for call in asyncio.as_completed(calls)]
             answered = [reply for reply in replies if reply is not None]
             return json.dumps(answered).encode() if answered else None
         reply = await self._dispatch(request, transport, conn)

@@ -10,6 +10,8 @@ the user gets "temporarily unavailable" and operators an alert.
 
 from __future__ import annotations
 
+import threading
+
 from langgraph.runtime import Runtime
 
 from graph.citations import has_text
@@ -21,6 +23,15 @@ from graph.prompts import system_prompt
 from graph.state import Exchange, GraphState
 from guards.output import CANARY, SYSTEM_PROMPT, OutputPolicy, allowed_urls, check_output
 
+_LOADED = threading.Event()
+"""Set once the output guard has answered in this process (its library is loaded)."""
+
+
+def output_guard_loaded() -> bool:
+    """Whether a check can no longer wait for the guard's library to load (PERF-1: until
+    then the node runs on the thread pool, not on the event loop)."""
+    return _LOADED.is_set()
+
 
 def output_guard(state: GraphState, runtime: Runtime[GraphContext]) -> GraphState:
     ctx = runtime.context
@@ -31,6 +42,7 @@ def output_guard(state: GraphState, runtime: Runtime[GraphContext]) -> GraphStat
 
     try:
         verdict = check_output(state.get("reply", ""), policy)
+        _LOADED.set()
     except Exception as exc:  # noqa: BLE001 - fail closed: an unchecked reply is never sent
         guard_failed(ctx, "output_guard", exc)
         return {"reply": UNAVAILABLE, "answer": "", "citations": [],

@@ -4,16 +4,19 @@ fix time. Tracing and timing stay out of the node functions themselves.
 
 Where a node runs (PERF-1): LangGraph runs a sync node on its thread pool, and that hop
 (a queue, a thread wake-up, a call back into the loop) costs more than most nodes' work,
-several milliseconds on a loaded machine. `traced(..., on_loop=True)` turns a sync node
-that never blocks into a coroutine, so it runs on the event loop with no hop; nodes that
-may block stay sync and keep the pool (the builder decides which is which)."""
+several milliseconds on a loaded machine. `traced(..., offload=...)` turns a sync node
+into a coroutine that runs on the event loop, with no hop, unless `offload` says that
+this call would block (it embeds, or waits for a library to load): then it runs on the
+loop's default executor, LangGraph's pool, as LangGraph would have run it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Literal, Protocol, cast, overload
+from typing import Protocol, cast, overload
 
 from langgraph.runtime import Runtime
 
@@ -33,6 +36,8 @@ class AsyncNode(Protocol):
                  ) -> Awaitable[GraphState]: ...
 
 
+Offload = Callable[[GraphState, GraphContext], bool]
+"""Whether a node's call would block the event loop (then it runs on the thread pool)."""
 Stopwatch = Callable[[], dict[str, float]]
 """Called when the node returned: its `timings` entry."""
 
@@ -51,38 +56,36 @@ def _finish(update: GraphState, span: Span, stopwatch: Stopwatch | None) -> Grap
 
 @overload
 def traced(name: NodeName, node: AsyncNode, *, timed: bool = True,
-           on_loop: bool = False) -> AsyncNode: ...
+           offload: Offload | None = None) -> AsyncNode: ...
 
 
 @overload
 def traced(name: NodeName, node: SyncNode, *, timed: bool = True,
-           on_loop: Literal[False] = False) -> SyncNode: ...
-
-
-@overload
-def traced(name: NodeName, node: SyncNode, *, timed: bool = True,
-           on_loop: Literal[True]) -> AsyncNode: ...
+           offload: None = None) -> SyncNode: ...
 
 
 @overload
 def traced(name: NodeName, node: SyncNode | AsyncNode, *, timed: bool = True,
-           on_loop: bool = False) -> SyncNode | AsyncNode: ...
+           offload: Offload | None = None) -> SyncNode | AsyncNode: ...
 
 
 def traced(name: NodeName, node: SyncNode | AsyncNode, *, timed: bool = True,
-           on_loop: bool = False) -> SyncNode | AsyncNode:
+           offload: Offload | None = None) -> SyncNode | AsyncNode:
     """`node`, run inside a span `node <name>` (each retry attempt gets its own); with
     `timed`, its update also carries `timings[name]` in milliseconds. An attempt that
-    raises records no latency (the retry that follows records its own). With `on_loop`,
-    a sync `node` is returned as a coroutine function that calls it directly (only for
-    nodes that never block: the loop waits for them)."""
+    raises records no latency (the retry that follows records its own). With `offload`,
+    a sync `node` is returned as a coroutine function that calls it on the event loop, or
+    on the loop's default executor when `offload(state, context)` is true."""
     attributes = {"langgraph.node": name}
-    if on_loop and not inspect.iscoroutinefunction(node):
+    if offload is not None and not inspect.iscoroutinefunction(node):
         blocking = traced(name, cast(SyncNode, node), timed=timed)
 
         @functools.wraps(node)
         async def run_on_loop(state: GraphState, runtime: Runtime[GraphContext]
                               ) -> GraphState:
+            if offload(state, runtime.context):  # the thread sees the caller's context
+                return await asyncio.get_running_loop().run_in_executor(
+                    None, contextvars.copy_context().run, blocking, state, runtime)
             return blocking(state, runtime)
 
         return run_on_loop

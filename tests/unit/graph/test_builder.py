@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 import httpx
 import openai
+import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
@@ -16,7 +17,7 @@ from pydantic import Field
 
 from agent.audit import MemoryAuditSink
 from agent.resilience import BreakerState, CircuitBreaker
-from graph.builder import OFF_LOOP, ROUTERS, build_graph, model_retry_policy
+from graph.builder import OFFLOAD, ROUTERS, build_graph, model_retry_policy
 from graph.context import AttributeValue, NoSpans, Span
 from graph.contract import FIRST_NODE, NODES
 from graph.drawing import draw
@@ -226,21 +227,59 @@ class ThreadSpans(NoSpans):
             yield span
 
 
-async def test_only_the_nodes_that_may_block_leave_the_event_loop() -> None:
-    """PERF-1: the embedding, the index search and the output guard run on the thread
-    pool; every other node and every router runs on the loop (a hop costs more)."""
+async def test_only_calls_that_would_block_leave_the_event_loop(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """PERF-1: the query embedding (by the threat check's head, so retrieval reuses its
+    vector) and the output guard until its library has loaded run on the thread pool;
+    everything else, routers included, runs on the loop."""
+    from graph.nodes import output_guard
+
+    monkeypatch.setattr(output_guard, "_LOADED", threading.Event())  # as right after start
     spans = ThreadSpans()
-    model = GenericFakeChatModel(messages=iter([AIMessage("Locked out for 1 hour [1].")]))
-    result = await build_graph(retry_policy=FAST_RETRY).ainvoke(
-        {"question": "locked out?", "user": "u"},
-        context=context(chat_model=model, spans=spans, audit=MemoryAuditSink()))
-    assert result["fallback_reason"] is None
+    model = GenericFakeChatModel(messages=iter([AIMessage("Locked out for 1 hour [1]."),
+                                                AIMessage("Still 1 hour [1].")]))
+    graph = build_graph(retry_policy=FAST_RETRY)
     loop_thread = threading.get_ident()
-    assert set(spans.threads) == set(NODES) - {"fallback"}
+    for expected in ({"threat_check", "output_guard"}, {"threat_check"}):
+        spans.threads.clear()
+        knowledge = VectorKnowledge(GUIDE, FAQ)  # as the bot: one per message
+        ctx = context(chat_model=model, spans=spans, knowledge=knowledge,
+                      query_vector=knowledge.query_vector)
+        result = await graph.ainvoke({"question": "locked out?", "user": "u"}, context=ctx)
+        assert result["fallback_reason"] is None
+        assert set(spans.threads) == set(NODES) - {"fallback"}
+        assert {name for name, thread in spans.threads.items()
+                if thread != loop_thread} == expected, "the guard loaded on the first run"
+        assert knowledge.embedded == ["locked out?"], "embedded once, by the head"
+
+    no_head = context(knowledge=VectorKnowledge(GUIDE), spans=spans)
+    spans.threads.clear()
+    await graph.ainvoke({"question": "locked out?", "user": "u"}, context=no_head)
     assert {name for name, thread in spans.threads.items() if thread != loop_thread} \
-        == OFF_LOOP == {"threat_check", "retrieve", "output_guard"}
-    compiled = build_graph()
+        == {"retrieve"}, "without the head, retrieval embeds"
+    assert set(OFFLOAD) == {"threat_check", "retrieve", "output_guard"}
     for source in ROUTERS:
-        [branch] = compiled.builder.branches[source].values()
+        [branch] = build_graph().builder.branches[source].values()
         assert inspect.iscoroutinefunction(branch.path.afunc)  # type: ignore[attr-defined]
         assert branch.path.func is None  # type: ignore[attr-defined]
+
+
+class VectorKnowledge(FixedKnowledge):
+    """Keeps the last question's "vector" like the real knowledge base."""
+
+    def __init__(self, *texts: tuple[str, str]) -> None:
+        super().__init__(*texts)
+        self.embedded: list[str] = []
+        self._last: str | None = None
+
+    def query_vector(self, question: str) -> None:
+        if question != self._last:
+            self.embedded.append(question)
+            self._last = question
+
+    def has_vector(self, question: str) -> bool:
+        return question == self._last
+
+    def search(self, question: str, k: int) -> list:  # type: ignore[type-arg]
+        self.query_vector(question)
+        return super().search(question, k)

@@ -56,7 +56,10 @@ def test_the_threat_check_and_the_search_share_one_query_embedding(built_index: 
 
     kb.embedder.embed_query = counting  # type: ignore[method-assign]
     question = "How often should I oil the chain?"
+    assert not kb.has_vector(question)
     vector = kb.query_vector(question)
+    assert kb.has_vector(question), "the graph runs retrieval on the event loop then"
+    assert not kb.has_vector("sourdough starter fermentation")
     assert kb.search(question, 2)[0].chunk.source == "bikes.txt"
     assert (kb.query_vector(question) == vector).all()
     assert calls == [question]

@@ -81,20 +81,30 @@ async def test_an_async_node_is_timed_from_start_to_return() -> None:
     assert update == {"reply": "ok", "timings": {"generate": 1000.0}}, "two steps of 0.5 s"
 
 
-async def test_an_on_loop_node_is_a_coroutine_run_on_the_calling_thread() -> None:
-    """PERF-1: no hop to LangGraph's thread pool; timed and traced like any node."""
+@pytest.mark.parametrize("blocks", [False, True])
+async def test_a_node_with_offload_runs_on_the_loop_unless_the_call_would_block(
+        blocks: bool) -> None:
+    """PERF-1: no hop to the thread pool for a call that does not block; timed and traced
+    like any node either way, and `offload` sees the state and the context."""
     threads: list[int] = []
+    asked: list[tuple[GraphState, GraphContext]] = []
 
     def node(state: GraphState, runtime: Runtime[GraphContext]) -> GraphState:
         threads.append(threading.get_ident())
         return {"reply": "ok"}
 
+    def offload(state: GraphState, ctx: GraphContext) -> bool:
+        asked.append((state, ctx))
+        return blocks
+
     spans = RecordingSpans()
-    wrapped = traced("sanitize", node, on_loop=True)
+    ctx = context(clock=Clock(), spans=spans)
+    wrapped = traced("sanitize", node, offload=offload)
     assert inspect.iscoroutinefunction(wrapped) and wrapped.__wrapped__ is node
-    update = await wrapped({}, runtime(context(clock=Clock(), spans=spans)))
+    update = await wrapped({"text": "q"}, runtime(ctx))
     assert update == {"reply": "ok", "timings": {"sanitize": 250.0}}
-    assert threads == [threading.get_ident()]
+    assert asked == [({"text": "q"}, ctx)]
+    assert (threads[0] != threading.get_ident()) is blocks
     assert [span.name for span in spans.spans] == ["node sanitize"]
 
 
