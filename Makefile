@@ -12,7 +12,7 @@ DATA_DIR ?= $(or $(SIGNAL_RAG_DATA_DIR),data)
 EXAMPLES := examples/knowledge
 MODEL_DIR := $(VENV)/share/signal-rag/models/all-MiniLM-L6-v2
 
-.PHONY: run install install-dev model test test-deps lint deploy-check bench container-test engine-up engine-down fuzz faults graph-doc config-doc signal-cli clean help corpus train-detector train-detector-check security-eval eval-scifact eval
+.PHONY: run install install-dev model test test-deps lint deploy-check bench container-test engine-up engine-down fuzz faults graph-doc config-doc signal-cli clean help corpus train-detector train-detector-check encoder encoder-loso security-eval eval-scifact eval
 
 help:
 	@echo "make run    - set up, ingest the bundled sample documents, chat in the terminal"
@@ -153,6 +153,19 @@ train-detector: install-dev
 train-detector-check: install-dev
 	SIGNAL_RAG_TRAIN_CHECK=1 nice -n 10 $(BIN)/python -m pytest -q -p no:cacheprovider \
 		tests/unit/guards/test_learned.py::test_training_reproduces_the_shipped_weights
+
+# The fine-tuned injection encoder (guards/encoder.py, opt-in: SIGNAL_RAG_GUARDS__ENCODER=true):
+# fine-tuned on CPU from the packaged all-MiniLM-L6-v2 and the corpus (no download), exported
+# to ONNX int8 with a sha256 manifest into the venv. A few minutes of CPU.
+ENCODER_DIR := $(VENV)/share/signal-rag/models/injection-encoder
+encoder: $(ENCODER_DIR)/manifest.json
+$(ENCODER_DIR)/manifest.json: $(VENV)/.installed guards/data/corpus.jsonl guards/data/encoder.json
+	nice -n 10 $(BIN)/python -m evals.detector.encoder build --out $(ENCODER_DIR)
+
+# Out-of-family encoder scores for the security evaluation (one fine-tune per family of
+# sources; evals/reports/encoder-oof.json, read by security-eval). About 20-40 minutes.
+encoder-loso: install-dev
+	nice -n 10 $(BIN)/python -m evals.detector.encoder loso
 
 # Security evaluation (EV-3): leave-one-source-out and k-fold over the corpus, the own
 # sets, documents as passages, latency; writes evals/reports/security.md and security.json

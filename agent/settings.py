@@ -165,6 +165,14 @@ class GuardsSettings(BaseModel):
                     "Signal messages); a longer reply is replaced by a safe refusal. Raise it "
                     "with `SIGNAL_RAG_LLM__MAX_TOKENS` (a token is about 4 characters)")
 
+    encoder: bool = Field(
+        False,
+        description="also run the fine-tuned injection encoder (guards/encoder.py) on every "
+                    "message that the rules and the n-gram model pass (about 3-6 ms of CPU). "
+                    "Build it with `make encoder` into "
+                    "`<venv>/share/signal-rag/models/injection-encoder`; when it is on and the "
+                    "model is missing or damaged, every message is refused (fail closed)")
+
     @field_validator("canary")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:

@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 
 INNER_FOLDS = 3
 CONFIGS = ("rules+decoding", "n-gram", "embedding", "n-gram+embedding")
+ENCODER_CONFIGS = ("encoder", "n-gram+embedding+encoder")
+"""Added when `python -m evals.detector.encoder loso` has written its out-of-family scores
+for these very rows (one fine-tune per left-out family; see `encoder_flags`)."""
 
 
 class NgramMatrix:
@@ -180,17 +183,49 @@ def rules_only(examples: Sequence[Example]) -> list[bool]:
                     learned=False).blocked for e in examples]
 
 
+def encoder_flags(examples: Sequence[Example], rules: Sequence[bool]) -> list[bool] | None:
+    """Rules or the fine-tuned encoder, per row, from out-of-family scores: each row scored
+    by an encoder fine-tuned without its source's family, against a threshold calibrated on
+    the other families' out-of-family scores only. Messages only (passages: rules), as the
+    bot runs it. None when the scores are missing or were computed on other rows."""
+    import hashlib
+    import json
+
+    from evals.detector.encoder import OOF_FILE, family_of, fold_thresholds
+
+    if not OOF_FILE.exists():
+        return None
+    oof = json.loads(OOF_FILE.read_text(encoding="utf-8"))
+    digest = hashlib.sha256("\n".join(e.text for e in examples).encode()).hexdigest()
+    if oof.get("texts_sha256") != digest or \
+            {family_of(e.source) for e in examples} != set(oof.get("folds", {})):
+        return None
+    thresholds = fold_thresholds(examples, oof)
+    flags = list(rules)
+    for family, fold in oof["folds"].items():
+        for i, score in zip(fold["rows"], fold["scores"], strict=True):
+            if examples[i].kind == "message" and score >= thresholds[family]:
+                flags[i] = True
+    return flags
+
+
 def loso(examples: Sequence[Example], vectors: np.ndarray | None,
          progress: Any = None) -> dict[str, dict[str, list[bool]]]:
     """Per left-out source: blocked flags of each configuration for that source's rows."""
     matrix = NgramMatrix([e.text for e in examples])
     rules = rules_only(examples)
+    encoder = encoder_flags(examples, rules)
     results: dict[str, dict[str, list[bool]]] = {}
     for source in sorted({e.source for e in examples}):
         held = [i for i, e in enumerate(examples) if e.source == source]
         train = [i for i, e in enumerate(examples) if e.source != source]
         models = train_calibrated(train, examples, matrix, vectors)
         results[source] = verdicts(examples, held, models, vectors, rules)
+        if encoder is not None:
+            results[source][ENCODER_CONFIGS[0]] = [encoder[i] for i in held]
+            results[source][ENCODER_CONFIGS[1]] = [
+                a or encoder[i] for a, i in zip(results[source]["n-gram+embedding"], held,
+                                                strict=True)]
         if progress is not None:
             progress(source, models)
     return results

@@ -38,6 +38,8 @@ REPORTS = ROOT / "evals" / "reports"
 FOLDS = 5
 
 LAYERS = ("rules", "rules+decoding", "rules+decoding+n-gram", "all layers (+ embedding head)")
+ENCODER_LAYER = "all layers + fine-tuned encoder"
+"""Scored when the encoder is installed (`make install`; guards/encoder.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,26 @@ def _blocked(items: Sequence[Item], layer: str, model: LearnedModel | None,
         vectors = embed([item.text for item in items])
         flags = [flag or (_source(item, source) == "message" and head.blocks(vector))
                  for flag, vector, item in zip(flags, vectors, items, strict=True)]
+    if layer == ENCODER_LAYER:
+        from guards.encoder import default_encoder
+
+        encoder = default_encoder()
+        flags = [flag or (_source(item, source) == "message" and encoder.blocks(item.text))
+                 for flag, item in zip(_blocked(items, LAYERS[3], model, head, source), items,
+                                       strict=True)]
     return flags
+
+
+def installed_encoder() -> bool:
+    from guards.encoder import default_encoder
+    from guards.learned import DetectorUnavailableError
+
+    try:
+        default_encoder()
+    except DetectorUnavailableError as exc:
+        print(f"  encoder not scored: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _read(path: Path) -> list[Item]:
@@ -193,13 +214,15 @@ def evaluate(deepset: Path | None, folds: int, scifact: int,
         passages.append((f"SciFact abstracts, first {scifact} (passages)",
                          scifact_passages(scifact)))
     own += passages
+    layers = (*LAYERS, ENCODER_LAYER) if installed_encoder() else LAYERS
     for name, items in own:
         labels = [item.label for item in items]
-        for layer in LAYERS:
-            note = "shipped weights (never trained on this set)" if layer in LAYERS[2:] else ""
+        for layer in layers:
+            note = "shipped weights (never trained on this set)" if layer not in LAYERS[:2] \
+                else ""
             results.append(SetResult(name, layer, metrics(labels, _blocked(
                 items, layer, shipped, head)), note))
-    kinds = _per_kind(own[0][1] + own[3][1] + final, shipped, head)
+    kinds = _per_kind(own[0][1] + own[3][1] + final, shipped, head, layers[-1])
     passage_items = [item for _name, items in passages for item in items]
     latency_passages = latency(passage_items, shipped)
     latency_messages = latency(combined + holdout, shipped)
@@ -219,12 +242,12 @@ def evaluate(deepset: Path | None, folds: int, scifact: int,
 
 
 def _per_kind(items: Sequence[Item], model: LearnedModel,
-              head: SemanticHead | None) -> dict[str, Metrics]:
+              head: SemanticHead | None, layer: str) -> dict[str, Metrics]:
     kinds: dict[str, list[Item]] = {}
     for item in items:
         if item.label == 1:
             kinds.setdefault(item.kind or "other", []).append(item)
-    return {kind: metrics([i.label for i in group], _blocked(group, LAYERS[3], model, head))
+    return {kind: metrics([i.label for i in group], _blocked(group, layer, model, head))
             for kind, group in sorted(kinds.items())}
 
 
@@ -287,8 +310,7 @@ def _cell(m: Metrics) -> str:
 
 
 def _render_generalisation(report: dict[str, Any]) -> list[str]:
-    from evals.loso import CONFIGS
-
+    configs = list(next(iter(report["loso"].values())))
     lines = ["## Leave-one-source-out (predicts sets never seen)", "",
              f"{report['rows']} rows: the corpus (`guards/data/corpus.jsonl`, sources in "
              "`guards/data/PROVENANCE.md`) and the shared deepset train split. Each source is "
@@ -296,13 +318,23 @@ def _render_generalisation(report: dict[str, Any]) -> list[str]:
              "and thresholds calibrated on their out-of-fold scores; nothing is tuned on the "
              "left-out source. Overall pools every row, each scored while its source was "
              "left out.", "",
-             "| left-out source | attacks | benign | " + " | ".join(CONFIGS) + " |",
-             "| --- | ---: | ---: | " + " | ".join("---" for _ in CONFIGS) + " |"]
+             "| left-out source | attacks | benign | " + " | ".join(configs) + " |",
+             "| --- | ---: | ---: | " + " | ".join("---" for _ in configs) + " |"]
     for source, by_config in report["loso"].items():
         first = next(iter(by_config.values()))
         name = f"**{source}**" if source.startswith("overall") else source
         lines.append(f"| {name} | {first.attacks} | {first.benign} | "
-                     + " | ".join(_cell(by_config[c]) for c in CONFIGS) + " |")
+                     + " | ".join(_cell(by_config[c]) for c in configs) + " |")
+    if "encoder" in configs:
+        lines += ["", "The `encoder` columns (rules + the fine-tuned encoder, "
+                  "`guards/encoder.py`) come from `python -m evals.detector.encoder loso`: one "
+                  "fine-tune per left-out *family* of sources (garak, spikee, pyrit, langkit, "
+                  "own, debian-docs, deepset: `FAMILIES` in `evals/detector/encoder.py`), so "
+                  "each row is scored by an encoder that never saw any source of its family. "
+                  "Each fold's threshold is set on the other families' out-of-family benign "
+                  "message scores only (0.4% of them above it). The encoder reads messages; "
+                  "passages are scored by the other layers only. It is not in the k-fold "
+                  "below (one fine-tune per fold is more CPU than this check is worth)."]
     lines += ["", "## In-distribution k-fold (optimistic sanity check)", "",
               "Row-level folds over the same rows: every source is seen in training.", "",
               "| configuration | recall | FPR |", "| --- | ---: | ---: |"]
