@@ -209,23 +209,32 @@ def encoder_flags(examples: Sequence[Example], rules: Sequence[bool]) -> list[bo
     return flags
 
 
+def with_encoder(examples: Sequence[Example], results: dict[str, dict[str, list[bool]]]
+                 ) -> dict[str, dict[str, list[bool]]]:
+    """`results` plus the encoder configurations, when its out-of-family scores exist."""
+    encoder = encoder_flags(examples, rules_only(examples))
+    if encoder is None:
+        return results
+    out: dict[str, dict[str, list[bool]]] = {}
+    for source, flags in results.items():
+        held = [i for i, e in enumerate(examples) if e.source == source]
+        out[source] = {**flags, ENCODER_CONFIGS[0]: [encoder[i] for i in held],
+                       ENCODER_CONFIGS[1]: [a or encoder[i] for a, i in zip(
+                           flags["n-gram+embedding"], held, strict=True)]}
+    return out
+
+
 def loso(examples: Sequence[Example], vectors: np.ndarray | None,
          progress: Any = None) -> dict[str, dict[str, list[bool]]]:
     """Per left-out source: blocked flags of each configuration for that source's rows."""
     matrix = NgramMatrix([e.text for e in examples])
     rules = rules_only(examples)
-    encoder = encoder_flags(examples, rules)
     results: dict[str, dict[str, list[bool]]] = {}
     for source in sorted({e.source for e in examples}):
         held = [i for i, e in enumerate(examples) if e.source == source]
         train = [i for i, e in enumerate(examples) if e.source != source]
         models = train_calibrated(train, examples, matrix, vectors)
         results[source] = verdicts(examples, held, models, vectors, rules)
-        if encoder is not None:
-            results[source][ENCODER_CONFIGS[0]] = [encoder[i] for i in held]
-            results[source][ENCODER_CONFIGS[1]] = [
-                a or encoder[i] for a, i in zip(results[source]["n-gram+embedding"], held,
-                                                strict=True)]
         if progress is not None:
             progress(source, models)
     return results

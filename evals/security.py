@@ -172,10 +172,28 @@ def source_metrics(examples: Sequence[Example], flags: dict[str, dict[str, list[
     return out
 
 
+LOSO_CACHE = Path.home() / ".cache" / "signal-rag" / "security-eval"
+CACHE_KEY_FILES = ("evals/loso.py", "evals/detector/train.py", "guards/threats.py",
+                   "guards/learned.py", "guards/semantic.py", "guards/decoders.py",
+                   "guards/textnorm.py")
+
+
+def _loso_cache(examples: Sequence[Example], folds: int) -> Path:
+    """Where the leave-one-source-out and k-fold flags of the rules, n-gram model and head
+    are kept (a quarter of an hour of CPU): keyed by the rows and the code that scores them,
+    so any change to either recomputes them."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(
+        [[(e.text, e.label, e.source, e.kind) for e in examples], folds,
+         [(ROOT / name).read_text(encoding="utf-8") for name in CACHE_KEY_FILES]]).encode())
+    return LOSO_CACHE / f"loso-{digest.hexdigest()[:32]}.json"
+
+
 def generalisation(deepset: Path | None, folds: int) -> dict[str, Any]:
     """Leave-one-source-out and row-level k-fold over the corpus (+ deepset train)."""
     from evals.detector.embedcache import embed
-    from evals.loso import kfold, loso
+    from evals.loso import kfold, loso, with_encoder
 
     examples = training_examples([TRAIN_FILE], deepset)
     vectors = embed([e.text for e in examples])
@@ -183,8 +201,16 @@ def generalisation(deepset: Path | None, folds: int) -> dict[str, Any]:
     def progress(source: str, _models: Any) -> None:
         print(f"  left out {source}", file=sys.stderr, flush=True)
 
-    per_source = source_metrics(examples, loso(examples, vectors, progress))
-    flags = kfold(examples, vectors, folds)
+    cached = _loso_cache(examples, folds)
+    if cached.exists():
+        stored = json.loads(cached.read_text(encoding="utf-8"))
+        by_source, flags = stored["loso"], stored["kfold"]
+    else:
+        by_source = loso(examples, vectors, progress)
+        flags = kfold(examples, vectors, folds)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps({"loso": by_source, "kfold": flags}), encoding="utf-8")
+    per_source = source_metrics(examples, with_encoder(examples, by_source))
     labels = [e.label for e in examples]
     in_distribution = {config: metrics(labels, blocked) for config, blocked in flags.items()}
     return {"loso": per_source, "kfold": in_distribution, "rows": len(examples)}

