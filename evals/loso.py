@@ -183,42 +183,46 @@ def rules_only(examples: Sequence[Example]) -> list[bool]:
                     learned=False).blocked for e in examples]
 
 
-def encoder_flags(examples: Sequence[Example], rules: Sequence[bool]) -> list[bool] | None:
-    """Rules or the fine-tuned encoder, per row, from out-of-family scores: each row scored
-    by an encoder fine-tuned without its source's family, against a threshold calibrated on
-    the other families' out-of-family scores only. Messages only (passages: rules), as the
-    bot runs it. None when the scores are missing or were computed on other rows."""
+def encoder_flags(examples: Sequence[Example], rules: Sequence[bool]
+                  ) -> dict[int, bool] | None:
+    """Rules or the fine-tuned encoder, for the rows of every family whose fold is done:
+    each row scored by an encoder fine-tuned without its source's family, against a
+    threshold calibrated on the other done families' out-of-family scores only. Messages
+    only (passages: rules), as the bot runs it. None when no scores exist for these rows."""
     import hashlib
     import json
 
-    from evals.detector.encoder import OOF_FILE, family_of, fold_thresholds
+    from evals.detector.encoder import OOF_FILE, fold_thresholds
 
     if not OOF_FILE.exists():
         return None
     oof = json.loads(OOF_FILE.read_text(encoding="utf-8"))
     digest = hashlib.sha256("\n".join(e.text for e in examples).encode()).hexdigest()
-    if oof.get("texts_sha256") != digest or \
-            {family_of(e.source) for e in examples} != set(oof.get("folds", {})):
+    if oof.get("texts_sha256") != digest or not oof.get("folds"):
         return None
     thresholds = fold_thresholds(examples, oof)
-    flags = list(rules)
+    flags: dict[int, bool] = {}
     for family, fold in oof["folds"].items():
         for i, score in zip(fold["rows"], fold["scores"], strict=True):
-            if examples[i].kind == "message" and score >= thresholds[family]:
-                flags[i] = True
+            flags[i] = rules[i] or (examples[i].kind == "message"
+                                    and score >= thresholds[family])
     return flags
 
 
 def with_encoder(examples: Sequence[Example], results: dict[str, dict[str, list[bool]]]
                  ) -> dict[str, dict[str, list[bool]]]:
-    """`results` plus the encoder configurations, when its out-of-family scores exist."""
+    """The sources whose family has encoder scores, with the encoder configurations added
+    (empty when there are none)."""
     encoder = encoder_flags(examples, rules_only(examples))
     if encoder is None:
-        return results
+        return {}
     out: dict[str, dict[str, list[bool]]] = {}
     for source, flags in results.items():
         held = [i for i, e in enumerate(examples) if e.source == source]
-        out[source] = {**flags, ENCODER_CONFIGS[0]: [encoder[i] for i in held],
+        if not all(i in encoder for i in held):
+            continue
+        out[source] = {"n-gram+embedding": flags["n-gram+embedding"],
+                       ENCODER_CONFIGS[0]: [encoder[i] for i in held],
                        ENCODER_CONFIGS[1]: [a or encoder[i] for a, i in zip(
                            flags["n-gram+embedding"], held, strict=True)]}
     return out

@@ -429,7 +429,7 @@ def loso(deepset: Path | None, out: Path, log: Callable[[str], None], *,
 
 def fold_thresholds(examples: Sequence[Example], oof: dict[str, Any]) -> dict[str, float]:
     """Per left-out family, the message threshold from out-of-family scores of the *other*
-    families' benign messages only (no row of the left-out family is used)."""
+    done families' benign messages only (no row of the left-out family is used)."""
     by_row = {i: s for fold in oof["folds"].values()
               for i, s in zip(fold["rows"], fold["scores"], strict=True)}
     out: dict[str, float] = {}
