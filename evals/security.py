@@ -263,6 +263,10 @@ def evaluate(deepset: Path | None, folds: int, scifact: int,
     if head is not None:
         thresholds += (f"; embedding head {head.threshold} for messages, "
                        f"{head.passage_threshold} for passages")
+    if ENCODER_LAYER in layers:
+        from guards.encoder import default_encoder
+
+        thresholds += f"; fine-tuned encoder {default_encoder().threshold} for messages"
     report: dict[str, Any] = {
         "results": results, "kinds": kinds, "thresholds": thresholds,
         "latency_passages": latency_passages, "latency_messages": latency_messages,
