@@ -2,11 +2,10 @@
 
 The engine comes from scripts/container-engine.sh (Debian's docker.io on a private socket,
 stand-in base images built locally; docs/docker.md, "Tested here"). They run only when asked
-(SIGNAL_RAG_CONTAINER_TESTS=1, which `make container-test` sets: installing and starting an
-engine is not something a plain `pytest` should do to a workstation), then fail when the
-engine cannot start, and skip with the reason otherwise. `make test` does not ask for them
-yet, not even under CI: a cold run costs about 30 minutes and the bot image is still over
-its size target (docs/docker.md, "Tested here"). Images are built
+(SIGNAL_RAG_CONTAINER_TESTS=1, which `make container-test` sets, and `make test` under CI:
+installing and starting an engine is not something a plain `pytest` should do to a
+workstation), then fail when the engine cannot start, and skip with the reason otherwise.
+The engine is stopped at the end of the session if this run started it. Images are built
 once per session with `nice` (the engine's build cache makes a warm build a cache hit).
 """
 
