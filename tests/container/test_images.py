@@ -96,3 +96,6 @@ def test_bot_answers_offline_from_a_volume_index(engine: Engine, bot_image: str,
                         "What are the default chunk size and overlap?", timeout=600)
     assert "200 characters" in answer.stdout, answer.stdout
     assert "(faq.md" in answer.stdout.split("Sources:")[1], answer.stdout
+    # ONNX Runtime's telemetry is off (SEC-5): on a read-only root it would say "Failed to
+    # persist telemetry device ID" while it set up its uploader.
+    assert "telemetry" not in (ingest.stderr + answer.stderr).lower(), answer.stderr
