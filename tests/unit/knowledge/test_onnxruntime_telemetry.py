@@ -31,10 +31,18 @@ def test_loading_onnxruntime_leaves_no_device_id_and_no_event_queue(tmp_path: Pa
     command = [sys.executable, "-c", code]
     # As root, in a network namespace of its own: were the switch ever lost, the runtime's
     # upload could not leave this machine from the test.
-    if os.geteuid() == 0 and shutil.which("unshare"):
+    if _can_unshare_network():
         command = ["unshare", "--net", *command]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120,
                           check=False, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "1"
     assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []
+
+
+def _can_unshare_network() -> bool:
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, timeout=30,
+                           check=False)
+    return probe.returncode == 0
