@@ -116,12 +116,6 @@ class Tokens:
         self.ids = [e.ids for e in tokenizer.encode_batch(list(texts))]
 
 
-FROZEN = 2
-"""Transformer layers below the fine-tuned ones, frozen with the word-piece embeddings:
-their outputs are computed once per text and reused by every fit (the CPU cost of a fit is
-then that of the fine-tuned layers only; see `python -m evals.detector.encoder timing`)."""
-
-
 def _torch_modules(base: Any, layers: int, frozen: int) -> tuple[Any, Any]:
     """(frozen part: embeddings and the first `frozen` layers; trainable part: the layers
     up to `layers` and a linear head over the mean-pooled tokens)."""
