@@ -231,8 +231,8 @@ class Assistant:
 
     @staticmethod
     def warm_guards() -> None:
-        """Load the output guard (guardrails-ai takes seconds to import) at start-up, so
-        the first user does not wait for it."""
+        """Build the output guard at start-up, so a broken guard is logged and alerted
+        then rather than found by the first user's reply (which fails closed)."""
         from guards.output import warm
 
         warm()
