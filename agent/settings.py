@@ -361,6 +361,14 @@ class AlertSettings(BaseModel):
     unreachable_minutes: float = Field(
         5.0, gt=0, le=1440, description="`signal_cli_unreachable` fires when the daemon has not "
                                         "answered for this long")
+    signal_cli_check_interval: float = Field(
+        30.0, gt=0, le=3600,
+        description="seconds between the checks of the signal-cli daemon behind "
+                    "`signal_cli_unreachable` (so it fires up to this long after the "
+                    "minutes above)")
+    disk_check_interval: float = Field(
+        60.0, gt=0, le=3600,
+        description="seconds between the free-space checks behind `disk_space_low`")
     error_rate: float = Field(
         0.10, gt=0, lt=1, description="`error_rate_high` fires when more than this share of "
                                       "messages fail…")
