@@ -12,7 +12,7 @@ DATA_DIR ?= $(or $(SIGNAL_RAG_DATA_DIR),data)
 EXAMPLES := examples/knowledge
 MODEL_DIR := $(VENV)/share/signal-rag/models/all-MiniLM-L6-v2
 
-.PHONY: run install install-dev model test test-deps lint deploy-check bench container-test engine-up engine-down fuzz faults graph-doc config-doc signal-cli clean help corpus train-detector train-detector-check security-eval eval-scifact eval
+.PHONY: run install install-dev model test test-deps lint deploy-check bench container-test engine-up engine-down fuzz faults graph-doc config-doc signal-cli clean help corpus train-detector train-detector-check encoder encoder-loso security-eval eval-scifact eval
 
 help:
 	@echo "make run    - set up, ingest the bundled sample documents, chat in the terminal"
@@ -61,11 +61,16 @@ test-deps:
 	bash scripts/install-test-deps.sh
 
 # Outside CI a machine without npm or root still runs the suite; the tests that need the
-# real daemon or Redis then skip with the reason. Under CI (CI=true) they must run.
+# real daemon or Redis then skip with the reason. Under CI (CI=true) they must run, and so
+# must the container tests (tests/container: the engine is installed and started by
+# scripts/container-engine.sh, and stopped at the end if it started it); elsewhere they
+# run only when asked (SIGNAL_RAG_CONTAINER_TESTS=1, or make container-test).
+CONTAINER_TESTS := $(if $(CI),1,$(SIGNAL_RAG_CONTAINER_TESTS))
 test: install-dev
 	@$(MAKE) --no-print-directory signal-cli test-deps || { [ -z "$$CI" ] && \
 		echo "warning: signal-cli or redis-server unavailable: their tests will be skipped"; }
-	$(BIN)/python -m pytest --cov --cov-report=term tests
+	SIGNAL_RAG_CONTAINER_TESTS=$(CONTAINER_TESTS) $(BIN)/python -m pytest --cov \
+		--cov-report=term tests
 
 lint: install-dev
 	$(BIN)/ruff check .
@@ -94,9 +99,10 @@ bench: install-dev
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.images
 
-# The images built and run on a real engine (docs/docker.md, "Tested here"). They need
-# SIGNAL_RAG_CONTAINER_TESTS=1, which this sets; `make test` skips them (cold: ~30 min). The engine (Debian's docker.io on a private socket, stand-in bases) is installed
-# and started by scripts/container-engine.sh when none runs, and stopped afterwards.
+# The images built and run on a real engine, alone (docs/docker.md, "Tested here"). They
+# need SIGNAL_RAG_CONTAINER_TESTS=1, which this sets (`make test` sets it under CI only).
+# The engine (Debian's docker.io on a private socket, stand-in bases) is installed and
+# started by scripts/container-engine.sh when none runs, and stopped afterwards.
 container-test: install-dev
 	SIGNAL_RAG_CONTAINER_TESTS=1 $(BIN)/python -m pytest -v --durations=0 tests/container
 
@@ -153,6 +159,19 @@ train-detector: install-dev
 train-detector-check: install-dev
 	SIGNAL_RAG_TRAIN_CHECK=1 nice -n 10 $(BIN)/python -m pytest -q -p no:cacheprovider \
 		tests/unit/guards/test_learned.py::test_training_reproduces_the_shipped_weights
+
+# The fine-tuned injection encoder (guards/encoder.py, opt-in: SIGNAL_RAG_GUARDS__ENCODER=true):
+# fine-tuned on CPU from the packaged all-MiniLM-L6-v2 and the corpus (no download), exported
+# to ONNX int8 with a sha256 manifest into the venv. A few minutes of CPU.
+ENCODER_DIR := $(VENV)/share/signal-rag/models/injection-encoder
+encoder: $(ENCODER_DIR)/manifest.json
+$(ENCODER_DIR)/manifest.json: $(VENV)/.installed guards/data/corpus.jsonl guards/data/encoder.json
+	nice -n 10 $(BIN)/python -m evals.detector.encoder build --out $(ENCODER_DIR)
+
+# Out-of-family encoder scores for the security evaluation (one fine-tune per family of
+# sources; evals/reports/encoder-oof.json, read by security-eval). About 20-40 minutes.
+encoder-loso: install-dev
+	nice -n 10 $(BIN)/python -m evals.detector.encoder loso
 
 # Security evaluation (EV-3): leave-one-source-out and k-fold over the corpus, the own
 # sets, documents as passages, latency; writes evals/reports/security.md and security.json

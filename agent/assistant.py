@@ -208,12 +208,20 @@ class Assistant:
         vector: Callable[[str], Any] | None = getattr(knowledge, "query_vector", None)
         return vector
 
+    def _encoder(self) -> Callable[[], Any] | None:
+        if not self.settings.guards.encoder:
+            return None
+        from guards.encoder import default_encoder
+
+        return default_encoder
+
     def context(self) -> GraphContext:
         cfg = self.settings
         knowledge = self.knowledge()
         return GraphContext(
             knowledge=knowledge, passage_checks=self.passage_checks,
             query_vector=self._query_vector(knowledge),
+            encoder=self._encoder(),
             audit=self.audit, chat_model=self.chat_model,
             model_name=cfg.llm.model or "extractive", breaker=self.breaker,
             top_k=cfg.retrieval.top_k, max_input_chars=cfg.max_input_chars,
@@ -231,8 +239,8 @@ class Assistant:
 
     @staticmethod
     def warm_guards() -> None:
-        """Load the output guard (guardrails-ai takes seconds to import) at start-up, so
-        the first user does not wait for it."""
+        """Build the output guard at start-up, so a broken guard is logged and alerted
+        then rather than found by the first user's reply (which fails closed)."""
         from guards.output import warm
 
         warm()

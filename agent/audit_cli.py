@@ -155,7 +155,8 @@ def describe(event: Mapping[str, Any]) -> str:
     if kind != RUN_EVENT:
         return f"{when}  {safe(kind, 40)}"
     total = _number(event.get("total_ms"))
-    parts = [when, f"user:{user}", safe(event.get("route", "-"), 40),
+    parts = [when, f"user:{user}", f"run:{safe(event.get('run_id') or '-', 36)}",
+             safe(event.get("route", "-"), 40),
              f"{total:.0f} ms" if total is not None else "- ms",
              f"model={safe(event.get('model', '-'), 40)}"]
     rules = event.get("guard_rules")

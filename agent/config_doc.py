@@ -87,7 +87,7 @@ TRACING = ExtraSection(
                       ("agent/observability/tracing.py",)),
         ExtraVariable("OTEL_EXPORTER_OTLP_PROTOCOL", "`http/protobuf`",
                       "`http/protobuf` or `grpc` (`OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` wins "
-                      "if set)",
+                      "if set; `grpc` needs the `otlp-grpc` extra, not in the image)",
                       ("agent/observability/tracing.py",)),
         ExtraVariable("OTEL_EXPORTER_OTLP_ENDPOINT",
                       "`http://localhost:4318` (http) / `:4317` (grpc)",

@@ -56,7 +56,7 @@ def feedback_command(
     rows = []
     if path.is_file():  # never create the bot's state file from a report
         try:
-            users = UserDirectory(path)
+            users = UserDirectory(path, set_aside=False)  # a report never moves it
         except sqlite3.DatabaseError as exc:
             _fail(f"{path} cannot be read ({exc}); restore it from a backup (docs/backup.md)")
         try:

@@ -101,9 +101,9 @@ async def run(service: BotService, health: HealthServer | None = None) -> None:
                                   f"{health.host}:{health.port} ({exc.strerror})") from exc
             log.info("health_server_started", extra={"url": health.url})
         log.info("serve_started")
-        # After the health server is up: guardrails' import (~1.4 s of start-up) must not
-        # hold back /readyz. A reply that comes first waits for it inside the output guard,
-        # and a failed warm-up fails each reply closed there (guards/output.py).
+        # After the health server is up: the guard's warm-up must not hold back /readyz. A
+        # reply that comes first waits for it inside the output guard, and a failed warm-up
+        # fails each reply closed there (guards/output.py).
         loop.run_in_executor(None, warm_guards, service.assistant)
         monitoring = None
         if service.monitors is not None:

@@ -165,6 +165,14 @@ class GuardsSettings(BaseModel):
                     "Signal messages); a longer reply is replaced by a safe refusal. Raise it "
                     "with `SIGNAL_RAG_LLM__MAX_TOKENS` (a token is about 4 characters)")
 
+    encoder: bool = Field(
+        False,
+        description="also run the fine-tuned injection encoder (guards/encoder.py) on every "
+                    "message that the rules and the n-gram model pass (about 3-6 ms of CPU). "
+                    "Build it with `make encoder` into "
+                    "`<venv>/share/signal-rag/models/injection-encoder`; when it is on and the "
+                    "model is missing or damaged, every message is refused (fail closed)")
+
     @field_validator("canary")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
@@ -353,6 +361,14 @@ class AlertSettings(BaseModel):
     unreachable_minutes: float = Field(
         5.0, gt=0, le=1440, description="`signal_cli_unreachable` fires when the daemon has not "
                                         "answered for this long")
+    signal_cli_check_interval: float = Field(
+        30.0, gt=0, le=3600,
+        description="seconds between the checks of the signal-cli daemon behind "
+                    "`signal_cli_unreachable` (so it fires up to this long after the "
+                    "minutes above)")
+    disk_check_interval: float = Field(
+        60.0, gt=0, le=3600,
+        description="seconds between the free-space checks behind `disk_space_low`")
     error_rate: float = Field(
         0.10, gt=0, lt=1, description="`error_rate_high` fires when more than this share of "
                                       "messages fail…")

@@ -195,19 +195,8 @@ class Store:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         # Message content lives here: create the file owner-only. SQLite gives the -wal
         # and -shm files the database file's permissions.
-        self.damaged_aside: Path | None = None
-        """Where a damaged file was moved at open (None when it opened cleanly)."""
-        try:
-            self._db = self._open()
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError):
-                raise  # locked, read-only, disk full: the file is fine, the moment is not
-            # A damaged file would stop every start (a crash loop) and its rows cannot be
-            # read anyway: keep it aside for inspection and start an empty one.
-            self.damaged_aside = self._set_aside()
-            log.error("store_damaged", extra={"file": self._path.name,
-                                              "kept_as": self.damaged_aside.name})
-            self._db = self._open()
+        self._db, self.damaged_aside = open_or_set_aside(self._path, self._open, clock)
+        """`damaged_aside`: where a damaged file was moved at open (None: it opened)."""
 
     def _open(self) -> sqlite3.Connection:
         os.close(os.open(self._path, os.O_CREAT | os.O_RDWR, 0o600))
@@ -223,14 +212,6 @@ class Store:
             db.close()
             raise
         return db
-
-    def _set_aside(self) -> Path:
-        aside = self._path.with_name(f"{self._path.name}.damaged-{int(self._clock())}")
-        for suffix in ("", "-wal", "-shm"):
-            source = self._path.with_name(self._path.name + suffix)
-            if source.exists():
-                source.rename(aside.with_name(aside.name + suffix))
-        return aside
 
     def _configure(self) -> None:
         db = self._db
@@ -482,6 +463,28 @@ class Store:
                 "WHERE status IN ('pending', 'processing')").fetchone()[0]
         age = None if oldest is None else max(0.0, self._clock() - float(oldest))
         return StoreCounts(inbox=inbox, outbox=outbox, oldest_unanswered_age=age)
+
+
+def open_or_set_aside(path: Path, open_db: Callable[[], sqlite3.Connection],
+                      clock: Callable[[], float] = time.time,
+                      ) -> tuple[sqlite3.Connection, Path | None]:
+    """`open_db()`, or, when the file at `path` is damaged (not a database, failing its
+    quick check), keep it aside as `<name>.damaged-<time>` (with its -wal and -shm) and
+    open a fresh one: a damaged file would stop every start (a crash loop) and its rows
+    cannot be read anyway. Returns the connection and where the damaged file went (None
+    when it opened cleanly); the caller raises the `store_damaged` alert."""
+    try:
+        return open_db(), None
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError):
+            raise  # locked, read-only, disk full: the file is fine, the moment is not
+    aside = path.with_name(f"{path.name}.damaged-{int(clock())}")
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            source.rename(aside.with_name(aside.name + suffix))
+    log.error("store_damaged", extra={"file": path.name, "kept_as": aside.name})
+    return open_db(), aside
 
 
 def _error_class(name: str) -> str:

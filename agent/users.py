@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from agent.store import open_or_set_aside
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS activated (user TEXT PRIMARY KEY, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS answers (
@@ -42,6 +44,11 @@ _ADDED_COLUMNS = {
 }
 """Columns added after the first release: a directory written before them gets them on
 open (NULL in old rows, which the readers treat as unknown)."""
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS answers_pending_question ON answers (at)
+    WHERE question IS NOT NULL;
+"""
+"""Indexes on added columns: created once those exist."""
 PENDING_QUESTION_S = 24 * 3600.0
 """With FEEDBACK__KEEP_TEXT, how long an answer's question waits for a reaction before it
 is cleared (also cleared with its thread, /reset and /forget)."""
@@ -82,26 +89,44 @@ class UserDirectory:
     """Thread-safe; one connection guarded by a lock (calls are short)."""
 
     def __init__(self, path: str | os.PathLike[str],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *, set_aside: bool = True) -> None:
+        """`set_aside=False` (reports that only read it): a damaged file raises
+        `sqlite3.DatabaseError` instead of being moved away from the bot."""
         self._clock = clock
         self._lock = threading.Lock()
-        file = Path(path)
-        file.parent.mkdir(parents=True, exist_ok=True)
-        if not file.exists():
-            file.touch(mode=0o600)
-        self._db = sqlite3.connect(file, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        for table, added in _ADDED_COLUMNS.items():
-            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            for column in added:
-                if column.split()[0] not in columns:
-                    try:
-                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
-                    except sqlite3.OperationalError as exc:  # another process was first
-                        if "duplicate column" not in str(exc):
-                            raise
+        self._path = Path(path)
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        if set_aside:
+            self._db, self.damaged_aside = open_or_set_aside(self._path, self._open, clock)
+        else:
+            self._db, self.damaged_aside = self._open(), None
+        """`damaged_aside`: where a damaged file was moved at open (None: it opened);
+        a fresh directory then knows no one: users activate again."""
+
+    def _open(self) -> sqlite3.Connection:
+        if not self._path.exists():
+            self._path.touch(mode=0o600)
+        db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
+            db.executescript(_SCHEMA)
+            for table, added in _ADDED_COLUMNS.items():
+                columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                for column in added:
+                    if column.split()[0] not in columns:
+                        try:
+                            db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+                        except sqlite3.OperationalError as exc:  # another process was first
+                            if "duplicate column" not in str(exc):
+                                raise
+            db.executescript(_INDEXES)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def close(self) -> None:
         with self._lock:
@@ -127,22 +152,18 @@ class UserDirectory:
                         question: str | None = None) -> None:
         """Link a sent answer to its user (for reactions) and keep its sources (/sources),
         the route, trace and content-free facts a reaction is counted with (EV-4), and the
-        question only when FEEDBACK__KEEP_TEXT is on (cleared after PENDING_QUESTION_S)."""
-        now = self._clock()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO answers (sent_ts, user, chat, at, sources, route, "
-                    "trace, facts, question) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (sent_ts, user, chat, now, json.dumps(sources), route, trace,
-                     json.dumps(facts or {}), question))
-                self._db.execute("UPDATE answers SET question = NULL WHERE question IS NOT "
-                                 "NULL AND at < ?", (now - PENDING_QUESTION_S,))
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        question only when FEEDBACK__KEEP_TEXT is on (cleared by `expire_questions`)."""
+        self._run("INSERT OR REPLACE INTO answers (sent_ts, user, chat, at, sources, route, "
+                  "trace, facts, question) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                  sent_ts, user, chat, self._clock(), json.dumps(sources), route, trace,
+                  json.dumps(facts or {}), question)
+
+    def expire_questions(self, older_than: float = PENDING_QUESTION_S) -> int:
+        """Clear kept questions whose answer is older than `older_than` seconds; returns
+        how many. Run by the housekeeping loop (it used to run on every send, a scan of
+        the answers table); the partial index on `at` keeps it to the rows it clears."""
+        return self._run("UPDATE answers SET question = NULL WHERE question IS NOT NULL "
+                         "AND at < ?", self._clock() - older_than)
 
     def last_sources(self, user: str, chat: str) -> list[dict[str, Any]]:
         row = self._one("SELECT sources FROM answers WHERE user = ? AND chat = ? "

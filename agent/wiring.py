@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 from agent.assistant import Assistant, build_embedder, load_knowledge, load_or_create_canary
 from agent.audit import JsonLinesAuditSink, UserHasher, load_or_create_pepper
 from agent.observability.alerts import (  # module level: the runbook test finds them here
+    DATA_DIR_UNWRITABLE,
     EMBEDDINGS_UNREACHABLE,
     INDEX_CORRUPT,
     LIMITS_STORAGE_UNREACHABLE,
     MODEL_UNREACHABLE,
+    STORE_DAMAGED,
 )
 from agent.settings import ConfigError, Settings
 
@@ -187,14 +189,17 @@ def assemble_service(
 
 def build_dependencies(settings: Settings, index_dimension: Callable[[], int | None],
                        alerts: AlertControl | None) -> DependencyMonitor:
-    """Probes of what `serve` needs besides signal-cli: the embedding endpoint (`openai`
-    provider), the chat model server (a model configured) and Redis (shared limits)."""
+    """Probes of what `serve` needs besides signal-cli: the data directory (writable), the
+    embedding endpoint (`openai` provider), the chat model server (a model configured) and
+    Redis (shared limits)."""
     from agent.observability.dependencies import (
+        DATA_DIR,
         EMBEDDINGS,
         LIMITS_STORAGE,
         MODEL,
         Dependency,
         DependencyMonitor,
+        data_dir_probe,
         embeddings_probe,
         models_probe,
         storage_probe,
@@ -202,7 +207,8 @@ def build_dependencies(settings: Settings, index_dimension: Callable[[], int | N
 
     cfg = settings.dependencies
     timeout = cfg.probe_timeout
-    found: list[Dependency] = []
+    found = [Dependency(DATA_DIR, data_dir_probe(settings.data_dir),
+                        condition=DATA_DIR_UNWRITABLE, down_word="not writable")]
     embeddings = settings.embeddings
     if embeddings.provider == "openai":
         found.append(Dependency(EMBEDDINGS, embeddings_probe(
@@ -278,9 +284,15 @@ def build_service(settings: Settings, checkpointer: BaseCheckpointSaver[Any] | N
         alerts=monitors.manager,  # failing guards and prompt leaks page too
         spans=OtelSpans(tracer) if tracer is not None else None)
     data = settings.data_dir
+    store, users = Store(data / "inbox.sqlite3"), UserDirectory(data / "users.sqlite3")
+    for aside in (store.damaged_aside, users.damaged_aside):
+        if aside is not None:  # kept aside, a fresh file in its place
+            file = aside.name.partition(".damaged-")[0]
+            monitors.manager.alert(STORE_DAMAGED, file=file, kept_as=aside.name)
+            if metrics is not None:
+                metrics.stores_damaged.add(1, {"file": file})
     return assemble_service(
-        transport=transport, assistant=assistant, store=Store(data / "inbox.sqlite3"),
-        users=UserDirectory(data / "users.sqlite3"),
+        transport=transport, assistant=assistant, store=store, users=users,
         keep_feedback_text=settings.feedback.keep_text,
         limiter=UserRateLimiter(settings.limits.rates, settings.limits.storage_url),
         lockout=ActivationLockout(settings.limits.storage_url),

@@ -212,15 +212,23 @@ def serve_command(embedder: str = "onnx") -> list[str]:
 
 
 def serve_torch_main() -> None:
-    """Child: `signal-rag serve` with the torch embedder in place of the ONNX one."""
+    """Child: `signal-rag serve` with the torch embedder in place of the ONNX one.
+
+    Patched where it is looked up: the composition root imports the name when `serve` first
+    imports it (after this patch), and passes keyword options such as `max_retries`."""
     import agent.assistant
     from agent.cli import app
+    from agent.settings import Settings
     from knowledge.batching import BatchingEmbedder
     from knowledge.embeddings import SentenceTransformerEmbedder
 
-    agent.assistant.build_embedder = lambda settings: BatchingEmbedder(  # type: ignore[assignment]
-        SentenceTransformerEmbedder(settings.embeddings.model,
-                                    batch_size=settings.embeddings.batch_size))
+    def torch_embedder(settings: Settings, **_options: object) -> BatchingEmbedder:
+        return BatchingEmbedder(SentenceTransformerEmbedder(
+            settings.embeddings.model, batch_size=settings.embeddings.batch_size))
+
+    agent.assistant.build_embedder = torch_embedder
+    if "agent.wiring" in sys.modules:
+        sys.modules["agent.wiring"].build_embedder = torch_embedder  # type: ignore[attr-defined]
     app(["serve"])
 
 

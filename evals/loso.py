@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 
 INNER_FOLDS = 3
 CONFIGS = ("rules+decoding", "n-gram", "embedding", "n-gram+embedding")
+ENCODER_CONFIGS = ("encoder", "n-gram+embedding+encoder")
+"""Added when `python -m evals.detector.encoder loso` has written its out-of-family scores
+for these very rows (one fine-tune per left-out family; see `encoder_flags`)."""
 
 
 class NgramMatrix:
@@ -178,6 +181,51 @@ def verdicts(examples: Sequence[Example], rows: Sequence[int], models: Models,
 def rules_only(examples: Sequence[Example]) -> list[bool]:
     return [analyze(e.text, source="passage" if e.kind == "passage" else "message",
                     learned=False).blocked for e in examples]
+
+
+def encoder_flags(examples: Sequence[Example], rules: Sequence[bool]
+                  ) -> dict[int, bool] | None:
+    """Rules or the fine-tuned encoder, for the rows of every family whose fold is done:
+    each row scored by an encoder fine-tuned without its source's family, against a
+    threshold calibrated on the other done families' out-of-family scores only. Messages
+    only (passages: rules), as the bot runs it. None when no scores exist for these rows."""
+    import hashlib
+    import json
+
+    from evals.detector.encoder import OOF_FILE, fold_thresholds
+
+    if not OOF_FILE.exists():
+        return None
+    oof = json.loads(OOF_FILE.read_text(encoding="utf-8"))
+    digest = hashlib.sha256("\n".join(e.text for e in examples).encode()).hexdigest()
+    if oof.get("texts_sha256") != digest or not oof.get("folds"):
+        return None
+    thresholds = fold_thresholds(examples, oof)
+    flags: dict[int, bool] = {}
+    for family, fold in oof["folds"].items():
+        for i, score in zip(fold["rows"], fold["scores"], strict=True):
+            flags[i] = rules[i] or (examples[i].kind == "message"
+                                    and score >= thresholds[family])
+    return flags
+
+
+def with_encoder(examples: Sequence[Example], results: dict[str, dict[str, list[bool]]]
+                 ) -> dict[str, dict[str, list[bool]]]:
+    """The sources whose family has encoder scores, with the encoder configurations added
+    (empty when there are none)."""
+    encoder = encoder_flags(examples, rules_only(examples))
+    if encoder is None:
+        return {}
+    out: dict[str, dict[str, list[bool]]] = {}
+    for source, flags in results.items():
+        held = [i for i, e in enumerate(examples) if e.source == source]
+        if not all(i in encoder for i in held):
+            continue
+        out[source] = {"n-gram+embedding": flags["n-gram+embedding"],
+                       ENCODER_CONFIGS[0]: [encoder[i] for i in held],
+                       ENCODER_CONFIGS[1]: [a or encoder[i] for a, i in zip(
+                           flags["n-gram+embedding"], held, strict=True)]}
+    return out
 
 
 def loso(examples: Sequence[Example], vectors: np.ndarray | None,

@@ -38,6 +38,8 @@ REPORTS = ROOT / "evals" / "reports"
 FOLDS = 5
 
 LAYERS = ("rules", "rules+decoding", "rules+decoding+n-gram", "all layers (+ embedding head)")
+ENCODER_LAYER = "all layers + fine-tuned encoder"
+"""Scored when the encoder is installed (`make install`; guards/encoder.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,26 @@ def _blocked(items: Sequence[Item], layer: str, model: LearnedModel | None,
         vectors = embed([item.text for item in items])
         flags = [flag or (_source(item, source) == "message" and head.blocks(vector))
                  for flag, vector, item in zip(flags, vectors, items, strict=True)]
+    if layer == ENCODER_LAYER:
+        from guards.encoder import default_encoder
+
+        encoder = default_encoder()
+        flags = [flag or (_source(item, source) == "message" and encoder.blocks(item.text))
+                 for flag, item in zip(_blocked(items, LAYERS[3], model, head, source), items,
+                                       strict=True)]
     return flags
+
+
+def installed_encoder() -> bool:
+    from guards.encoder import default_encoder
+    from guards.learned import DetectorUnavailableError
+
+    try:
+        default_encoder()
+    except DetectorUnavailableError as exc:
+        print(f"  encoder not scored: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _read(path: Path) -> list[Item]:
@@ -151,10 +172,28 @@ def source_metrics(examples: Sequence[Example], flags: dict[str, dict[str, list[
     return out
 
 
+LOSO_CACHE = Path.home() / ".cache" / "signal-rag" / "security-eval"
+CACHE_KEY_FILES = ("evals/loso.py", "evals/detector/train.py", "guards/threats.py",
+                   "guards/learned.py", "guards/semantic.py", "guards/decoders.py",
+                   "guards/textnorm.py")
+
+
+def _loso_cache(examples: Sequence[Example], folds: int) -> Path:
+    """Where the leave-one-source-out and k-fold flags of the rules, n-gram model and head
+    are kept (a quarter of an hour of CPU): keyed by the rows and the code that scores them,
+    so any change to either recomputes them."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(
+        [[(e.text, e.label, e.source, e.kind) for e in examples], folds,
+         [(ROOT / name).read_text(encoding="utf-8") for name in CACHE_KEY_FILES]]).encode())
+    return LOSO_CACHE / f"loso-{digest.hexdigest()[:32]}.json"
+
+
 def generalisation(deepset: Path | None, folds: int) -> dict[str, Any]:
     """Leave-one-source-out and row-level k-fold over the corpus (+ deepset train)."""
     from evals.detector.embedcache import embed
-    from evals.loso import kfold, loso
+    from evals.loso import kfold, loso, with_encoder
 
     examples = training_examples([TRAIN_FILE], deepset)
     vectors = embed([e.text for e in examples])
@@ -162,11 +201,24 @@ def generalisation(deepset: Path | None, folds: int) -> dict[str, Any]:
     def progress(source: str, _models: Any) -> None:
         print(f"  left out {source}", file=sys.stderr, flush=True)
 
-    per_source = source_metrics(examples, loso(examples, vectors, progress))
-    flags = kfold(examples, vectors, folds)
+    cached = _loso_cache(examples, folds)
+    if cached.exists():
+        stored = json.loads(cached.read_text(encoding="utf-8"))
+        by_source, flags = stored["loso"], stored["kfold"]
+    else:
+        by_source = loso(examples, vectors, progress)
+        flags = kfold(examples, vectors, folds)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps({"loso": by_source, "kfold": flags}), encoding="utf-8")
+    per_source = source_metrics(examples, by_source)
+    encoder = with_encoder(examples, by_source)
     labels = [e.label for e in examples]
     in_distribution = {config: metrics(labels, blocked) for config, blocked in flags.items()}
-    return {"loso": per_source, "kfold": in_distribution, "rows": len(examples)}
+    report: dict[str, Any] = {"loso": per_source, "kfold": in_distribution,
+                              "rows": len(examples)}
+    if encoder:
+        report["encoder_loso"] = source_metrics(examples, encoder)
+    return report
 
 
 def evaluate(deepset: Path | None, folds: int, scifact: int,
@@ -193,13 +245,15 @@ def evaluate(deepset: Path | None, folds: int, scifact: int,
         passages.append((f"SciFact abstracts, first {scifact} (passages)",
                          scifact_passages(scifact)))
     own += passages
+    layers = (*LAYERS, ENCODER_LAYER) if installed_encoder() else LAYERS
     for name, items in own:
         labels = [item.label for item in items]
-        for layer in LAYERS:
-            note = "shipped weights (never trained on this set)" if layer in LAYERS[2:] else ""
+        for layer in layers:
+            note = "shipped weights (never trained on this set)" if layer not in LAYERS[:2] \
+                else ""
             results.append(SetResult(name, layer, metrics(labels, _blocked(
                 items, layer, shipped, head)), note))
-    kinds = _per_kind(own[0][1] + own[3][1] + final, shipped, head)
+    kinds = _per_kind(own[0][1] + own[3][1] + final, shipped, head, layers[-1])
     passage_items = [item for _name, items in passages for item in items]
     latency_passages = latency(passage_items, shipped)
     latency_messages = latency(combined + holdout, shipped)
@@ -209,6 +263,10 @@ def evaluate(deepset: Path | None, folds: int, scifact: int,
     if head is not None:
         thresholds += (f"; embedding head {head.threshold} for messages, "
                        f"{head.passage_threshold} for passages")
+    if ENCODER_LAYER in layers:
+        from guards.encoder import default_encoder
+
+        thresholds += f"; fine-tuned encoder {default_encoder().threshold} for messages"
     report: dict[str, Any] = {
         "results": results, "kinds": kinds, "thresholds": thresholds,
         "latency_passages": latency_passages, "latency_messages": latency_messages,
@@ -219,12 +277,12 @@ def evaluate(deepset: Path | None, folds: int, scifact: int,
 
 
 def _per_kind(items: Sequence[Item], model: LearnedModel,
-              head: SemanticHead | None) -> dict[str, Metrics]:
+              head: SemanticHead | None, layer: str) -> dict[str, Metrics]:
     kinds: dict[str, list[Item]] = {}
     for item in items:
         if item.label == 1:
             kinds.setdefault(item.kind or "other", []).append(item)
-    return {kind: metrics([i.label for i in group], _blocked(group, LAYERS[3], model, head))
+    return {kind: metrics([i.label for i in group], _blocked(group, layer, model, head))
             for kind, group in sorted(kinds.items())}
 
 
@@ -286,9 +344,11 @@ def _cell(m: Metrics) -> str:
     return ", ".join(parts) or "–"
 
 
-def _render_generalisation(report: dict[str, Any]) -> list[str]:
-    from evals.loso import CONFIGS
+ENCODER_COLUMNS = ("n-gram+embedding", "encoder", "n-gram+embedding+encoder")
 
+
+def _render_generalisation(report: dict[str, Any]) -> list[str]:
+    configs = list(next(iter(report["loso"].values())))
     lines = ["## Leave-one-source-out (predicts sets never seen)", "",
              f"{report['rows']} rows: the corpus (`guards/data/corpus.jsonl`, sources in "
              "`guards/data/PROVENANCE.md`) and the shared deepset train split. Each source is "
@@ -296,13 +356,32 @@ def _render_generalisation(report: dict[str, Any]) -> list[str]:
              "and thresholds calibrated on their out-of-fold scores; nothing is tuned on the "
              "left-out source. Overall pools every row, each scored while its source was "
              "left out.", "",
-             "| left-out source | attacks | benign | " + " | ".join(CONFIGS) + " |",
-             "| --- | ---: | ---: | " + " | ".join("---" for _ in CONFIGS) + " |"]
+             "| left-out source | attacks | benign | " + " | ".join(configs) + " |",
+             "| --- | ---: | ---: | " + " | ".join("---" for _ in configs) + " |"]
     for source, by_config in report["loso"].items():
         first = next(iter(by_config.values()))
         name = f"**{source}**" if source.startswith("overall") else source
         lines.append(f"| {name} | {first.attacks} | {first.benign} | "
-                     + " | ".join(_cell(by_config[c]) for c in CONFIGS) + " |")
+                     + " | ".join(_cell(by_config[c]) for c in configs) + " |")
+    if "encoder_loso" in report:
+        lines += ["", "## The fine-tuned encoder, leave-one-family-out", "",
+                  "From `python -m evals.detector.encoder loso` (`make encoder-loso`): one "
+                  "fine-tune per left-out *family* of sources (`FAMILIES` in "
+                  "`evals/detector/encoder.py`), so each row is scored by an encoder that "
+                  "never saw any source of its family. Each fold's threshold is set on the "
+                  "other done families' out-of-family benign message scores only (0.4% of "
+                  "them above it). `encoder` = rules + decoders + the encoder; the encoder "
+                  "reads messages, passages get the rules only. Only the families whose fold "
+                  "finished are listed, and `overall` pools those rows only; the first column "
+                  "repeats the shipped layers on the same rows. Not in the k-fold below.", "",
+                  "| left-out source | attacks | benign | " + " | ".join(ENCODER_COLUMNS)
+                  + " |", "| --- | ---: | ---: | " + " | ".join("---" for _ in ENCODER_COLUMNS)
+                  + " |"]
+        for source, by_config in report["encoder_loso"].items():
+            first = next(iter(by_config.values()))
+            name = f"**{source}**" if source.startswith("overall") else source
+            lines.append(f"| {name} | {first.attacks} | {first.benign} | "
+                         + " | ".join(_cell(by_config[c]) for c in ENCODER_COLUMNS) + " |")
     lines += ["", "## In-distribution k-fold (optimistic sanity check)", "",
               "Row-level folds over the same rows: every source is seen in training.", "",
               "| configuration | recall | FPR |", "| --- | ---: | ---: |"]
@@ -321,6 +400,8 @@ def _as_json(report: dict[str, Any]) -> dict[str, Any]:
     if "loso" in report:
         extra = {"loso": {s: {c: m(x) for c, x in by.items()}
                           for s, by in report["loso"].items()},
+                 "encoder_loso": {s: {c: m(x) for c, x in by.items()}
+                                  for s, by in report.get("encoder_loso", {}).items()},
                  "kfold": {c: m(x) for c, x in report["kfold"].items()}}
     return {**extra,
             "results": [{"set": r.name, "layer": r.layer, "note": r.note, **m(r.result)}

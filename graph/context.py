@@ -131,6 +131,9 @@ class GraphContext:
     """Embeds the message for the threat check's embedding head (guards/semantic.py); the
     knowledge base keeps the vector, so retrieval does not embed the message again. None
     when the embedder is not the model the head was trained on: the head is skipped."""
+    encoder: Callable[[], Any] | None = None
+    """Loads the fine-tuned injection encoder (guards/encoder.py) for the threat check;
+    None when it is switched off (`SIGNAL_RAG_GUARDS__ENCODER`)."""
     chat_model: BaseChatModel | None = None
     """None selects the offline extractive answerer."""
     model_name: str = "extractive"

@@ -1,29 +1,28 @@
 """Output guard (SEC-4): what the bot is about to send must not leak or point outside.
 
-Checks, as guardrails-ai custom validators (hub validators need the internet): the
-per-deployment canary, verbatim runs of the system prompt, secrets (API keys, tokens,
-private keys), URLs that are not the knowledge base's own, and a length cap. The checks
-themselves are plain functions here, so they are testable without guardrails; the
-validators only wrap them and report content-free reason codes.
+Checks: the per-deployment canary, verbatim runs of the system prompt, secrets (API keys,
+tokens, private keys), URLs that are not the knowledge base's own, and a length cap. Each is
+a plain function here; `check_output` runs them all and reports content-free reason codes.
+
+Why our own small runner and not guardrails-ai's validator framework (which SPEC SEC-4 names
+and this module used until the image work of issue 14): the checks were always ours (hub
+validators need the internet), and the framework only wrapped them in `Validator` classes.
+Its price was large for that: about 50 MB of the bot image (its import pulls in grpcio,
+Faker, lxml, jsonschema and more), ~5 s of import that made the first replies wait for the
+guard's warm-up, and telemetry to a remote host that had to be switched off by hand (SEC-5).
+The verdicts are the same; tests/unit/guards/test_output.py checks them.
 
 Fails closed: this module raises on any internal error, and the graph's `output_guard`
 node answers "temporarily unavailable" and alerts instead of sending the text.
-
-guardrails-ai is imported lazily (it takes seconds) and configured before first use:
-hub telemetry off (it exports spans to a remote host by default), its OpenTelemetry
-tracing off (it would put answer text into our traces), history not kept and no server
-mode. No `Guard` object is used at all (see `check_output`), so no call history exists.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 CANARY = "canary"
 SYSTEM_PROMPT = "system_prompt"
@@ -142,109 +141,64 @@ def foreign_urls(text: str, allowed: frozenset[str]) -> int:
     return sum(1 for url in urls_in(text) if url not in allowed)
 
 
-# ---------------------------------------------------------------------- guardrails
+# ----------------------------------------------------------------------- the runner
+
+Check = Callable[[str, OutputPolicy], tuple[str, ...]]
+"""One check: the text and the policy in, content-free reason codes out (empty: passed)."""
+
+
+def no_canary(text: str, policy: OutputPolicy) -> tuple[str, ...]:
+    """The canary only ever appears in the system prompt: seeing it means a leak."""
+    return (CANARY,) if leaks_canary(text, policy.canary) else ()
+
+
+def no_system_prompt(text: str, policy: OutputPolicy) -> tuple[str, ...]:
+    """Verbatim runs of the system prompt: extraction attacks that dodge the canary."""
+    return (SYSTEM_PROMPT,) if leaks_system_prompt(text, policy.system_prompt) else ()
+
+
+def no_secrets(text: str, policy: OutputPolicy) -> tuple[str, ...]:
+    """API keys and tokens, wherever they came from (a document may hold one too)."""
+    return tuple(f"{SECRET}:{kind}" for kind in find_secrets(text))
+
+
+def known_urls(text: str, policy: OutputPolicy) -> tuple[str, ...]:
+    """Links only to the knowledge base's own URLs: no phishing or exfiltration links."""
+    return (URL,) if foreign_urls(text, policy.allowed_urls) else ()
+
+
+def length_cap(text: str, policy: OutputPolicy) -> tuple[str, ...]:
+    """A runaway answer is a symptom (a loop, a dump of the context), not a reply."""
+    return (TOO_LONG,) if len(text) > policy.max_chars else ()
+
 
 _lock = threading.Lock()
-_checks: tuple[Any, ...] | None = None
-"""Our registered validators, built once; they are pure, so every thread shares them."""
-_fail_result: Any = None
+_checks: tuple[Check, ...] | None = None
+"""The checks, built once; they are pure, so every thread shares them."""
 
 
-def _quiet_guardrails() -> None:
-    """Import guardrails with telemetry, tracing, history and server mode off."""
-    os.environ["GUARD_HISTORY_ENABLED"] = "false"
-    import guardrails
-    from guardrails.classes.rc import RC
-    from guardrails.utils.hub_telemetry_utils import HubTelemetry
-
-    guardrails.settings.rc = RC(enable_metrics=False, use_remote_inferencing=False)
-    guardrails.settings.disable_tracing = True
-    guardrails.settings.use_server = False
-    HubTelemetry(enabled=False)._enabled = False  # the only switch there is
+def _build_checks() -> tuple[Check, ...]:
+    return no_canary, no_system_prompt, no_secrets, known_urls, length_cap
 
 
-def _register_validators() -> tuple[Any, ...]:
-    """Define and register our validators (once per process: the registry is global)."""
-    from guardrails import register_validator
-    from guardrails.validators import FailResult, PassResult, Validator
-
-    def result(reasons: tuple[str, ...]) -> Any:
-        return FailResult(error_message=",".join(reasons)) if reasons else PassResult()
-
-    @register_validator(name="signal-rag/no-canary", data_type="string")
-    class NoCanary(Validator):  # type: ignore[misc]
-        """The canary only ever appears in the system prompt: seeing it means a leak."""
-
-        def _validate(self, value: Any, metadata: dict[str, Any]) -> Any:
-            return result((CANARY,) if leaks_canary(str(value), metadata["canary"]) else ())
-
-    @register_validator(name="signal-rag/no-system-prompt", data_type="string")
-    class NoSystemPrompt(Validator):  # type: ignore[misc]
-        """Verbatim runs of the system prompt: extraction attacks that dodge the canary."""
-
-        def _validate(self, value: Any, metadata: dict[str, Any]) -> Any:
-            leaked = leaks_system_prompt(str(value), metadata["system_prompt"])
-            return result((SYSTEM_PROMPT,) if leaked else ())
-
-    @register_validator(name="signal-rag/no-secrets", data_type="string")
-    class NoSecrets(Validator):  # type: ignore[misc]
-        """API keys and tokens, wherever they came from (a document may hold one too)."""
-
-        def _validate(self, value: Any, metadata: dict[str, Any]) -> Any:
-            return result(tuple(f"{SECRET}:{kind}" for kind in find_secrets(str(value))))
-
-    @register_validator(name="signal-rag/known-urls", data_type="string")
-    class KnownUrls(Validator):  # type: ignore[misc]
-        """Links only to the knowledge base's own URLs: no phishing or exfiltration links."""
-
-        def _validate(self, value: Any, metadata: dict[str, Any]) -> Any:
-            foreign = foreign_urls(str(value), metadata["allowed_urls"])
-            return result((URL,) if foreign else ())
-
-    @register_validator(name="signal-rag/length-cap", data_type="string")
-    class LengthCap(Validator):  # type: ignore[misc]
-        """A runaway answer is a symptom (a loop, a dump of the context), not a reply."""
-
-        def _validate(self, value: Any, metadata: dict[str, Any]) -> Any:
-            return result((TOO_LONG,) if len(str(value)) > metadata["max_chars"] else ())
-
-    return NoCanary, NoSystemPrompt, NoSecrets, KnownUrls, LengthCap
-
-
-def _get_validators() -> tuple[Any, ...]:
-    """The validators, built on first use (guardrails is imported then, once)."""
-    global _checks, _fail_result  # noqa: PLW0603 - built once per process
+def _get_checks() -> tuple[Check, ...]:
+    global _checks  # noqa: PLW0603 - built once per process
     if _checks is None:
         with _lock:
             if _checks is None:
-                _quiet_guardrails()
-                from guardrails import OnFailAction
-                from guardrails.validators import FailResult
-
-                _fail_result = FailResult
-                _checks = tuple(validator(on_fail=OnFailAction.NOOP)
-                                for validator in _register_validators())
+                _checks = _build_checks()
     return _checks
 
 
 def warm() -> None:
-    """Import and configure guardrails now (seconds), so the first reply does not wait."""
-    _get_validators()
+    """Build the checks now; `serve` calls it at start-up so a broken guard shows at once
+    (logged and alerted there) rather than at the first reply, which would fail closed."""
+    _get_checks()
 
 
 def check_output(text: str, policy: OutputPolicy) -> OutputVerdict:
-    """Run every validator on `text`; raises on an internal error (callers fail closed).
-
-    Each validator is called through guardrails' external `Validator.validate`, not a
-    `Guard`: a Guard adds call history, tracing hooks and 2-6 ms per reply (measured: it
-    was most of the graph's overhead, PERF-1), and keeps nothing we need.
-    """
-    validators = _get_validators()
-    metadata = {"canary": policy.canary, "system_prompt": policy.system_prompt,
-                "allowed_urls": policy.allowed_urls, "max_chars": policy.max_chars}
+    """Run every check on `text`; raises on an internal error (callers fail closed)."""
     reasons: list[str] = []
-    for validator in validators:
-        outcome = validator.validate(text, metadata)
-        if isinstance(outcome, _fail_result):
-            reasons.extend((outcome.error_message or "unknown").split(","))
+    for check in _get_checks():
+        reasons.extend(check(text, policy))
     return OutputVerdict(passed=not reasons, reasons=tuple(dict.fromkeys(reasons)))

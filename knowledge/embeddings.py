@@ -252,6 +252,23 @@ class LocalEmbedder:
         return self._load().embed([text])
 
 
+def import_onnxruntime() -> Any:
+    """ONNX Runtime with its telemetry off (SEC-5: no third-party telemetry).
+
+    Since 1.29 its Linux and macOS wheels report usage to Microsoft (1DS events to
+    mobile.events.data.microsoft.com, through the runtime's own HTTP client, which no Python
+    socket guard sees) and keep a device id and an event queue under
+    `~/.cache/Microsoft/DeveloperTools/.onnxruntime`, from the first `import onnxruntime`
+    on; on a read-only root that is the "Failed to persist telemetry device ID" message.
+    `ORT_DISABLE_TELEMETRY=1` before that import turns all of it off (no uploader, no
+    device id, no queue); the runtime reads it once per process, so import it only here.
+    """
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+    import onnxruntime
+
+    return onnxruntime
+
+
 class _OnnxModel:
     """One loaded export: the ONNX Runtime session, the tokenizer and the pooling."""
 
@@ -270,7 +287,7 @@ class _OnnxModel:
                 f"the embedding model in {model_dir} is {manifest.model!r}, but {expected!r} "
                 "is configured (SIGNAL_RAG_EMBEDDINGS__MODEL); an index records its model, "
                 "so a new one also needs `signal-rag ingest PATH --rebuild`")
-        import onnxruntime
+        onnxruntime = import_onnxruntime()
         from tokenizers import Tokenizer
 
         try:

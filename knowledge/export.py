@@ -34,6 +34,7 @@ from knowledge.embeddings import (
     EmbeddingError,
     LocalEmbedder,
     ModelManifest,
+    import_onnxruntime,
     load_sentence_transformer,
 )
 from knowledge.extras import require
@@ -71,6 +72,7 @@ def exported_name(model: str, *, int8: bool) -> str:
 def export_model(out: Path, model: str = DEFAULT_LOCAL_MODEL, *, int8: bool = False) -> \
         ModelManifest:
     """Export `model` into `out` (replaced as a whole once everything is checked)."""
+    import_onnxruntime()  # telemetry off before anything imports it (see there)
     require("export", "signal-rag model export", "torch", "sentence_transformers", "onnx",
             "onnxscript")
     if int8:

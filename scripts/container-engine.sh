@@ -106,8 +106,10 @@ start_daemon() {
   local sock="unix://$RUN_DIR/docker.sock" driver
   driver="$(storage_driver)"
   log "starting dockerd ($driver, no iptables, no bridge), data root $DATA_ROOT"
-  # setsid: the daemon outlives this script and is not hit by the caller's Ctrl-C.
-  setsid /usr/sbin/dockerd --host "$sock" --data-root "$DATA_ROOT" \
+  # setsid: the daemon outlives this script and is not hit by the caller's Ctrl-C. nice:
+  # builds and containers run as the daemon's children, so `nice docker build` alone
+  # would leave the work at full priority on a shared machine.
+  setsid nice -n 10 /usr/sbin/dockerd --host "$sock" --data-root "$DATA_ROOT" \
     --exec-root "$RUN_DIR/exec" --pidfile "$RUN_DIR/dockerd.pid" \
     --storage-driver "$driver" --iptables=false --ip-masq=false --bridge=none \
     >"$CACHE/dockerd.log" 2>&1 </dev/null &

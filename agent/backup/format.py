@@ -274,6 +274,7 @@ def safe_members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
             member = tar.next()
             tar.members = []  # type: ignore[attr-defined]  # typeshed omits it
             if member is None:
+                _read_to_the_end(tar)
                 return
             if count > MAX_MEMBERS:
                 break
@@ -282,6 +283,24 @@ def safe_members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
         raise DamagedBackupError(f"the archive is truncated or damaged "
                                  f"({type(exc).__name__})") from None
     raise DamagedBackupError(f"the archive has more than {MAX_MEMBERS} members")
+
+
+TRAILING_LIMIT = 1 << 20
+"""Bytes after the end-of-archive marker we read through (tar pads to 10 KiB records)."""
+
+
+def _read_to_the_end(tar: tarfile.TarFile) -> None:
+    """The end-of-archive marker is not the end of the file: read the rest of the
+    compressed stream, so one cut off inside the tar's padding (its gzip trailer, with the
+    CRC, missing) is noticed (EOFError) instead of restored as if whole."""
+    stream = tar.fileobj
+    if stream is None:
+        return
+    left = TRAILING_LIMIT
+    while chunk := stream.read(min(CHUNK, left + 1)):
+        left -= len(chunk)
+        if left < 0:
+            raise DamagedBackupError("the archive has data after its end")
 
 
 def read_manifest(tar: tarfile.TarFile, members: Iterator[tarfile.TarInfo]) -> BackupManifest:

@@ -72,6 +72,8 @@ ATTACK_PROBING = "attack_probing"
 LIMITS_STORAGE_UNREACHABLE = "limits_storage_unreachable"
 EMBEDDINGS_UNREACHABLE = "embeddings_unreachable"
 MODEL_UNREACHABLE = "model_unreachable"
+STORE_DAMAGED = "store_damaged"
+DATA_DIR_UNWRITABLE = "data_dir_unwritable"
 CONDITIONS: dict[str, str] = {
     MODEL_AUTH_FAILED: "the chat model refused our API key",
     MODEL_QUOTA_EXHAUSTED: "the chat model's quota or billing limit is used up",
@@ -92,6 +94,10 @@ CONDITIONS: dict[str, str] = {
                             "questions wait in the inbox",
     MODEL_UNREACHABLE: "the chat model server has not answered for a while: answers come "
                        "from the fallback",
+    DATA_DIR_UNWRITABLE: "the data directory refuses writes (disk full, read-only, I/O "
+                         "errors): new messages wait in memory until it takes them",
+    STORE_DAMAGED: "a damaged database file was kept aside and a fresh one started: what "
+                   "it held (open messages, activations) is gone",
 }
 """Known conditions and a one-line meaning, used in the Signal message."""
 

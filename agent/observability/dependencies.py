@@ -3,7 +3,9 @@
 `serve` must start and say "not ready" when the embedding endpoint, the chat model server
 or the shared rate-limit store (Redis) is down, not die (a normal situation in Compose,
 where they may start later), and recover on its own when they come back. signal-cli has
-its own reconnecting transport and monitor; this does the same for the others.
+its own reconnecting transport and monitor; this does the same for the others, and for
+the data directory's file system (`data_dir`: down while it refuses writes, so messages
+wait in memory or in the inbox instead of being lost, agent/inbox.py).
 
 Each dependency has a probe (an async call that raises when the dependency is not
 usable). A monitor task per dependency probes it at once, then with exponential backoff
@@ -22,11 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
+import shutil
+import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
@@ -39,6 +46,9 @@ log = logging.getLogger(__name__)
 EMBEDDINGS = "embeddings"
 MODEL = "model"
 LIMITS_STORAGE = "limits_storage"
+DATA_DIR = "data_dir"
+"""The data directory's file system: down while it refuses writes (full, read-only, I/O
+errors); the inbox holds new messages in memory meanwhile (agent/inbox.py)."""
 
 Probe = Callable[[], Awaitable[object]]
 """Returns when the dependency is usable; raises (any exception) when it is not."""
@@ -63,6 +73,8 @@ class Dependency:
     probe: Probe
     condition: str
     """The alert condition raised after `alert_after` seconds down."""
+    down_word: str = "unreachable"
+    """How /readyz says it is down, before the reason (`not writable: disk_full`)."""
 
 
 class DependencyMonitor:
@@ -127,7 +139,8 @@ class DependencyMonitor:
             if changed:
                 state.since = now
             state.up = ok
-            state.detail = "reachable" if ok else f"unreachable: {error or 'error'}"
+            word = self.dependencies[name].down_word
+            state.detail = "reachable" if ok else f"{word}: {error or 'error'}"
             state.failures = 0 if ok else state.failures + 1
             if ok:
                 state.last_ok = now
@@ -189,7 +202,8 @@ class DependencyMonitor:
         try:
             await asyncio.wait_for(self.dependencies[name].probe(), self.probe_timeout)
         except Exception as exc:  # noqa: BLE001 - any failure means "not usable"
-            error = "Timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+            error = "Timeout" if isinstance(exc, TimeoutError) \
+                else exc.reason if isinstance(exc, DataDirUnwritable) else type(exc).__name__
             self._update(name, False, error)
             return False
         self._update(name, True, None)
@@ -288,6 +302,74 @@ def storage_probe(url: str, *, timeout: float) -> Probe:
         if not await asyncio.to_thread(storage.check):
             raise ConnectionError
     return probe
+
+
+PROBE_FILE = ".write-probe"
+PROBE_BYTES = 64 * 1024
+PROBE_MIN_FREE = 4 * 2 ** 20
+"""The data directory counts as writable with at least this much free: a little over what
+one message's writes need (inbox, outbox, memory, audit, log), so a probe that passes is
+not followed at once by the next write failing."""
+
+
+def storage_error(exc: BaseException) -> str | None:
+    """The content-free reason when `exc` (or what caused it) is the file system refusing a
+    write: `disk_full`, `quota_exceeded`, `read_only`, `io_error`; None for anything else."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError):
+            reason = _ERRNO_REASONS.get(current.errno or 0)
+            if reason:
+                return reason
+        if isinstance(current, sqlite3.OperationalError):
+            code = getattr(current, "sqlite_errorcode", None)
+            if isinstance(code, int):
+                reason = _SQLITE_REASONS.get(code & 0xFF)  # extended codes: the low byte
+                if reason:
+                    return reason
+        current = current.__cause__ or current.__context__
+    return None
+
+
+_ERRNO_REASONS = {errno.ENOSPC: "disk_full", errno.EDQUOT: "quota_exceeded",
+                  errno.EROFS: "read_only", errno.EIO: "io_error"}
+_SQLITE_REASONS = {sqlite3.SQLITE_FULL: "disk_full", sqlite3.SQLITE_READONLY: "read_only",
+                   sqlite3.SQLITE_IOERR: "io_error"}
+
+
+class DataDirUnwritable(Exception):  # noqa: N818 - the reason shown in /readyz
+    """The data directory's file system refuses writes."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def data_dir_probe(path: Path, *, min_free: int = PROBE_MIN_FREE,
+                   usage: Callable[[Path], Any] = shutil.disk_usage) -> Probe:
+    """Writable when at least `min_free` bytes are free and a small file can be written,
+    synced and removed there (off the event loop). Raises DataDirUnwritable, whose
+    message (`disk_full`, `read_only` …) /readyz shows."""
+    def check() -> None:
+        if int(usage(path).free) < min_free:
+            raise DataDirUnwritable("disk_full")
+        probe = path / PROBE_FILE
+        try:
+            with probe.open("wb") as handle:
+                handle.write(b"\0" * PROBE_BYTES)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise DataDirUnwritable(storage_error(exc) or type(exc).__name__) from None
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+
+    async def run() -> None:
+        await asyncio.to_thread(check)
+    return run
 
 
 class ReportingEmbedder(EmbedderWrapper):

@@ -106,6 +106,18 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
         return open(descriptor, "a", encoding=self.encoding or "utf-8",
                     errors=self.errors)
 
+    failed_writes = 0
+    """Lines the file did not take (disk full, I/O error): the stream still has them."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - stdlib name
+        """A write the disk refused drops this line from the file, quietly: the default
+        prints a traceback to stderr for every line while the disk is full (found by the
+        fault campaign), and the same line went to the stream anyway."""
+        if isinstance(sys.exc_info()[1], OSError):
+            self.failed_writes += 1
+            return
+        super().handleError(record)
+
 
 def _shared_processors() -> list[structlog.types.Processor]:
     return [

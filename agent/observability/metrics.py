@@ -82,6 +82,10 @@ class BotMetrics:
             "signal_rag.feedback", unit="1",
             description="Reactions counted on answers (EV-4), by route and reaction "
                         "(helpful, not_helpful); removals are not subtracted")
+        self.stores_damaged = meter.create_counter(
+            "signal_rag.stores.damaged", unit="1",
+            description="Database files found damaged at start (kept aside, started "
+                        "afresh), by file")
         self.reply_latency = meter.create_histogram(
             "signal_rag.reply.latency", unit="s",
             description="From accepting a message to its reply being queued")
@@ -109,8 +113,8 @@ class BotMetrics:
 
         meter.create_observable_gauge(
             "signal_rag.dependency.up", callbacks=[self._dependency_gauge], unit="1",
-            description="1 when the dependency (embeddings, model, limits_storage) answers, "
-                        "0 when it is down or not checked yet")
+            description="1 when the dependency (data_dir, embeddings, model, limits_storage) "
+                        "answers, 0 when it is down or not checked yet")
 
     def _dependency_gauge(self, _options: CallbackOptions) -> Iterable[Observation]:
         states = self.dependencies() if self.dependencies is not None else {}

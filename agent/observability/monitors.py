@@ -280,6 +280,11 @@ class Monitors:
     reachability: UnreachableMonitor
     model: ModelMonitor
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    disk_interval: float = 60.0
+    """Seconds between free-space checks (`SIGNAL_RAG_ALERTS__DISK_CHECK_INTERVAL`)."""
+    probe_interval: float = 30.0
+    """Seconds between signal-cli reachability checks and error-rate re-checks
+    (`SIGNAL_RAG_ALERTS__SIGNAL_CLI_CHECK_INTERVAL`)."""
 
     async def aclose(self) -> None:
         for close in self.closers:
@@ -288,11 +293,16 @@ class Monitors:
 
     async def run(self, stop: asyncio.Event, probe: Callable[[], Awaitable[bool]], *,
                   circuit_state: Callable[[], str] | None = None,
-                  disk_interval: float = 60.0, probe_interval: float = 30.0) -> None:
+                  disk_interval: float | None = None,
+                  probe_interval: float | None = None) -> None:
         """Deliver alerts and run the periodic checks until `stop`; then drain the queue.
 
         `probe` answers whether signal-cli is reachable (`transport.check`); `circuit_state`
-        reads the model breaker (`lambda: assistant.breaker.state.value`)."""
+        reads the model breaker (`lambda: assistant.breaker.state.value`); the intervals
+        default to the configured ones."""
+        disk_every = self.disk_interval if disk_interval is None else disk_interval
+        probe_every = self.probe_interval if probe_interval is None else probe_interval
+
         async def recheck_errors() -> None:
             self.errors.check()
             if circuit_state is not None:
@@ -301,9 +311,9 @@ class Monitors:
         try:
             await asyncio.gather(
                 self.manager.run(stop),
-                self.disk.run(stop, disk_interval),
-                self.reachability.run(stop, probe, probe_interval),
-                run_periodically(stop, probe_interval, recheck_errors))
+                self.disk.run(stop, disk_every),
+                self.reachability.run(stop, probe, probe_every),
+                run_periodically(stop, probe_every, recheck_errors))
         finally:
             await self.aclose()
 
@@ -334,4 +344,5 @@ def build_alerting(settings: Settings, send: Send | None = None, *,
                               min_free_bytes=cfg.min_free_disk_mb * 2 ** 20),
         reachability=UnreachableMonitor(manager, after=cfg.unreachable_minutes * 60,
                                         clock=monotonic),
-        model=ModelMonitor(manager), closers=closers)
+        model=ModelMonitor(manager), closers=closers,
+        disk_interval=cfg.disk_check_interval, probe_interval=cfg.signal_cli_check_interval)

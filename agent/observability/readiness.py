@@ -45,8 +45,11 @@ async def service_readiness(service: BotService, *,
         signal_cli = Check(False, f"check failed: {type(exc).__name__}")
     else:
         status = transport.status
-        signal_cli = Check(reachable, f"{'reachable' if reachable else 'unreachable'}, "
-                                      f"stream {status.state}")
+        # The transports name why their check failed (a timeout, garbage instead of a
+        # JSON-RPC reply); a transport without that attribute says only "unreachable".
+        why = getattr(transport, "check_error", None)
+        seen = "reachable" if reachable else f"unreachable: {why}" if why else "unreachable"
+        signal_cli = Check(reachable, f"{seen}, stream {status.state}")
     index = service.assistant.index
     index_check = Check(True, f"{index.manifest.chunk_count} passages") if index is not None \
         else Check(False, "no verified index loaded")

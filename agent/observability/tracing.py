@@ -13,7 +13,8 @@ Exporters come from the standard variables: `OTEL_TRACES_EXPORTER` (`otlp`, `con
 `none`, the default: nothing leaves the process unless an operator asks),
 `OTEL_EXPORTER_OTLP_PROTOCOL` (`http/protobuf`, the default, or `grpc`),
 `OTEL_EXPORTER_OTLP_ENDPOINT` and `OTEL_SERVICE_NAME`. The provider is ours, not the
-global one, so libraries that trace on their own (guardrails) never export through it.
+global one, so libraries that trace on their own never export through it. `grpc` needs
+the `otlp-grpc` extra (grpcio), which the image leaves out.
 """
 
 from __future__ import annotations
@@ -68,10 +69,14 @@ def exporter_from_env(environ: Mapping[str, str] = os.environ) -> SpanExporter |
 
         return OTLPSpanExporter()  # reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT itself
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-            OTLPSpanExporter as GrpcSpanExporter,
-        )
-
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+                OTLPSpanExporter as GrpcSpanExporter,
+            )
+        except ImportError as exc:  # an optional extra, not in the image (docs/docker.md)
+            raise TracingConfigError(
+                "OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs the otlp-grpc extra "
+                "(pip install 'signal-rag[otlp-grpc]'); http/protobuf needs nothing") from exc
         return GrpcSpanExporter()
     raise TracingConfigError(f"OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf or grpc, "
                              f"got {protocol!r}")

@@ -267,11 +267,20 @@ class Gate:
     def _limits_storage(self, *, reachable: bool) -> None:
         """Alert while the shared rate-limit store (Redis) is unreachable: the limiter then
         counts per process and the activation lockout fails closed, so new users cannot
-        activate; resolve when a decision comes from the store again."""
-        if self._dependencies is not None and reachable:
-            # Only successes: a degraded decision may come from the limiter's local fallback
-            # window, which outlasts the outage; the probe and the lockout report failures.
-            self._dependencies.report(LIMITS_STORAGE, True)
+        activate; resolve when a decision comes from the store again.
+
+        When the dependency monitor probes Redis, it owns the alert (it fires after the
+        grace period, once per outage, and resolves when the probe passes): a decision
+        only reports what it saw. Alerting here on every degraded decision made the alert
+        flap after Redis returned, once per stale pooled connection failing its first
+        command (found by the fault campaign)."""
+        if self._dependencies is not None and LIMITS_STORAGE in self._dependencies.dependencies:
+            if reachable:
+                # Only successes: a degraded decision may come from the limiter's local
+                # fallback window, which outlasts the outage; the probe and the lockout
+                # report failures.
+                self._dependencies.report(LIMITS_STORAGE, True)
+            return
         if not reachable:
             self._alerting.raise_(LIMITS_STORAGE_UNREACHABLE)
         else:

@@ -27,6 +27,8 @@ from opentelemetry.trace import NoOpTracer, Span, SpanKind, Tracer
 
 from agent.addressing import BotIdentity, address
 from agent.feedback import FeedbackRecorder
+from agent.inbox import HELD, InboxWriter, Incoming
+from agent.observability.dependencies import DATA_DIR, storage_error
 from agent.observability.tracing import extract, inject, mark_failed
 from agent.replies import split_reply
 from agent.service.admission import Admit, Gate, Respond, Silence
@@ -96,6 +98,11 @@ class BotService:
         """Reactions on answers (EV-4): counted, stored, linked to the answer's trace."""
         self._user_locks: dict[str, asyncio.Lock] = {}
         self._in_flight: set[asyncio.Task[None]] = set()
+        self.inbox = InboxWriter(store, db, on_stored=self._admitted,
+                                 on_duplicate=self._duplicate,
+                                 dependencies=self.dependencies, metrics=metrics)
+        """Writes each message into the inbox, or holds it in memory while the data
+        directory refuses writes (disk full), so none is lost."""
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -120,6 +127,7 @@ class BotService:
         with contextlib.suppress(asyncio.CancelledError):
             await receiver
         stopped.cancel()
+        await self.inbox.drain()  # held messages: into the inbox if it takes them now
         self.retries.cancel()  # waiting retries stay in the inbox for the next start
         if self._in_flight:
             _, pending = await asyncio.wait(self._in_flight, timeout=self._drain_timeout)
@@ -180,14 +188,22 @@ class BotService:
             payload = {"text": addressing.text, "group_id": envelope.group_id,
                        "number": envelope.source_number,
                        "expires": envelope.expires_in_seconds, "trace": inject()}
-            message = await self._db(self.store.admit, uuid, envelope.timestamp,
-                                     envelope.group_id or DIRECT, payload)
+            message = await self.inbox.admit(Incoming(uuid, envelope.timestamp,
+                                                      envelope.group_id or DIRECT, payload))
         if message is None:
-            self.stats.duplicates += 1
-            return
+            self._duplicate()
+        elif message != HELD:  # a held message comes back through `_admitted`
+            self._admitted(message)
+
+    def _admitted(self, message: InboxMessage) -> None:
+        """A message is in the inbox: answer it."""
         if self.metrics is not None:
-            self.metrics.received.add(1, {"chat": "group" if envelope.group_id else "dm"})
+            self.metrics.received.add(1, {"chat": "dm" if message.chat_id == DIRECT
+                                          else "group"})
         self._spawn(self._process(message))
+
+    def _duplicate(self) -> None:
+        self.stats.duplicates += 1
 
     async def _reaction(self, uuid: str, envelope: Envelope) -> None:
         """A reaction to one of the bot's answers is feedback on it; others are ignored."""
@@ -215,6 +231,8 @@ class BotService:
     async def _process_in_order(self, message: InboxMessage, span: Span, *,
                                 unavailable: bool) -> None:
         try:
+            if self.dependencies is not None and self.dependencies.down([DATA_DIR]):
+                raise DependencyDown([DATA_DIR])  # nothing it does could be written
             # A message that crashed the bot on every earlier attempt must not do it
             # forever: it gets a short apology instead (RES-2).
             reply = Reply(GAVE_UP) if message.attempts > MAX_ATTEMPTS else \
@@ -224,6 +242,8 @@ class BotService:
             self.retries.until_up(message, down.names, self._rerun)
             return
         except Exception as exc:  # noqa: BLE001 - the message stays open for a retry
+            if self._held_for_storage(message, exc, span):
+                return
             log.error("message_failed", extra={"error": type(exc).__name__})
             count(self.metrics, "failed", stage="graph")
             if self.monitors is not None:  # a crash never reaches the audit trail
@@ -240,11 +260,30 @@ class BotService:
         elif unavailable:
             count(self.metrics, "failed", stage="dependency_down")
         span.set_attribute("signal_rag.route", reply.route)
-        if text is None:
-            await self._db(self.store.mark_ignored, message.key)
-            self.stats.ignored += 1
-            return
-        await self._enqueue(message, text, reply, span)
+        try:
+            if text is None:
+                await self._db(self.store.mark_ignored, message.key)
+                self.stats.ignored += 1
+                return
+            await self._enqueue(message, text, reply, span)
+        except Exception as exc:
+            if not self._held_for_storage(message, exc, span):
+                raise
+
+    def _held_for_storage(self, message: InboxMessage, exc: BaseException,
+                          span: Span) -> bool:
+        """A write the data directory refused (disk full, I/O error) is not the message's
+        fault: it waits, claimed in the inbox, until the directory takes writes again,
+        without spending one of its attempts. True when `exc` was such a write."""
+        reason = storage_error(exc)
+        monitor = self.dependencies
+        if reason is None or monitor is None or DATA_DIR not in monitor.dependencies:
+            return False
+        log.warning("message_write_failed", extra={"error": reason})
+        monitor.report(DATA_DIR, False, reason)
+        span.set_attribute("signal_rag.route", "held")
+        self.retries.until_up(message, [DATA_DIR], self._rerun)
+        return True
 
     async def _reply(self, message: InboxMessage) -> Reply:
         """Admission first; only an admitted question reaches the graph."""

@@ -1,6 +1,6 @@
 """The service's periodic work: index watch and hot reload (RES-4), memory expiry (ACC-4,
-SIG-7), the queue purge, and the metrics snapshot. Each loop survives its own failures
-and tries again at the next round."""
+SIG-7) and of kept questions (EV-4), the queue purge, and the metrics snapshot. Each loop
+survives its own failures and tries again at the next round."""
 
 from __future__ import annotations
 
@@ -88,8 +88,10 @@ class Housekeeping:
         return purged
 
     async def expire_once(self) -> None:
-        """One round of the expiry loop: memory every round, the queue hourly."""
+        """One round of the expiry loop: memory and kept questions (EV-4, a day after
+        their answer) every round, the queue hourly."""
         await self.expire_memory()
+        await self._db(self._users.expire_questions)
         if (self._queue_purged_at is None
                 or self._clock() - self._queue_purged_at >= QUEUE_PURGE_INTERVAL):
             await self.purge_queue()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -87,14 +88,20 @@ class OutboxSender:
 
     async def run(self) -> None:
         while True:
-            due = await self.db(self.store.due_outbox, self.clock())
-            if due:
-                await self._send_due(due)
-                continue  # sending a part makes the next part of that reply due
-            if self._drained.is_set():
-                return  # drained what was due; the rest stays in the outbox
-            self._wake.clear()
-            next_at = await self.db(self.store.next_due_at)
+            try:
+                due = await self.db(self.store.due_outbox, self.clock())
+                if due:
+                    await self._send_due(due)
+                    continue  # sending a part makes the next part of that reply due
+                if self._drained.is_set():
+                    return  # drained what was due; the rest stays in the outbox
+                self._wake.clear()
+                next_at = await self.db(self.store.next_due_at)
+            except (sqlite3.Error, OSError) as exc:
+                # The outbox cannot be read or written now (disk full): what was not
+                # sent stays pending; the loop must not die with it.
+                log.error("outbox_round_failed", extra={"error": type(exc).__name__})
+                next_at = None
             wait = 1.0 if next_at is None else min(1.0, max(0.0, next_at - self.clock()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
@@ -134,14 +141,32 @@ class OutboxSender:
         except SignalError as exc:
             mark_failed(span, exc)
             return await self._send_failed(item, exc)
-        await self.db(self.store.mark_sent, item.id, result.timestamp or 0)
+        await self._mark_sent(item, result.timestamp or 0)
         self.stats.sent += 1
         if item.part == 0 and result.timestamp:
             user = self.hash_user(item.key.sender_uuid)
-            await self.db(remember_answer, self.users, user, item.group_id or DIRECT,
-                           result.timestamp, sources=self._sources.pop(item.key, []),
-                           record=self._records.pop(item.key, None), trace=item.trace)
+            try:
+                await self.db(remember_answer, self.users, user, item.group_id or DIRECT,
+                               result.timestamp, sources=self._sources.pop(item.key, []),
+                               record=self._records.pop(item.key, None), trace=item.trace)
+            except (sqlite3.Error, OSError) as exc:  # /sources and reactions miss this
+                log.error("remember_answer_failed", extra={"error": type(exc).__name__})
         return True
+
+    async def _mark_sent(self, item: OutboxItem, timestamp: int) -> None:
+        """Record that a part left, however long the disk takes to accept it: a part left
+        pending would be sent again, a duplicate (found by the fault campaign, disk full).
+        This chat's later parts wait meanwhile."""
+        failures = 0
+        while True:
+            try:
+                await self.db(self.store.mark_sent, item.id, timestamp)
+                return
+            except (sqlite3.Error, OSError) as exc:
+                failures += 1
+                log.error("mark_sent_failed", extra={"error": type(exc).__name__,
+                                                     "attempt": failures})
+                await asyncio.sleep(min(30.0, 0.5 * 2 ** (failures - 1)))
 
     async def _send_failed(self, item: OutboxItem, exc: SignalError) -> bool:
         """Decide a failed part's fate; True when it will never be sent (permanent)."""

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from agent.observability.dependencies import DATA_DIR
 from agent.service.common import Backoff, Clock, Db, ServiceStats, Sleep, count, log
 from agent.store import InboxMessage
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from agent.store import Store
 
 DEFAULT_HOLD = 300.0
+STORAGE_HOLD = 365 * 86_400.0
+"""A message waiting for the data directory waits until it takes writes (a year: no end)."""
 Rerun = Callable[[InboxMessage, bool], None]
 """Process the message again; the flag: it waited for a dependency in vain."""
 
@@ -65,6 +68,10 @@ class Retries:
         count(self.metrics, "held", dependency=names[0])
         log.info("message_held", extra={"dependencies": names})
         left = self.hold - max(0.0, self.clock() - message.received_at)
+        if DATA_DIR in names:
+            # Not even the apology can be recorded while the data directory refuses
+            # writes: wait for it however long it takes.
+            left = max(left, STORAGE_HOLD)
 
         async def resume() -> None:
             back = left > 0 and await monitor.wait_up(names, timeout=left)

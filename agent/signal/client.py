@@ -78,6 +78,9 @@ DEFAULT_STALE_AFTER = 35.0
 """Watchdog: reconnect when nothing arrived for this long (a bit over 2 keep-alives)."""
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
+CHECK_TIMEOUT = 5.0
+"""A reachability check gives up after this (or the call timeout if shorter), so a hung
+daemon is reported as such by the unreachable monitor instead of holding it 30 s."""
 RECEIVE_EVENT = "receive"
 STALE_STREAM = "StaleStream"
 """`status.last_error` after the watchdog gave up on a silent connection."""
@@ -122,7 +125,7 @@ class SignalTransport(Protocol):
         ...
 
     async def check(self) -> bool:
-        """True when the daemon answers right now."""
+        """True when the daemon answers a JSON-RPC call right now (see `_BaseTransport`)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -162,6 +165,8 @@ class _BaseTransport:
         self._ids = itertools.count(1)
         self._closed = False
         self._events_active = False
+        self.check_error: str | None = None
+        """Why the last `check` failed (None: it passed or none ran yet)."""
         self._batcher = CallBatcher(self._run_calls)
 
     @property
@@ -200,6 +205,29 @@ class _BaseTransport:
             return [await self._call(single.method, single.params)]
         except SignalError as exc:
             return [exc]
+
+    async def check(self) -> bool:
+        """The readiness probe: True when the daemon answers a JSON-RPC `version` call with
+        a version within CHECK_TIMEOUT. Anything else is False with the reason, a
+        content-free class name, in `check_error`: no answer (`Timeout`), an HTTP or
+        protocol error, or a reply that is not a version (`NotAVersion`) — something that
+        answers 200 with garbage in the daemon's place is not a reachable daemon."""
+        self.check_error = await self._check_error()
+        return self.check_error is None
+
+    async def _check_error(self) -> str | None:
+        if self._closed:
+            return "Closed"
+        try:  # `version` needs no account: the plain call, not `call`
+            result = await asyncio.wait_for(self._call("version", {}),
+                                            min(self.timeout, CHECK_TIMEOUT))
+        except TimeoutError:
+            return "Timeout"
+        except SignalError as exc:
+            return type(exc).__name__
+        if not (isinstance(result, dict) and isinstance(result.get("version"), str)):
+            return "NotAVersion"
+        return None
 
     async def _send_call(self, method: str, params: dict[str, Any]) -> SendResult:
         if self._closed:
@@ -365,15 +393,6 @@ class HttpTransport(_BaseTransport):
         except ValueError as exc:
             raise SignalProtocolError("reply is not JSON", method=method) from exc
         return reply
-
-    async def check(self) -> bool:
-        try:
-            response = await self._client.get(
-                f"{self.base_url}/api/v1/check",
-                timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout))
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
 
     async def events(self) -> AsyncIterator[Envelope]:
         self._claim_events()
@@ -573,15 +592,6 @@ class SocketTransport(_BaseTransport):
             else:
                 outcomes.append(outcome(future.result(), request_id, call.method))
         return outcomes
-
-    async def check(self) -> bool:
-        if self._closed:
-            return False
-        try:
-            await self._call("version", {})
-        except SignalError:
-            return False
-        return True
 
     async def events(self) -> AsyncIterator[Envelope]:
         self._claim_events()

@@ -3,7 +3,8 @@
 Runs on the sanitised text, so zero-width splitting and fullwidth letters are already
 undone: rules, decoders and the n-gram model (`guards.threats.detect`), then the embedding
 head (`guards.semantic`) on the message's query vector when the context can embed it (the
-same vector retrieval uses). Fails closed: if the detector or the head's weights error, the
+same vector retrieval uses), then the fine-tuned encoder (`guards.encoder`) when it is
+switched on. Fails closed: if the detector, the head's weights or the encoder error, the
 message is refused and operators alerted. An embedder that fails is left to `retrieve`,
 which then takes the degraded path without calling the model.
 """
@@ -15,6 +16,7 @@ from langgraph.runtime import Runtime
 from graph.context import GraphContext
 from graph.nodes.alerting import guard_failed
 from graph.state import GraphState
+from guards.encoder import ENCODER_RULE
 from guards.semantic import SEMANTIC_RULE, default_head
 from guards.threats import detect
 
@@ -30,6 +32,8 @@ def threat_check(state: GraphState, runtime: Runtime[GraphContext]) -> GraphStat
             vector = _vector(ctx, state["text"])
             if vector is not None and head.blocks(vector, "message"):
                 found.append(SEMANTIC_RULE)
+        if not found and ctx.encoder is not None and ctx.encoder().blocks(state["text"]):
+            found.append(ENCODER_RULE)
     except Exception as exc:  # noqa: BLE001 - any guard failure must refuse, not crash
         guard_failed(ctx, "threat_check", exc)
         return {"fallback_reason": "guard_error", "error": type(exc).__name__}

@@ -2,12 +2,12 @@
 
 The engine comes from scripts/container-engine.sh (Debian's docker.io on a private socket,
 stand-in base images built locally; docs/docker.md, "Tested here"). They run only when asked
-(SIGNAL_RAG_CONTAINER_TESTS=1, which `make container-test` sets: installing and starting an
-engine is not something a plain `pytest` should do to a workstation), then fail when the
-engine cannot start, and skip with the reason otherwise. `make test` does not ask for them
-yet, not even under CI: a cold run costs about 30 minutes and the bot image is still over
-its size target (docs/docker.md, "Tested here"). Images are built
-once per session with `nice` (the engine's build cache makes a warm build a cache hit).
+(SIGNAL_RAG_CONTAINER_TESTS=1, which `make container-test` sets, and `make test` under CI:
+installing and starting an engine is not something a plain `pytest` should do to a
+workstation), then fail when the engine cannot start, and skip with the reason otherwise.
+Fixtures are package-scoped: the engine this run started is stopped as soon as the last
+container test is done, before `make test` goes on to the rest of the suite. Images are
+built once per run with `nice` (the engine's build cache makes a warm build a cache hit).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def engine() -> Iterator[Engine]:
     if not ASKED:
         pytest.skip("container tests need an engine: run them with make container-test "
@@ -133,7 +133,7 @@ class QuietHandler(SimpleHTTPRequestHandler):
         return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def torch_wheels() -> Iterator[str]:
     """A loopback URL listing the CPU torch wheel, for the image's build stage.
 
@@ -162,14 +162,14 @@ def torch_wheels() -> Iterator[str]:
         server.server_close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def bot_image(engine: Engine, torch_wheels: str) -> str:
     engine.build(BOT_IMAGE, "docker/Dockerfile", ROOT, "--build-arg",
                  f"TORCH_FIND_LINKS={torch_wheels}")
     return BOT_IMAGE
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def signal_cli_image(engine: Engine) -> str:
     engine.build(SIGNAL_CLI_IMAGE, "docker/signal-cli/Dockerfile", ROOT / "docker" / "signal-cli")
     return SIGNAL_CLI_IMAGE

@@ -1,7 +1,7 @@
 """Run the bot's whole graph in a fresh process that refuses every non-loopback connection.
 
 Started by `test_no_network.py` as `python no_network_run.py INDEX_DIR DATA_DIR`. The socket
-guard is installed before anything of ours or of guardrails-ai is imported, so connections
+guard is installed before anything of ours or of our libraries is imported, so connections
 attempted at import, at warm-up, during a run or by exporters flushing at the end are all
 seen. Prints one JSON object: the replies and every refused destination.
 """
@@ -91,12 +91,8 @@ async def main(index_dir: str, data_dir: str) -> dict[str, Any]:
         blocked = await assistant.ask(question)
         model_calls = server.count(CHAT_PATH)
 
-    from guardrails.utils.hub_telemetry_utils import HubTelemetry
     from opentelemetry import trace
 
-    provider = HubTelemetry()._tracer_provider  # flush anything queued
-    if provider is not None:
-        provider.force_flush()
     global_provider = trace.get_tracer_provider()
     if hasattr(global_provider, "force_flush"):
         global_provider.force_flush()

@@ -162,7 +162,8 @@ def test_health_readiness_and_metrics_of_a_running_bot(
         ready = json.loads(health(env).stdout)
         assert ready["status"] == "ready"
         # `embeddings`: the openai provider's endpoint is a probed dependency (no Redis here)
-        assert set(ready["checks"]) == {"signal_cli", "index", "model", "embeddings", "inbox"}
+        assert set(ready["checks"]) == {"signal_cli", "index", "model", "embeddings", "data_dir",
+                                        "inbox"}
         assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
         activate(sim)
         model.default = Reply("Exit code 3 means the index is missing or damaged [1].")

@@ -85,6 +85,8 @@ BASE_ENV = {
     "SIGNAL_RAG_ALERTS__COOLDOWN": "0",
     "SIGNAL_RAG_ALERTS__UNREACHABLE_MINUTES": str(GRACE_S / 60),
     "SIGNAL_RAG_ALERTS__MIN_FREE_DISK_MB": "1",
+    "SIGNAL_RAG_ALERTS__SIGNAL_CLI_CHECK_INTERVAL": "1",
+    "SIGNAL_RAG_ALERTS__DISK_CHECK_INTERVAL": "1",
     "SIGNAL_RAG_DEPENDENCIES__ALERT_MINUTES": str(GRACE_S / 60),
     "SIGNAL_RAG_DEPENDENCIES__PROBE_INTERVAL": "2",
     "SIGNAL_RAG_DEPENDENCIES__PROBE_TIMEOUT": "2",
@@ -245,6 +247,14 @@ class Bot:
 
     def metrics(self) -> str:
         return httpx.get(f"{self.base}/metrics", timeout=5).text
+
+    def dependency_up(self, check: str) -> float | None:
+        """The signal_rag_dependency_up gauge for one dependency, if exposed."""
+        for line in self.metrics().splitlines():
+            if line.startswith("signal_rag_dependency_up{") \
+                    and f'dependency="{check}"' in line:
+                return float(line.rsplit(" ", 1)[1])
+        return None
 
     def events(self, name: str) -> list[dict[str, Any]]:
         found = []

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,7 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.observability.alerts import DISK_SPACE_LOW, INDEX_CORRUPT
+from agent.observability.alerts import (
+    DATA_DIR_UNWRITABLE,
+    DISK_SPACE_LOW,
+    INDEX_CORRUPT,
+    STORE_DAMAGED,
+)
 from agent.testing.openai_server import EMBEDDINGS_PATH, FakeOpenAIServer, Reply, Slow
 from agent.testing.signal_daemon import NETWORK_FAILURE
 from tests.integration.conftest import EXAMPLES
@@ -39,8 +45,6 @@ from tests.integration.faults.campaign import (
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 ANSWER = "Exit code 3 means the index is missing or damaged [1]."
-INBOX_DAMAGED = "inbox_damaged"
-"""The alert for an inbox kept aside at start (condition name asked of the serve change)."""
 DAY = 86_400
 
 
@@ -87,10 +91,6 @@ def fill(path: Path) -> None:
                     return
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open: a message arriving while the disk is full is "
-    "lost (envelope_failed OperationalError), and /readyz does not say the inbox cannot be "
-    "written"))
 def test_disk_full_under_the_data_directory(deps: Deps, bot: Bot, chat: Conversation,
                                            tmp_path: Path) -> None:
     with small_filesystem(tmp_path / "small", 32) as small:
@@ -101,25 +101,31 @@ def test_disk_full_under_the_data_directory(deps: Deps, bot: Bot, chat: Conversa
         fill(small / "data" / "filler")
         chat.ask()
         chat.ask()
-        wait_for(lambda: DISK_SPACE_LOW in bot.alerts(), "disk_space_low fired")
-        wait_for(lambda: not bot.ready(), "not ready while the disk is full")
+        wait_for(lambda: "data_dir" in bot.failing(), "/readyz: the data directory")
+        assert "disk_full" in bot.checks()["data_dir"]["detail"]
+        wait_for(lambda: {DISK_SPACE_LOW, DATA_DIR_UNWRITABLE} <= bot.alerts(),
+                 f"disk_space_low and {DATA_DIR_UNWRITABLE} fired")
+        assert bot.dependency_up("data_dir") == 0
         bot.assert_alive()
         (small / "data" / "filler").unlink()
         wait_for(bot.ready, "ready again once space is free")
         chat.wait_all_answered()
         chat.ask()
         chat.wait_all_answered()
-        wait_for(lambda: DISK_SPACE_LOW in bot.alerts("resolved"), "disk_space_low resolved")
+        wait_for(lambda: {DISK_SPACE_LOW, DATA_DIR_UNWRITABLE} <= bot.alerts("resolved"),
+                 "both alerts resolved")
         finish(bot, chat)
 
 
 # --- state damaged while stopped ----------------------------------------------------------
 
 
-def damage_inbox(data: Path) -> None:
-    (data / "inbox.sqlite3").write_bytes(b"SQLite format 3\0" + os.urandom(4096))
-    for extra in ("inbox.sqlite3-wal", "inbox.sqlite3-shm"):
-        (data / extra).unlink(missing_ok=True)
+def damage_stores(data: Path) -> None:
+    """The inbox and the user directory: a SQLite header, then garbage."""
+    for name in ("inbox.sqlite3", "users.sqlite3"):
+        (data / name).write_bytes(b"SQLite format 3\0" + os.urandom(4096))
+        for extra in ("-wal", "-shm"):
+            (data / (name + extra)).unlink(missing_ok=True)
 
 
 TORN_AUDIT_LINE = b'{"route": "answ\xff\xfe\x00 half a line'
@@ -138,27 +144,29 @@ def damage_index(data: Path) -> None:
     dense.write_bytes(bytes(raw))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open: no alert when the inbox is kept aside at "
-    "start (agent/store.py keeps it aside and logs store_damaged since 846b493)"))
 def test_inbox_audit_and_index_damaged_while_stopped(deps: Deps, bot: Bot,
                                                      chat: Conversation) -> None:
-    """One restart for the three damages (each start costs seconds): the bot comes up,
-    keeps the damaged inbox aside and alerts, appends to the damaged audit file after
-    its half line, answers from the fallback without an index, and is ready again after
-    `ingest --rebuild` without a restart."""
+    """One restart for the four damages (each start costs seconds): the bot comes up,
+    keeps the damaged inbox and user directory aside and alerts, appends to the damaged
+    audit file after its half line, answers from the fallback without an index, and is
+    ready again after `ingest --rebuild` without a restart."""
     start_answering(bot, deps, chat)
     assert bot.stop() == 0
-    for damage in (damage_inbox, damage_audit, damage_index):
+    for damage in (damage_stores, damage_audit, damage_index):
         damage(bot.data_dir)
     bot.start()
     bot.assert_alive()
-    assert [p.name for p in bot.data_dir.glob("inbox.sqlite3.damaged-*")], "kept aside"
-    assert bot.events("store_damaged"), "the damaged inbox is named in the log"
-    wait_for(lambda: INBOX_DAMAGED in bot.alerts(), f"{INBOX_DAMAGED} fired")
+    for name in ("inbox.sqlite3", "users.sqlite3"):
+        assert list(bot.data_dir.glob(f"{name}.damaged-*")), f"{name} kept aside"
+    assert {e["file"] for e in bot.events("store_damaged")} == {"inbox.sqlite3",
+                                                                 "users.sqlite3"}
+    wait_for(lambda: bot.alert_count(STORE_DAMAGED) == 2, f"{STORE_DAMAGED} fired per file")
+    damaged = re.findall(r'^signal_rag_stores_damaged_total\{[^}]*file="([^"]+)"[^}]*\} 1\.0$',
+                         bot.metrics(), re.M)
+    assert sorted(damaged) == ["inbox.sqlite3", "users.sqlite3"], damaged
     wait_for(lambda: "index" in bot.failing(), "/readyz: no verified index")
     wait_for(lambda: INDEX_CORRUPT in bot.alerts(), "index_corrupt fired")
-    chat.activate()  # the new inbox does not know the old messages; users.sqlite3 does
+    chat.activate()  # the fresh user directory knows no one: activate again
     chat.ask()  # answered from the documented fallback while the index is damaged
     chat.wait_all_answered()
     rebuild = subprocess.run([*CLI, "ingest", str(EXAMPLES), "--rebuild"], env=bot.env,

@@ -150,6 +150,15 @@ def test_tail_shows_the_last_n_events(env: Path):
     assert len(human) == 20 and "answered" in human[-1] and "49 ms" in human[-1]
 
 
+def test_tail_shows_the_run_id_that_graph_and_traces_take(env: Path):
+    write(env, [run({"run_id": "1f0c2a9e-run"}), run({}),
+                run({"run_id": "\x1b[2Jrun"})])
+    human = runner.invoke(app, ["audit", "tail"]).stdout.splitlines()
+    assert "run:1f0c2a9e-run" in human[0]
+    assert "run:-" in human[1], "an event from before run ids has none to show"
+    assert "\x1b" not in human[2] and "run:\\x1b[2Jrun" in human[2]
+
+
 def test_tail_counts_malformed_lines_on_stderr(env: Path):
     write(env, [GOOD[0], "garbage", GOOD[1]])
     result = runner.invoke(app, ["audit", "tail"])

@@ -712,6 +712,18 @@ def test_a_truncated_archive_is_refused(tmp_path: Path, data_dir: Path) -> None:
         assert not (tmp_path / "target").exists()
 
 
+def test_an_archive_cut_after_its_last_member_is_refused(tmp_path: Path,
+                                                         data_dir: Path) -> None:
+    """Cut inside the tar's end padding or the gzip trailer (its CRC): every member reads
+    whole, and it used to pass as whole; the stream is now read to its end."""
+    whole = create(tmp_path).read_bytes()
+    for cut in (len(whole) - 8, len(whole) - 1):
+        truncated = tmp_path / f"cut-{cut}.tar.gz"
+        truncated.write_bytes(whole[:cut])
+        result = runner.invoke(app, ["backup", "verify", str(truncated)])
+        assert result.exit_code == 3 and "truncated" in result.stderr, (cut, result.output)
+
+
 def test_a_missing_archive_is_a_usage_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["backup", "verify", str(tmp_path / "nope.tar.gz")])
     assert result.exit_code == 2 and "no backup file" in result.stderr

@@ -192,7 +192,8 @@ def test_a_question_waits_for_a_reaction_only_a_day(tmp_path: Path) -> None:
     recorder = FeedbackRecorder(users, keep_text=True)
     sent(users, 101, keep_text=True)
     clock.now += PENDING_QUESTION_S + 1
-    sent(users, 102, keep_text=True)  # any later answer clears stale questions
+    sent(users, 102, keep_text=True)
+    assert users.expire_questions() == 1  # the housekeeping round clears stale questions
     recorder.record(ALICE, react(UP, 101))
     recorder.record(ALICE, react(UP, 102))
     assert [r.question for r in users.feedback_rows()] == [None, QUESTION]

@@ -27,10 +27,10 @@ def policy() -> OutputPolicy:
 def test_a_failed_warm_up_is_logged_and_replies_fail_closed(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     def broken() -> tuple[Any, ...]:
-        raise ImportError("guardrails is broken")
+        raise ImportError("the guard is broken")
 
     monkeypatch.setattr(output, "_checks", None)  # as in a fresh process
-    monkeypatch.setattr(output, "_register_validators", broken)
+    monkeypatch.setattr(output, "_build_checks", broken)
     with caplog.at_level(logging.ERROR):
         warm_guards(_Assistant())  # type: ignore[arg-type]
     assert [r.message for r in caplog.records] == ["output_guard_warm_up_failed"]

@@ -50,3 +50,31 @@ def test_every_source_is_scored_once_with_every_configuration():
         assert set(by_config) == set(CONFIGS)
         size = sum(e.source == source for e in data)
         assert all(len(blocked) == size for blocked in by_config.values())
+
+
+def test_encoder_thresholds_never_read_the_left_out_family(tmp_path, monkeypatch):
+    import hashlib
+
+    from evals.detector import encoder
+    from evals.loso import encoder_flags
+
+    examples = [Example("a", 0, "spikee-fp-probes", "message"),
+                Example("b", 1, "spikee-seeds", "message"),
+                Example("c", 0, "deepset-train", "message"),
+                Example("d", 1, "deepset-train", "message"),
+                Example("e", 1, "spikee-seeds", "passage")]
+    oof = {"folds": {"spikee": {"rows": [0, 1, 4], "scores": [0.99, 0.95, 0.99]},
+                     "deepset": {"rows": [2, 3], "scores": [0.6, 0.97]}},
+           "texts_sha256": hashlib.sha256("\n".join("abcde").encode()).hexdigest()}
+    thresholds = encoder.fold_thresholds(examples, oof)
+    # Each fold's bar is just above the *other* family's benign message score.
+    assert thresholds == pytest.approx({"spikee": 0.6001, "deepset": 0.9901})
+    path = tmp_path / "oof.json"
+    path.write_text(json.dumps(oof))
+    monkeypatch.setattr(encoder, "OOF_FILE", path)
+    flags = encoder_flags(examples, [False] * 5)
+    # Passages are left to the rules; the left-out family's own benign row can be flagged.
+    assert flags == {0: True, 1: True, 2: False, 3: False, 4: False}
+    oof["texts_sha256"] = "0" * 64  # scores of other rows are never used
+    path.write_text(json.dumps(oof))
+    assert encoder_flags(examples, [False] * 5) is None

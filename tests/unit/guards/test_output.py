@@ -1,4 +1,4 @@
-"""The output guard (SEC-4): its checks on their own, then through guardrails-ai."""
+"""The output guard (SEC-4): its checks on their own, then the whole guard."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def test_urls_are_allowed_only_when_the_documents_have_them():
     assert foreign_urls("https://docs.example.com/guide?token=abc", allowed) == 1
 
 
-# through guardrails ------------------------------------------------------------------
+# the whole guard ---------------------------------------------------------------------
 
 def test_a_clean_answer_passes():
     verdict = check_output("You are locked out for 1 hour [1].\n\nSources:\n[1] Guide "
@@ -107,23 +107,7 @@ def test_every_failure_is_reported_with_a_content_free_reason():
     assert all(SECRETS["openai_key"] not in reason for reason in verdict.reasons)
 
 
-def test_guardrails_telemetry_tracing_and_history_are_off():
-    import os
-
-    import guardrails
-    from guardrails.utils.hub_telemetry_utils import HubTelemetry
-
-    check_output("hello [1]", policy())
-    assert guardrails.settings.rc.enable_metrics is False
-    assert guardrails.settings.disable_tracing is True
-    assert HubTelemetry()._enabled is False
-    assert os.environ["GUARD_HISTORY_ENABLED"] == "false"
-    with pytest.MonkeyPatch.context() as patch:  # no Guard, so no call history at all
-        patch.setattr(guardrails.Guard, "__init__", _no_guard)
-        assert check_output("hello [1]", policy()).passed
-
-
-def test_a_validator_error_raises_so_callers_fail_closed(monkeypatch: pytest.MonkeyPatch):
+def test_a_check_error_raises_so_callers_fail_closed(monkeypatch: pytest.MonkeyPatch):
     def broken(text: str) -> tuple[str, ...]:
         raise RuntimeError("bug")
 
@@ -132,7 +116,7 @@ def test_a_validator_error_raises_so_callers_fail_closed(monkeypatch: pytest.Mon
         check_output("hello", policy())
 
 
-def test_threads_share_the_validators_and_get_right_verdicts():
+def test_threads_share_the_checks_and_get_right_verdicts():
     from concurrent.futures import ThreadPoolExecutor
 
     leak = f"the secret marker is {policy().canary}"
@@ -142,6 +126,3 @@ def test_threads_share_the_validators_and_get_right_verdicts():
     assert [v.passed for v in verdicts] == [True, False] * 16
     assert all(v.reasons == ("canary",) for v in verdicts[1::2])
 
-
-def _no_guard(*_args: object, **_kwargs: object) -> None:
-    raise AssertionError("a guardrails Guard was built (it would keep call history)")

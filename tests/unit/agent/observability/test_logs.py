@@ -126,3 +126,29 @@ def test_clean_never_raises_and_leaves_no_control_characters(value: str) -> None
     cleaned = Redactor().clean(value)
     assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in cleaned)
     assert "\u2028" not in cleaned and "\u202e" not in cleaned
+
+
+def test_a_full_disk_drops_lines_from_the_file_without_a_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With the disk full every line failed to reach the file and the logging module
+    printed a traceback to stderr for each; now the file skips them and counts."""
+    import errno
+
+    from agent.observability.logs import PrivateRotatingFileHandler
+
+    class FullDisk(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    handler = PrivateRotatingFileHandler(tmp_path / "bot.log", delay=True)
+    handler.stream = FullDisk()
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "disk_full_line", None, None)
+    handler.emit(record)
+    handler.emit(record)
+    assert handler.failed_writes == 2
+    assert capsys.readouterr().err == ""
+    other = logging.LogRecord("x", logging.INFO, __file__, 1, "%d", ("not a number",), None)
+    handler.stream = io.StringIO()
+    handler.emit(other)  # any other error still reports as the logging module does
+    assert "Traceback" in capsys.readouterr().err
+    handler.stream = None

@@ -279,6 +279,11 @@ def test_build_alerting_from_settings(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert [n.name for n in monitors.manager.notifiers] == ["webhook", "signal"]
     assert monitors.manager.cooldown == 60 and monitors.disk.min_free_bytes == 10 * 2 ** 20
     assert monitors.reachability.after == 300 and monitors.errors.threshold == 0.10
+    assert (monitors.probe_interval, monitors.disk_interval) == (30, 60)  # the defaults
+    monkeypatch.setenv("SIGNAL_RAG_ALERTS__SIGNAL_CLI_CHECK_INTERVAL", "2")
+    monkeypatch.setenv("SIGNAL_RAG_ALERTS__DISK_CHECK_INTERVAL", "1.5")
+    short = build_alerting(load_settings(tmp_path / "none"), send)
+    assert (short.probe_interval, short.disk_interval) == (2, 1.5)
     monkeypatch.setenv("SIGNAL_RAG_ALERTS__SIGNAL_ADMINS", "false")
     monkeypatch.delenv("SIGNAL_RAG_ALERTS__WEBHOOK_URL")
     assert build_alerting(load_settings(tmp_path / "none"), send).manager.notifiers == []

@@ -39,3 +39,27 @@ async def test_a_hung_daemon_is_named_and_the_other_checks_still_report() -> Non
     assert not checks["signal_cli"].ok
     assert "timed out" in checks["signal_cli"].detail
     assert checks["index"].ok and checks["model"].ok and checks["inbox"].ok
+
+
+class LyingTransport:
+    """Answers its check, but not with a JSON-RPC version (garbage behind a 200)."""
+
+    status = SimpleNamespace(state="connecting")
+    check_error: str | None = None
+
+    async def check(self) -> bool:
+        self.check_error = "SignalProtocolError"
+        return False
+
+
+async def test_a_failed_check_gives_its_reason() -> None:
+    service = SimpleNamespace(
+        transport=LyingTransport(),
+        assistant=SimpleNamespace(index=None,
+                                  breaker=SimpleNamespace(state=SimpleNamespace(value="closed"))),
+        dependencies=None,
+        counts=_counts,
+    )
+    checks = await service_readiness(cast(Any, service))
+    assert not checks["signal_cli"].ok
+    assert checks["signal_cli"].detail == "unreachable: SignalProtocolError, stream connecting"

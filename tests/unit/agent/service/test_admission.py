@@ -4,13 +4,19 @@ checks them; the clock is injected (the mute check and `Admit.at` read it)."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from agent.commands import help_text
-from agent.observability.dependencies import EMBEDDINGS
-from agent.ratelimit import ActivationLockout, UserRateLimiter
+from agent.observability.alerts import LIMITS_STORAGE_UNREACHABLE
+from agent.observability.dependencies import (
+    EMBEDDINGS,
+    LIMITS_STORAGE,
+    Dependency,
+    DependencyMonitor,
+)
+from agent.ratelimit import ActivationLockout, Decision, UserRateLimiter
 from agent.service import (
     ACTIVATED,
     NOT_ADMIN,
@@ -167,3 +173,65 @@ async def test_a_message_without_payload_is_not_activated_and_not_a_crash(
         store: Store, users: UserDirectory, clock: Clock) -> None:
     emptied = dataclasses.replace(admitted(store, PASSPHRASE), payload=None)
     assert await gate(store, users, clock).decide(emptied) == Silence("not_activated")
+
+
+class StaleConnections:
+    """A rate limiter whose shared store has just come back: each stale pooled connection
+    fails its first command (a degraded decision), the next ones work."""
+
+    def __init__(self, stale: int) -> None:
+        self.stale = stale
+
+    def hit(self, user: str) -> Decision:
+        if self.stale:
+            self.stale -= 1
+            return Decision(allowed=True, degraded=True)
+        return Decision(allowed=True)
+
+
+async def test_limits_storage_alert_is_the_monitors_not_one_per_stale_connection(
+        store: Store, users: UserDirectory, clock: Clock) -> None:
+    """With Redis probed, the monitor owns `limits_storage_unreachable` (after its grace,
+    once per outage); degraded decisions after Redis returned raise nothing themselves."""
+    alerts = RecordingAlerts()
+
+    async def probe() -> None:
+        return None
+
+    monitor = DependencyMonitor(
+        [Dependency(LIMITS_STORAGE, probe, LIMITS_STORAGE_UNREACHABLE)], alerts,
+        alert_after=60, clock=clock)
+    stats = ServiceStats()
+    users.activate(FakeAssistant.hash_user(ALICE))
+    assistant = FakeAssistant()
+    access = AccessPolicy(passphrase=PASSPHRASE)
+    limiter = StaleConnections(stale=3)
+    the_gate = Gate(access=access, hash_user=assistant.hash_user,
+                    index_loaded=lambda: True, users=users, db=Db(),
+                    lockout=ActivationLockout(), limiter=cast(Any, limiter),
+                    commands=CommandRunner(access=access, assistant=assistant, transport=Any,
+                                           store=store, users=users, db=Db(),
+                                           limiter=cast(Any, limiter), anomalies=None,
+                                           stats=stats),
+                    alerting=Alerting(stats, alert=alerts.raised), dependencies=monitor,
+                    clock=clock)
+    for timestamp in range(1, 6):
+        decision = await the_gate.decide(admitted(store, "q", timestamp=timestamp))
+        assert isinstance(decision, Admit)
+    assert stats.alerts == []
+    assert {kind for kind, _ in alerts.calls} == {"resolve"}, alerts.calls
+    assert monitor.state(LIMITS_STORAGE).up is True
+
+
+class RecordingAlerts:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def raised(self, kind: str) -> None:
+        self.calls.append(("raise", kind))
+
+    def alert(self, condition: str, **fields: str) -> None:
+        self.calls.append(("alert", condition))
+
+    def resolve(self, condition: str) -> None:
+        self.calls.append(("resolve", condition))

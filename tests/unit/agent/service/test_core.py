@@ -13,7 +13,7 @@ from agent.ratelimit import ActivationLockout, UserRateLimiter
 from agent.service import ACTIVATED, GAVE_UP, MAX_ATTEMPTS, AccessPolicy, BotService
 from agent.signal import Envelope, EnvelopeKind
 from agent.signal.envelope import Reaction
-from agent.store import Store
+from agent.store import InboxKey, Store
 from agent.users import UserDirectory
 from agent.wiring import assemble_service
 from tests.unit.agent.service.conftest import ALICE, Clock, FakeAssistant, FakeTransport, admitted
@@ -100,3 +100,40 @@ async def test_a_crash_is_retried_with_backoff_until_the_apology(
     assert slept == [2.0 * 2 ** attempts for attempts in range(1, MAX_ATTEMPTS + 1)]
     assert len(assistant.asked) == MAX_ATTEMPTS
     assert [item.text for item in store.due_outbox(clock())] == [GAVE_UP]
+
+
+async def test_a_write_the_full_disk_refuses_waits_for_it_without_spending_an_attempt(
+        store: Store, users: UserDirectory, clock: Clock) -> None:
+    """The graph's write fails with SQLITE_FULL: not a crash of the message. It waits,
+    claimed, for the data directory, and is answered once when it takes writes again."""
+    import sqlite3
+
+    from agent.observability.dependencies import DATA_DIR, Dependency, DependencyMonitor
+
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = sqlite3.SQLITE_FULL
+
+    async def probe() -> None:
+        return None
+
+    monitor = DependencyMonitor([Dependency(DATA_DIR, probe, "data_dir_unwritable")],
+                                clock=clock)
+    assistant = FakeAssistant([full, Answer("Every 300 km [1].", [])])
+    users.activate(FakeAssistant.hash_user(ALICE))
+    bot = assemble_service(
+        transport=FakeTransport(),  # type: ignore[arg-type]
+        assistant=assistant,  # type: ignore[arg-type]
+        store=store, users=users, limiter=UserRateLimiter(), lockout=ActivationLockout(),
+        bot=BOT, access=AccessPolicy(passphrase="open sesame 42"), clock=clock,
+        typing_delay=0, dependencies=monitor)  # type: ignore[arg-type]
+    await bot._process(admitted(store, "q"))
+    assert monitor.down([DATA_DIR]) == [DATA_DIR] and bot.stats.held == 1
+    assert store.counts().inbox["processing"] == 1 and store.due_outbox(clock()) == []
+    await asyncio.sleep(0)
+    monitor.report(DATA_DIR, True)  # the probe: space is back
+    while bot.retries._waiting or bot._in_flight:
+        await asyncio.wait(bot.retries._waiting | bot._in_flight)
+        await asyncio.sleep(0)
+    assert [item.text for item in store.due_outbox(clock())] == ["Every 300 km [1]."]
+    message = store.get(InboxKey(ALICE, 1))
+    assert len(assistant.asked) == 2 and message is not None and message.attempts == 1

@@ -72,6 +72,20 @@ async def test_idle_memory_expires_after_the_ttl(store: Store, users: UserDirect
     assert await house.expire_memory() == 1 and assistant.forgotten[-1] == ("h:alice", "dm")
 
 
+async def test_kept_questions_expire_in_the_expiry_round(
+        store: Store, users: UserDirectory, clock: Clock, stats: ServiceStats) -> None:
+    from agent.users import PENDING_QUESTION_S
+
+    users.remember_answer("h:alice", "dm", 1, [], question="kept for a reaction")
+    house = keeper(FakeAssistant(), store, users, clock, stats)
+    await house.expire_once()
+    assert users.feedback_rows() == [] and users.expire_questions() == 0, "not a day yet"
+    clock.advance(PENDING_QUESTION_S + 1)
+    await house.expire_once()
+    assert users.expire_questions() == 0, "the round cleared it"
+    assert users._db.execute("SELECT question FROM answers").fetchall() == [(None,)]
+
+
 async def test_the_queue_is_purged_hourly_of_rows_past_retention(
         store: Store, users: UserDirectory, clock: Clock, stats: ServiceStats) -> None:
     house = keeper(FakeAssistant(), store, users, clock, stats, queue_retention=100.0)

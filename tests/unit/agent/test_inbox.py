@@ -1,0 +1,135 @@
+"""InboxWriter: a message the inbox cannot take (disk full) is held in memory, in order,
+and written once the disk takes writes again; nothing else is held, nothing is lost while
+the process lives. A real Store; the disk's refusals are injected."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.inbox import HELD, InboxWriter, Incoming, refused_write
+from agent.service.common import Db
+from agent.store import InboxMessage, Store
+
+
+def disk_full() -> sqlite3.OperationalError:
+    exc = sqlite3.OperationalError("database or disk is full")
+    exc.sqlite_errorcode = sqlite3.SQLITE_FULL  # what the sqlite3 module sets
+    return exc
+
+
+class FullDisk:
+    """A Store whose writes fail while `full` (as SQLite's do on a full file system)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.full = True
+        self.refused = 0
+
+    def admit(self, *args: Any) -> InboxMessage | None:
+        if self.full:
+            self.refused += 1
+            raise disk_full()
+        return self.store.admit(*args)
+
+
+def incoming(timestamp: int, sender: str = "alice") -> Incoming:
+    return Incoming(sender, timestamp, "dm", {"text": f"question {timestamp}"})
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    opened = Store(tmp_path / "inbox.sqlite3")
+    yield opened
+    opened.close()
+
+
+async def test_held_in_order_and_written_once_space_is_back(store: Store) -> None:
+    disk = FullDisk(store)
+    stored: list[int] = []
+    duplicates: list[int] = []
+    naps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        if len(naps) == 3:
+            disk.full = False  # space is back after the third failed retry
+        await asyncio.sleep(0)
+
+    writer = InboxWriter(disk, Db(), on_stored=lambda m: stored.append(m.key.msg_timestamp),  # type: ignore[arg-type]
+                         on_duplicate=lambda: duplicates.append(1), sleep=sleep)
+    assert await writer.admit(incoming(1)) == HELD
+    assert await writer.admit(incoming(2)) == HELD
+    assert await writer.admit(incoming(1)) == HELD  # a redelivery, behind them
+    assert writer.held == 3
+    for _ in range(100):
+        if not writer.held:
+            break
+        await asyncio.sleep(0.01)
+    assert stored == [1, 2] and duplicates == [1] and writer.held == 0
+    assert naps == [0.5, 1.0, 2.0]  # backoff while the disk refused
+    assert {m.status for m in (store.get(k) for k in [("alice", 1), ("alice", 2)])
+            if m is not None} == {"processing"}
+    # The queue is empty: the next message is written at once.
+    message = await writer.admit(incoming(3))
+    assert isinstance(message, InboxMessage) and message.key.msg_timestamp == 3
+
+
+async def test_other_errors_are_not_held(store: Store) -> None:
+    class Broken:
+        def admit(self, *args: Any) -> None:
+            raise sqlite3.OperationalError("no such table: inbox")
+
+    writer = InboxWriter(Broken(), Db(), on_stored=lambda m: None)  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.OperationalError):
+        await writer.admit(incoming(1))
+    assert writer.held == 0
+
+
+async def test_stopping_with_the_disk_still_full_counts_what_is_lost(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    disk = FullDisk(store)
+
+    async def never(seconds: float) -> None:
+        await asyncio.Event().wait()
+
+    writer = InboxWriter(disk, Db(), on_stored=lambda m: None, sleep=never)  # type: ignore[arg-type]
+    await writer.admit(incoming(1))
+    await writer.admit(incoming(2))
+    await writer.drain()
+    lost = [r for r in caplog.records if r.message == "held_messages_lost"]
+    assert [r.__dict__["count"] for r in lost] == [2]
+    assert "question" not in caplog.text
+
+
+async def test_what_the_disk_takes_at_the_drain_stays_for_the_next_start(
+        store: Store) -> None:
+    disk = FullDisk(store)
+
+    async def never(seconds: float) -> None:
+        await asyncio.Event().wait()
+
+    writer = InboxWriter(disk, Db(), on_stored=lambda m: None, sleep=never)  # type: ignore[arg-type]
+    await writer.admit(incoming(1))
+    disk.full = False
+    await writer.drain()
+    assert writer.held == 0 and [m.key.msg_timestamp for m in store.claim_pending()] == [1]
+
+
+def test_what_counts_as_a_refused_write() -> None:
+    import errno
+
+    assert refused_write(disk_full()) == "disk_full"
+    assert refused_write(OSError(errno.ENOSPC, "full")) == "disk_full"
+    wrapped = RuntimeError("graph failed")
+    wrapped.__cause__ = OSError(errno.EIO, "I/O error")
+    assert refused_write(wrapped) == "io_error"
+    busy = sqlite3.OperationalError("database is locked")
+    busy.sqlite_errorcode = sqlite3.SQLITE_BUSY
+    assert refused_write(busy) == "locked"
+    assert refused_write(sqlite3.OperationalError("no such table: inbox")) is None
+    assert refused_write(ValueError("x")) is None
