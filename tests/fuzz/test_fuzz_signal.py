@@ -17,7 +17,8 @@ import httpx
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from agent.signal.client import HttpTransport, SocketTransport, _result_of
+from agent.signal.batch import Call, batch_outcomes, result_of
+from agent.signal.client import HttpTransport, SocketTransport
 from agent.signal.envelope import Envelope, parse_receive_json, parse_receive_payload
 from agent.signal.errors import SignalError, error_from_rpc
 from agent.signal.sse import LineSplitter, OverlongLine, SSEEvent, SSEParser
@@ -118,13 +119,30 @@ def test_any_sse_data_field_is_parsed_or_skipped_quietly(data: bytes) -> None:
 def test_any_reply_object_gives_a_result_or_a_signal_error(reply: Any, request_id: int) -> None:
     failure = ""
     try:
-        _result_of(reply, request_id, "send")
+        result_of(reply, request_id, "send")
     except SignalError as exc:
         failure = str(exc)
     assert not secrets_in(failure, [SECRET_TEXT]), "str(exc) never holds daemon text"
     error = error_from_rpc(reply, method="send")
     assert isinstance(error, SignalError)
     assert not secrets_in(str(error), [SECRET_TEXT])
+
+
+@fuzz()
+@given(json_values | st.lists(json_values | st.fixed_dictionaries(
+    {"jsonrpc": st.just("2.0"), "id": st.integers(1, 4) | json_values,
+     "result": json_values}), max_size=6), st.integers(1, 4))
+def test_any_reply_to_a_batch_gives_each_call_a_result_or_a_signal_error(
+        reply: Any, calls: int) -> None:
+    """A daemon's answer to a batch (an array in any order, one error object, or garbage):
+    one outcome per call, each a result or our own error without the daemon's text."""
+    batch = [Call("send", {"message": SECRET_TEXT}) for _ in range(calls)]
+    outcomes = batch_outcomes(reply, list(range(1, calls + 1)), batch)
+    assert len(outcomes) == calls
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            assert isinstance(outcome, SignalError)
+            assert not secrets_in(str(outcome), [SECRET_TEXT])
 
 
 reply_bodies = (st.binary(max_size=200)
