@@ -119,7 +119,14 @@ class OutboxSender:
                     if not await self._send_one(item):
                         return
 
-        await asyncio.gather(*(send_chat(items) for items in chats.values()))
+        # Every chat finishes before the round ends, even when one raises (disk full):
+        # a round ended early would let the next one send again the parts the other
+        # chats are still sending or still marking as sent, a duplicate.
+        results = await asyncio.gather(*(send_chat(items) for items in chats.values()),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _send_one(self, item: OutboxItem) -> bool:
         """Send one part; True when it left (or can never leave), False when it waits."""

@@ -5,9 +5,13 @@ says so)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from typing import Any
+
+import pytest
 
 from agent.service import Alerting, Backoff, Db, OutboxSender, ServiceStats
-from agent.signal import SignalError, SignalRateLimited, SignalUnregistered
+from agent.signal import SendResult, SignalError, SignalRateLimited, SignalUnregistered
 from agent.store import ReplyPart, Store
 from agent.users import UserDirectory
 from tests.unit.agent.service.conftest import ALICE, Clock, FakeAssistant, FakeTransport, admitted
@@ -95,3 +99,54 @@ async def test_a_waiting_part_holds_back_the_rest_of_its_reply(
     clock.advance(2.0)
     await send_due(sender(transport, store, users, clock, stats))
     assert [s["message"] for s in transport.sent] == ["part one", "part two"]
+
+
+BOB = "b0b0b0b0-0000-4000-8000-000000000003"
+
+
+class _OneChatFailsOneIsSlow(FakeTransport):
+    """Alice's send fails at once; Bob's waits for `release`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.bob_started = asyncio.Event()
+
+    async def send(self, message: str, **kwargs: Any) -> SendResult:
+        if kwargs.get("recipients") == [ALICE]:
+            raise SignalError("connection reset")
+        self.bob_started.set()
+        await self.release.wait()
+        return await super().send(message, **kwargs)
+
+
+async def test_a_chat_that_raises_waits_for_the_other_chats_before_the_round_ends(
+        store: Store, users: UserDirectory, clock: Clock, stats: ServiceStats,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk-full error in one chat must not end the round while another chat's part is
+    still being sent: the next round would find that part due and send it twice."""
+    transport = _OneChatFailsOneIsSlow()
+    out = sender(transport, store, users, clock, stats)
+    for who, timestamp in ((ALICE, 1), (BOB, 2)):
+        message = admitted(store, "q", sender=who, timestamp=timestamp)
+        assert store.record_reply(message.key, [ReplyPart(text=f"to {who}", recipient=who)])
+
+    def disk_full(*args: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    async def inline(call: Any, *args: Any) -> Any:  # no thread: steps count in loop turns
+        return call(*args)
+
+    monkeypatch.setattr(store, "mark_retry", disk_full)
+    monkeypatch.setattr(out, "db", inline)
+    round_ = asyncio.ensure_future(out._send_due(store.due_outbox(clock())))
+    await transport.bob_started.wait()
+    for _ in range(20):  # Alice's failure has long been raised by now
+        await asyncio.sleep(0)
+    assert not round_.done(), "the round ended while Bob's part was still being sent"
+    transport.release.set()
+    with pytest.raises(sqlite3.OperationalError):
+        await round_
+    assert [s["message"] for s in transport.sent] == [f"to {BOB}"]
+    assert store.due_outbox(clock()) != [] and all(
+        item.recipient == ALICE for item in store.due_outbox(clock())), "Bob's part is sent"
