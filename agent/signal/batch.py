@@ -21,11 +21,14 @@ with its own copy of the error, as separate requests would have failed.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.signal.errors import SignalError, SignalNetworkError, SignalProtocolError, error_from_rpc
+
+log = logging.getLogger(__name__)
 
 MAX_BATCH = 32
 """Calls in one request at most."""
@@ -184,6 +187,10 @@ class CallBatcher:
         except asyncio.CancelledError:
             _fail_closed(batch)
             raise
+        except Exception as exc:  # a bug, not the daemon: callers must not wait for ever
+            log.error("signal_batch_failed", extra={"error": type(exc).__name__,
+                                                     "calls": len(calls)})
+            outcomes = failed_each(_unexpected(exc), calls)
         for queued, result in zip(batch, outcomes, strict=True):
             if queued.future.done():  # its caller gave up meanwhile
                 continue
@@ -191,6 +198,13 @@ class CallBatcher:
                 queued.future.set_exception(result)
             else:
                 queued.future.set_result(result)
+
+
+def _unexpected(exc: Exception, method: str | None = None) -> SignalProtocolError:
+    """An exception `run` should never raise, as the SignalError its callers expect."""
+    error = SignalProtocolError("request failed unexpectedly", method=method)
+    error.__cause__ = exc
+    return error
 
 
 def _fail_closed(batch: list[_Queued]) -> None:

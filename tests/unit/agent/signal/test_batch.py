@@ -167,3 +167,20 @@ async def test_close_fails_queued_and_later_calls() -> None:
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         CallBatcher(Daemon().run, max_batch=0)
+
+
+async def test_an_unexpected_exception_fails_every_call_of_the_request() -> None:
+    """A bug in `run` (not a SignalError) must not leave callers waiting for ever."""
+    bug = KeyError("oops")
+
+    async def broken(calls: Sequence[Call]) -> list[Outcome]:
+        raise bug
+
+    batcher = CallBatcher(broken)
+    callers = [asyncio.ensure_future(batcher.call(call(r))) for r in "ab"]
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert all(caller.done() for caller in callers), "callers left waiting"
+    results = [caller.exception() for caller in callers]
+    assert all(isinstance(r, SignalProtocolError) and r.__cause__ is bug for r in results)
+    assert results[0] is not results[1]
