@@ -187,7 +187,7 @@ class CallBatcher:
         except asyncio.CancelledError:
             _fail_closed(batch)
             raise
-        except Exception as exc:  # a bug, not the daemon: callers must not wait for ever
+        except Exception as exc:  # noqa: BLE001 - a bug, not the daemon: callers must not wait for ever
             log.error("signal_batch_failed", extra={"error": type(exc).__name__,
                                                      "calls": len(calls)})
             outcomes = failed_each(_unexpected(exc), calls)
