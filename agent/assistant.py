@@ -237,13 +237,16 @@ class Assistant:
         if self.checkpointer is not None:
             await self.checkpointer.adelete_thread(self.thread_id(user, chat))
 
-    @staticmethod
-    def warm_guards() -> None:
-        """Build the output guard at start-up, so a broken guard is logged and alerted
-        then rather than found by the first user's reply (which fails closed)."""
+    def warm_guards(self) -> None:
+        """Build the output guard, and the injection encoder when it is on, at start-up, so
+        a broken guard is logged and alerted then rather than found by the first user's
+        message (which fails closed), and its first load is not paid inside a run."""
         from guards.output import warm
 
         warm()
+        encoder = self._encoder()
+        if encoder is not None:
+            encoder()
 
     def open_index(self, *, endpoint_may_be_down: bool = False) -> None:
         """Load the index (raises KnowledgeIndexError; callers decide degraded or exit)."""

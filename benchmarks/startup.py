@@ -448,10 +448,11 @@ def phases_main() -> None:
     mark("import_cli")
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver  # noqa: F401
 
-    from agent.assistant import Assistant, build_embedder, load_knowledge
+    from agent.assistant import build_embedder, load_knowledge
     from agent.observability.metrics import BotMetrics
     from agent.serve import build_service
     from agent.settings import load_settings
+    from guards.output import warm as warm_output_guard
 
     mark("import_serve")
     settings = load_settings()
@@ -460,7 +461,7 @@ def phases_main() -> None:
     mark("embedding_model")
     index = load_knowledge(settings, embedder, endpoint_may_be_down=True)
     mark("open_index")
-    Assistant.warm_guards()
+    warm_output_guard()  # what serve warms in the background (the encoder is off by default)
     mark("warm_guards")
     build_service(settings, metrics=BotMetrics(), embedder=embedder, index=index)
     mark("rest_of_build_service")  # the graph, the assistant and the service parts

@@ -58,8 +58,9 @@ ROUTERS: Final[Mapping[NodeName, Callable[[GraphState], NodeName]]] = {
 """Where each node with a choice goes next (the routers' `Literal`s are node names)."""
 
 
-def _embeds_for_the_head(state: GraphState, ctx: GraphContext) -> bool:
-    return ctx.query_vector is not None
+def _embeds_or_runs_the_encoder(state: GraphState, ctx: GraphContext) -> bool:
+    """The embedding head embeds the message; the fine-tuned encoder runs a model too."""
+    return ctx.query_vector is not None or ctx.encoder is not None
 
 
 def _embeds_the_question(state: GraphState, ctx: GraphContext) -> bool:
@@ -78,14 +79,19 @@ def _never(state: GraphState, ctx: GraphContext) -> bool:
     return False
 
 
+def _always(state: GraphState, ctx: GraphContext) -> bool:
+    return True
+
+
 OFFLOAD: Final[Mapping[NodeName, Offload]] = {
-    "threat_check": _embeds_for_the_head, "retrieve": _embeds_the_question,
-    "output_guard": _guard_loading}
+    "threat_check": _embeds_or_runs_the_encoder, "retrieve": _embeds_the_question,
+    "output_guard": _guard_loading, "audit": _always}
 """When a node's call would block the event loop, so it runs on LangGraph's thread pool
 instead: the query embedding (once per message, by the threat check's embedding head or
-else by retrieval), and the output guard until its library has loaded (the first replies
-after start-up wait for it). Every other call is computation of well under a millisecond
-and runs on the loop."""
+else by retrieval), the fine-tuned injection encoder when it is on, the output guard until
+its library has loaded (the first replies after start-up wait for it), and the audit
+write (a file append, which a full or stalled disk holds up). Every other call is
+computation of well under a millisecond and runs on the loop."""
 EDGES: Final[tuple[tuple[NodeName, NodeName], ...]] = (
     ("fallback", "output_guard"), ("output_guard", "audit"))
 """The fixed edges; the run starts at FIRST_NODE and ends after the last of NODES."""

@@ -1,10 +1,10 @@
 """The fine-tuned encoder layer of SEC-2: a small MiniLM classifier run with ONNX Runtime.
 
-Built by `python -m evals.detector.encoder build` (torch, at install time: `make install`)
-from the packaged all-MiniLM-L6-v2 base and the corpus in guards/data/; it reads whole
-sentences in context, which neither the n-gram model (spelling) nor the head on the frozen
-sentence vector catches when an attack has no trigger words. Run here with ONNX Runtime and
-the `tokenizers` library only, on one thread, one message at a time.
+Built by `python -m evals.detector.encoder build` (torch; `make encoder`, not part of
+`make install`) from the packaged all-MiniLM-L6-v2 base and the corpus in guards/data/; it
+reads whole sentences in context, which neither the n-gram model (spelling) nor the head on
+the frozen sentence vector catches when an attack has no trigger words. Run here with ONNX
+Runtime and the `tokenizers` library only, on one thread, one message at a time.
 
 Fails closed: a missing directory, a manifest that does not parse, a file whose sha256 does
 not match the manifest, or a model that does not load raises `DetectorUnavailableError` with
@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -35,7 +36,17 @@ MAX_TOKENS = 128
 """Tokens read per message (the start of longer messages)."""
 ENCODER_RULE = "encoder"
 """Rule name in verdicts and the audit when the encoder blocks a message."""
-REBUILD = "build it with `make install` (python -m evals.detector.encoder build)"
+REBUILD = "build it with `make encoder` (python -m evals.detector.encoder build)"
+
+
+def import_onnxruntime() -> Any:
+    """ONNX Runtime with its telemetry off (SEC-5), as `knowledge.embeddings` does it (this
+    layer may not import that one): the runtime reads the switch once, at its first import,
+    and this may be the first import in a process whose embeddings come from an endpoint."""
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+    import onnxruntime
+
+    return onnxruntime
 
 
 def default_encoder_dir() -> Path:
@@ -111,7 +122,7 @@ class EncoderClassifier:
     @classmethod
     def load(cls, model_dir: Path) -> EncoderClassifier:
         manifest = read_manifest(model_dir)
-        import onnxruntime
+        onnxruntime = import_onnxruntime()
         from tokenizers import Tokenizer
 
         try:

@@ -43,3 +43,29 @@ def test_a_reply_before_the_warm_up_waits_for_it_and_is_checked(
     monkeypatch.setattr(output, "_checks", None)  # not warmed yet
     verdict = check_output(f"leak {policy().canary}", policy())
     assert not verdict.passed and "canary" in verdict.reasons
+
+
+def test_the_injection_encoder_is_loaded_at_start_up_when_it_is_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Switched on, the encoder loads with the output guard (not on the first message, in a
+    run); a missing model is logged then, as a broken output guard is."""
+    from types import SimpleNamespace
+
+    from agent.assistant import Assistant
+    from guards.learned import DetectorUnavailableError
+
+    loads: list[str] = []
+    on = SimpleNamespace(_encoder=lambda: lambda: loads.append("encoder"))
+    Assistant.warm_guards(on)  # type: ignore[arg-type]
+    assert loads == ["encoder"]
+    Assistant.warm_guards(SimpleNamespace(_encoder=lambda: None))  # type: ignore[arg-type]
+    assert loads == ["encoder"], "off: nothing loaded"
+
+    def missing() -> None:
+        raise DetectorUnavailableError("injection encoder: no manifest.json")
+
+    broken = SimpleNamespace(warm_guards=lambda: Assistant.warm_guards(
+        SimpleNamespace(_encoder=lambda: missing)))  # type: ignore[arg-type]
+    with caplog.at_level(logging.ERROR):
+        warm_guards(broken)  # type: ignore[arg-type]
+    assert [r.message for r in caplog.records] == ["output_guard_warm_up_failed"]
