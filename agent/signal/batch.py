@@ -15,7 +15,11 @@ out. Written here because the JSON-RPC clients on PyPI have no concurrent batchi
 
 What a batch costs: its reply comes when its slowest call is done, and a request that
 fails as a whole (the daemon unreachable, no reply in time) fails every call in it, each
-with its own copy of the error, as separate requests would have failed.
+with its own copy of the error. A failed send is retried, so a send in a batch that timed
+out because of another call would be delivered twice although it went through: sends and
+reactions (what users see) are never batched (`SOLO`). Each goes at once in a request of
+its own, outside the limits above, as without batching (the outbox bounds how many are
+under way); read receipts and typing indicators, which nobody retries, share requests.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ MAX_BATCH = 32
 """Calls in one request at most."""
 MAX_IN_FLIGHT = 4
 """Requests under way at once; calls made meanwhile wait for the next one."""
+SOLO = frozenset({"send", "sendReaction"})
+"""Methods never batched: what users see must not be sent twice (see the module docstring)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +129,8 @@ class CallBatcher:
     run: RunBatch
     max_batch: int = MAX_BATCH
     max_in_flight: int = MAX_IN_FLIGHT
+    solo: frozenset[str] = SOLO
+    """Methods whose calls go at once, each in a request of its own, outside the limits."""
     requests: int = 0
     """Requests sent (for tests and benchmarks)."""
     _queue: list[_Queued] = field(default_factory=list, init=False)
@@ -139,6 +147,12 @@ class CallBatcher:
         """The call's result; raises its SignalError."""
         if self._closed:
             raise SignalNetworkError("transport is closed", method=call.method)
+        if call.method in self.solo:
+            self.requests += 1
+            [result] = await self._outcomes([call])
+            if isinstance(result, BaseException):
+                raise result
+            return result
         loop = asyncio.get_running_loop()
         queued = _Queued(call, loop.create_future())
         self._queue.append(queued)
@@ -177,20 +191,11 @@ class CallBatcher:
             self._flush()
 
     async def _send(self, batch: list[_Queued]) -> None:
-        calls = [queued.call for queued in batch]
         try:
-            outcomes = await self.run(calls)
-            if len(outcomes) != len(batch):
-                raise SignalProtocolError("batch outcomes do not match its calls")
-        except SignalError as exc:
-            outcomes = failed_each(exc, calls)
+            outcomes = await self._outcomes([queued.call for queued in batch])
         except asyncio.CancelledError:
             _fail_closed(batch)
             raise
-        except Exception as exc:  # noqa: BLE001 - a bug, not the daemon: callers must not wait for ever
-            log.error("signal_batch_failed", extra={"error": type(exc).__name__,
-                                                     "calls": len(calls)})
-            outcomes = failed_each(_unexpected(exc), calls)
         for queued, result in zip(batch, outcomes, strict=True):
             if queued.future.done():  # its caller gave up meanwhile
                 continue
@@ -198,6 +203,21 @@ class CallBatcher:
                 queued.future.set_exception(result)
             else:
                 queued.future.set_result(result)
+
+
+    async def _outcomes(self, calls: list[Call]) -> list[Outcome]:
+        """`run`, never raising but when cancelled: one outcome per call."""
+        try:
+            outcomes = await self.run(calls)
+            if len(outcomes) != len(calls):
+                raise SignalProtocolError("batch outcomes do not match its calls")
+        except SignalError as exc:
+            return failed_each(exc, calls)
+        except Exception as exc:  # noqa: BLE001 - a bug, not the daemon: callers must not wait for ever
+            log.error("signal_batch_failed", extra={"error": type(exc).__name__,
+                                                     "calls": len(calls)})
+            return failed_each(_unexpected(exc), calls)
+        return outcomes
 
 
 def _unexpected(exc: Exception, method: str | None = None) -> SignalProtocolError:

@@ -18,8 +18,9 @@ or keeps phone numbers and message text out of their logs.
   keep-alive, so when it has been idle for half the watchdog interval the transport
   sends a `version` request as a ping and gives up if nothing arrives in the other half.
 
-Sends, typing indicators, receipts and reactions made while others are under way go
-together as JSON-RPC batches (`agent/signal/batch.py`, PERF-2); `call` is never batched.
+Typing indicators and read receipts made while others are under way go together as
+JSON-RPC batches (`agent/signal/batch.py`, PERF-2); sends, reactions and `call` are never
+batched (a batch times out as a whole, and a retried send would reach its user twice).
 
 Every failure reaches callers as an agent.signal.errors type. Logs carry event names,
 counts and error class names only: no message text, no phone numbers, no account.
@@ -171,7 +172,8 @@ class _BaseTransport:
 
     @property
     def batch_requests(self) -> int:
-        """Requests the send methods have made (each carries one call or a batch)."""
+        """Requests the send methods have made (each carries one call or a batch of
+        receipts and typing indicators)."""
         return self._batcher.requests
 
     @property

@@ -184,3 +184,54 @@ async def test_an_unexpected_exception_fails_every_call_of_the_request() -> None
     results = [caller.exception() for caller in callers]
     assert all(isinstance(r, SignalProtocolError) and r.__cause__ is bug for r in results)
     assert results[0] is not results[1]
+
+
+def send(recipient: str) -> Call:
+    return Call("send", {"recipient": recipient, "message": "hi"})
+
+
+def reaction(recipient: str) -> Call:
+    return Call("sendReaction", {"recipient": recipient, "emoji": "+"})
+
+
+async def test_sends_and_reactions_each_go_alone_while_courtesies_share_a_request() -> None:
+    """A batch is answered when its slowest call is done and times out as a whole: a send
+    in one would be retried (and delivered twice) for a timeout caused by another."""
+    daemon = Daemon()
+    daemon.release.clear()
+    batcher = CallBatcher(daemon.run, max_in_flight=1)
+    callers = [asyncio.ensure_future(batcher.call(c)) for c in
+               (send("a"), call("r1"), send("b"), reaction("c"), call("r2"))]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert sorted(daemon.sent) == [["a"], ["b"], ["c"], ["r1", "r2"]], \
+        "sends go at once, alone, whatever else is under way"
+    daemon.release.set()
+    assert await asyncio.gather(*callers) == ["done a", "done r1", "done b", "done c",
+                                              "done r2"]
+    assert batcher.requests == 4
+
+
+async def test_a_lone_send_gets_its_own_error() -> None:
+    rate_limited = SignalRateLimited("slow down", method="send")
+
+    async def failing(calls: Sequence[Call]) -> list[Outcome]:
+        return [rate_limited]
+
+    with pytest.raises(SignalRateLimited) as raised:
+        await CallBatcher(failing).call(send("a"))
+    assert raised.value is rate_limited
+
+
+@pytest.mark.parametrize("failure", [SignalNetworkError("unreachable"), KeyError("bug")])
+async def test_a_lone_send_whose_request_fails_raises_a_signal_error(
+        failure: Exception) -> None:
+    async def failing(calls: Sequence[Call]) -> list[Outcome]:
+        raise failure
+
+    with pytest.raises(SignalError) as raised:
+        await CallBatcher(failing).call(send("a"))
+    assert raised.value.method == "send"
+    if not isinstance(failure, SignalError):
+        assert isinstance(raised.value, SignalProtocolError)
+        assert raised.value.__cause__ is failure
