@@ -68,7 +68,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 SCHEMA_VERSION = 2
 MAX_ERROR_CLASS_CHARS = 100
@@ -207,7 +207,7 @@ class Store:
             self._configure()
             verdict = db.execute("PRAGMA quick_check").fetchone()[0]
             if verdict != "ok":
-                raise sqlite3.DatabaseError("quick_check failed")
+                raise DamagedStoreError("quick_check failed")
         except BaseException:
             db.close()
             raise
@@ -465,6 +465,22 @@ class Store:
         return StoreCounts(inbox=inbox, outbox=outbox, oldest_unanswered_age=age)
 
 
+DAMAGE_CODES: Final[frozenset[int]] = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+"""SQLite's primary result codes for a file that is not (or no longer) a database."""
+
+
+class DamagedStoreError(sqlite3.DatabaseError):
+    """A database file that opens but fails its `PRAGMA quick_check`."""
+
+
+def is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """Only a damaged file is set aside: an integrity or programming error, a lock or a full
+    disk says nothing about the file, and moving a good one aside loses its rows."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, DamagedStoreError) or (
+        isinstance(code, int) and code & 0xFF in DAMAGE_CODES)
+
+
 def open_or_set_aside(path: Path, open_db: Callable[[], sqlite3.Connection],
                       clock: Callable[[], float] = time.time,
                       ) -> tuple[sqlite3.Connection, Path | None]:
@@ -476,8 +492,8 @@ def open_or_set_aside(path: Path, open_db: Callable[[], sqlite3.Connection],
     try:
         return open_db(), None
     except sqlite3.DatabaseError as exc:
-        if isinstance(exc, sqlite3.OperationalError):
-            raise  # locked, read-only, disk full: the file is fine, the moment is not
+        if not is_damage(exc):
+            raise  # locked, read-only, disk full, or our own bug: the file may be fine
     aside = path.with_name(f"{path.name}.damaged-{int(clock())}")
     for suffix in ("", "-wal", "-shm"):
         source = path.with_name(path.name + suffix)

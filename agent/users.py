@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from agent.store import open_or_set_aside
+from agent.store import DamagedStoreError, open_or_set_aside
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS activated (user TEXT PRIMARY KEY, at REAL NOT NULL);
@@ -111,7 +111,7 @@ class UserDirectory:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError("quick_check failed")
+                raise DamagedStoreError("quick_check failed")
             db.executescript(_SCHEMA)
             for table, added in _ADDED_COLUMNS.items():
                 columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}

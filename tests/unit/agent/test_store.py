@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.store import SCHEMA_VERSION, InboxKey, ReplyPart, Store, StoreError
+from agent.store import (
+    SCHEMA_VERSION,
+    InboxKey,
+    ReplyPart,
+    Store,
+    StoreError,
+    open_or_set_aside,
+)
 
 ALICE = "a1a1a1a1-0000-4000-8000-000000000001"
 BOB = "b2b2b2b2-0000-4000-8000-000000000002"
@@ -338,3 +345,21 @@ def test_a_locked_file_is_not_taken_for_a_damaged_one(tmp_path: Path) -> None:
         assert sorted(p.name for p in tmp_path.iterdir() if "damaged" in p.name) == []
     finally:
         holder.close()
+
+
+@pytest.mark.parametrize("error", [sqlite3.IntegrityError("UNIQUE constraint failed"),
+                                   sqlite3.ProgrammingError("closed database"),
+                                   sqlite3.DatabaseError("no code: not known to be damage")])
+def test_an_error_that_is_not_damage_leaves_the_file_in_place(
+        tmp_path: Path, error: sqlite3.DatabaseError) -> None:
+    """Only a file SQLite calls corrupt or not a database, or one failing its quick check,
+    is set aside: a bug in a migration must not move a good file (and its rows) away."""
+    path = tmp_path / "users.sqlite3"
+    path.write_bytes(b"rows that are fine")
+
+    def open_db() -> sqlite3.Connection:
+        raise error
+
+    with pytest.raises(type(error)):
+        open_or_set_aside(path, open_db)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["users.sqlite3"]
