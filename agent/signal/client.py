@@ -499,6 +499,8 @@ class _Connection:
         self.reader = reader
         self.writer = writer
         self.pending: dict[int | str, asyncio.Future[Any]] = {}
+        self.batched: set[int | str] = set()
+        """Ids in `pending` sent in a batch (a null-id error may concern them)."""
         self.subscription: int | None = None
         self._write_lock = asyncio.Lock()
 
@@ -568,6 +570,7 @@ class SocketTransport(_BaseTransport):
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in calls]
         conn.pending.update(zip(ids, futures, strict=True))
+        conn.batched.update(ids)
         try:
             try:
                 await conn.write([_rpc_body(call.method, call.params, request_id)
@@ -582,6 +585,7 @@ class SocketTransport(_BaseTransport):
         finally:
             for request_id in ids:
                 conn.pending.pop(request_id, None)
+                conn.batched.discard(request_id)
         outcomes: list[Outcome] = []
         for future, request_id, call in zip(futures, ids, calls, strict=True):
             if not future.done():
@@ -793,6 +797,15 @@ class SocketTransport(_BaseTransport):
             envelope = parse_receive_payload(params)
             if envelope is not None:
                 self._queue.put_nowait(envelope)
+            return
+        if message.get("id") is None and message.get("error") is not None and conn.batched:
+            # A batch the daemon could not run at all is answered with one error whose id
+            # is null: which batch is unknown, so every batch under way fails with it
+            # (receipts and typing indicators only: sends are never batched).
+            for batched_id in conn.batched:
+                future = conn.pending.get(batched_id)
+                if future is not None and not future.done():
+                    future.set_result(message)
             return
         request_id = plain_id(message.get("id"))
         future = conn.pending.get(request_id) if request_id is not None else None

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
-from agent.signal.client import HttpTransport
+from agent.signal.batch import Call
+from agent.signal.client import HttpTransport, SocketTransport, _Connection
+from agent.signal.errors import SignalError
 
 
 class Daemon:
@@ -55,3 +57,55 @@ async def test_sends_and_reactions_never_share_a_request_over_http() -> None:
     assert sent == [["send"], ["send"], ["sendReaction"], ["sendReceipt", "sendTyping"]]
     assert all(not isinstance(body, list) for body in daemon.bodies
                if methods(body)[0] in ("send", "sendReaction")), "alone, not in a batch"
+
+
+class Writer:
+    """A socket's writing end that keeps the lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.lines.append(data)
+
+    async def drain(self) -> None:
+        return None
+
+
+async def test_a_socket_batch_failed_as_a_whole_fails_its_calls_at_once() -> None:
+    """signal-cli answers a batch it cannot run with one error object whose id is null:
+    its calls fail then, not when the timeout runs out."""
+    transport = SocketTransport(host="daemon", port=1, timeout=3600)
+    writer = Writer()
+    conn = _Connection(cast(asyncio.StreamReader, None), cast(asyncio.StreamWriter, writer))
+    transport._conn = conn
+    transport._ready.set()
+    transport._supervisor = asyncio.ensure_future(asyncio.Event().wait())
+    try:
+        pending = asyncio.ensure_future(transport._call_batch(
+            [Call("sendReceipt", {"recipient": "a"}), Call("sendTyping", {"recipient": "b"})]))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(writer.lines) == 1 and json.loads(writer.lines[0])[0]["method"]
+        transport._handle_line(conn, b'{"jsonrpc":"2.0","id":null,"error":'
+                                     b'{"code":-32603,"message":"internal +4912345"}}\n')
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert pending.done(), "the calls still wait for their timeout"
+        outcomes = pending.result()
+        assert all(isinstance(o, SignalError) and o.code == -32603 for o in outcomes)
+        assert [o.method for o in outcomes] == ["sendReceipt", "sendTyping"]
+        assert conn.pending == {}
+    finally:
+        transport._supervisor.cancel()
+
+
+async def test_a_null_id_error_fails_no_plain_request() -> None:
+    """Only batches are failed by a null-id error: a plain request has its own id."""
+    transport = SocketTransport(host="daemon", port=1, timeout=3600)
+    conn = _Connection(cast(asyncio.StreamReader, None),
+                       cast(asyncio.StreamWriter, Writer()))
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    conn.pending[1] = future
+    transport._handle_line(conn, b'{"jsonrpc":"2.0","id":null,"error":{"code":-32700}}\n')
+    assert not future.done()
