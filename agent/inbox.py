@@ -149,30 +149,42 @@ class InboxWriter:
         return True
 
     async def _flush(self) -> None:
-        """Write the held messages in order, each once the data directory takes writes."""
+        """Write the held messages in order, each once the data directory takes writes.
+        Outlives any one failure: a flusher that died would leave the receive loop waiting
+        for room (when the memory is full) for ever."""
         failures = 0
         while self._held:
-            monitor = self._dependencies
-            if monitor is not None and DATA_DIR in monitor.dependencies:
-                await monitor.wait_up([DATA_DIR], timeout=self._retry_cap)
-            incoming = self._held[0]
             try:
-                message = await self._write(incoming)
-            except (sqlite3.Error, OSError) as exc:
-                if self._refused(exc):
-                    failures += 1
-                    await self._sleep(min(self._retry_cap,
-                                          self._retry_initial * 2 ** (failures - 1)))
-                    continue
-                # Not the storage: this one cannot be written at all (as `envelope_failed`
-                # before); the messages behind it still can.
-                log.error("held_message_failed", extra={"error": type(exc).__name__})
-                self._next()
+                written = await self._flush_first()
+            except Exception as exc:  # noqa: BLE001 - see the docstring; logged, retried
+                log.error("inbox_flush_failed", extra={"error": type(exc).__name__})
+                written = False
+            if written:
+                failures = 0
                 continue
-            failures = 0
-            self._next()
-            if message is None:
-                self._on_duplicate()
-            else:
-                self._on_stored(message)
+            failures += 1
+            await self._sleep(min(self._retry_cap, self._retry_initial * 2 ** (failures - 1)))
         log.info("held_messages_written")
+
+    async def _flush_first(self) -> bool:
+        """Write the oldest held message; False when the storage still refuses it."""
+        monitor = self._dependencies
+        if monitor is not None and DATA_DIR in monitor.dependencies:
+            await monitor.wait_up([DATA_DIR], timeout=self._retry_cap)
+        incoming = self._held[0]
+        try:
+            message = await self._write(incoming)
+        except Exception as exc:  # noqa: BLE001 - one message must not stop the rest
+            if isinstance(exc, sqlite3.Error | OSError) and self._refused(exc):
+                return False
+            # Not the storage: this one cannot be written at all (as `envelope_failed`
+            # before); the messages behind it still can.
+            log.error("held_message_failed", extra={"error": type(exc).__name__})
+            self._next()
+            return True
+        self._next()
+        if message is None:
+            self._on_duplicate()
+        else:
+            self._on_stored(message)
+        return True

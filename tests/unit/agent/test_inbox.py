@@ -133,3 +133,41 @@ def test_what_counts_as_a_refused_write() -> None:
     assert refused_write(busy) == "locked"
     assert refused_write(sqlite3.OperationalError("no such table: inbox")) is None
     assert refused_write(ValueError("x")) is None
+
+
+async def test_the_flusher_outlives_any_failure_and_frees_room(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """A failure that is not the storage refusing (a message that cannot be written at all,
+    a callback that fails) is logged and the flusher goes on: had it died, a receive loop
+    waiting for room in a full memory queue would wait for ever."""
+
+    class Unwritable(FullDisk):
+        def admit(self, *args: Any) -> InboxMessage | None:
+            if not self.full and args[1] == 1:
+                raise ValueError("this one cannot be written")
+            return super().admit(*args)
+
+    disk = Unwritable(store)
+    calls: list[int] = []
+
+    def on_stored(message: InboxMessage) -> None:
+        calls.append(message.key.msg_timestamp)
+        if message.key.msg_timestamp == 2:
+            raise RuntimeError("the callback fails")
+
+    async def sleep(seconds: float) -> None:
+        disk.full = False
+        await asyncio.sleep(0)
+
+    writer = InboxWriter(disk, Db(), on_stored=on_stored, sleep=sleep, max_held=1)  # type: ignore[arg-type]
+    assert await writer.admit(incoming(1)) == HELD
+    assert await asyncio.wait_for(writer.admit(incoming(2)), timeout=30) == HELD, \
+        "room: the unwritable message was dropped, not the flusher"
+    assert await asyncio.wait_for(writer.admit(incoming(3)), timeout=30) is not None
+    for _ in range(200):
+        if not writer.held:
+            break
+        await asyncio.sleep(0.01)
+    assert calls[:2] == [2, 3] and writer.held == 0
+    errors = [r.message for r in caplog.records if r.levelname == "ERROR"]
+    assert errors[:2] == ["held_message_failed", "inbox_flush_failed"]
