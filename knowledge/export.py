@@ -183,6 +183,7 @@ def _quantise(path: Path) -> None:
     (activations stay float)."""
     import logging
 
+    import_onnxruntime()  # telemetry off before the quantiser imports the runtime
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fp32 = path.with_suffix(".fp32.onnx")

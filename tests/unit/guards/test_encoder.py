@@ -1,7 +1,7 @@
 """The fine-tuned encoder's loader (guards/encoder.py): it scores only a model whose files
 match their manifest, and every damaged, missing or malformed part is one clear
 `DetectorUnavailableError` (fail closed). A tiny ONNX graph and a word-level tokenizer stand
-in for the real model (the real one is built by `make install`), so these run anywhere."""
+in for the real model (the real one is built by `make encoder`), so these run anywhere."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def test_long_messages_are_truncated_to_the_manifest_length(tmp_path: Path):
 
 
 def test_missing_directory_is_one_clear_error(tmp_path: Path):
-    with pytest.raises(DetectorUnavailableError, match=r"no manifest\.json.*make install"):
+    with pytest.raises(DetectorUnavailableError, match=r"no manifest\.json.*make encoder"):
         EncoderClassifier.load(tmp_path / "absent")
 
 

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[3]
 # ONNX Runtime keeps quiet on its own in these CI systems (and in its unit tests): the
 # child must not look like one of them, or the test would pass without the switch.
@@ -19,12 +21,16 @@ CI_MARKERS = ("TF_BUILD", "GITHUB_ACTIONS", "GITLAB_CI", "CIRCLECI", "TRAVIS", "
               "BITBUCKET_BUILD_NUMBER", "ORT_RUNNING_UNIT_TESTS", "ORT_DISABLE_TELEMETRY")
 
 
-def test_loading_onnxruntime_leaves_no_device_id_and_no_event_queue(tmp_path: Path):
+@pytest.mark.parametrize("module", ["knowledge.embeddings", "guards.encoder"])
+def test_loading_onnxruntime_leaves_no_device_id_and_no_event_queue(tmp_path: Path,
+                                                                     module: str):
+    """Both places that import the runtime (the embedder and the injection encoder, which may
+    be the first in a process whose embeddings come from an endpoint) switch it off."""
     home = tmp_path / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in CI_MARKERS}
     env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), PYTHONPATH=str(ROOT))
-    code = ("from knowledge.embeddings import import_onnxruntime\n"
+    code = (f"from {module} import import_onnxruntime\n"
             "ort = import_onnxruntime()\n"
             "ort.SessionOptions()\n"
             "import os; print(os.environ['ORT_DISABLE_TELEMETRY'])\n")
