@@ -113,17 +113,23 @@ start_daemon() {
     --exec-root "$RUN_DIR/exec" --pidfile "$RUN_DIR/dockerd.pid" \
     --storage-driver "$driver" --iptables=false --ip-masq=false --bridge=none \
     >"$CACHE/dockerd.log" 2>&1 </dev/null &
+  # Marked as ours at once: whatever fails after this, `down` can stop it.
+  local pid=$!
+  printf '%s\n' "$pid" >"$RUN_DIR/started-by-us"
   local deadline=$((SECONDS + 60))
   until engine_answers "$sock"; do
-    if ! kill -0 $! 2>/dev/null; then
+    if ! kill -0 "$pid" 2>/dev/null; then
       tail -n 20 "$CACHE/dockerd.log" >&2
+      rm -f "$RUN_DIR/started-by-us"
       die "dockerd exited (log: $CACHE/dockerd.log)"
     fi
-    (( SECONDS < deadline )) || die "dockerd did not answer within 60 s ($CACHE/dockerd.log)"
+    if (( SECONDS >= deadline )); then
+      cmd_down
+      die "dockerd did not answer within 60 s ($CACHE/dockerd.log)"
+    fi
     sleep 0.5
   done
-  printf '%s\n' "$!" >"$RUN_DIR/started-by-us"
-  log "dockerd $! answers on $sock"
+  log "dockerd $pid answers on $sock"
 }
 
 # As the official slim images do: no apt lists, caches, logs, manuals, info pages or

@@ -113,12 +113,15 @@ def engine() -> Iterator[Engine]:
     try:
         up = subprocess.run(["bash", str(ENGINE_SCRIPT), "up"], capture_output=True,
                             text=True, timeout=1200, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        if up.returncode != 0:
+            raise RuntimeError("failed: " + (up.stderr.strip().splitlines() or ["no output"])[-1])
+        values = _read_env_file(Path(up.stdout.strip()))
+    except (OSError, ValueError, subprocess.TimeoutExpired, RuntimeError) as exc:
+        # A daemon started before the failure (a stand-in build that broke) is stopped:
+        # `down` stops only the one the script marked as its own.
+        subprocess.run(["bash", str(ENGINE_SCRIPT), "down"], timeout=120, check=False,
+                       capture_output=True)
         _unavailable(f"scripts/container-engine.sh up: {exc}")
-    if up.returncode != 0:
-        _unavailable("scripts/container-engine.sh up failed: "
-                     + (up.stderr.strip().splitlines() or ["no output"])[-1])
-    values = _read_env_file(Path(up.stdout.strip()))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COMPOSE_"))}
     env["DOCKER_HOST"] = values["DOCKER_HOST"]
     found = Engine(values["DOCKER"], values["DOCKER_COMPOSE"], env,
