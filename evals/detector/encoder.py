@@ -400,9 +400,11 @@ def loso(deepset: Path | None, out: Path, log: Callable[[str], None], *,
     bottom, _top = _torch_modules(base, config["layers"], config["frozen"])
     states = frozen_states(bottom, tokens, range(len(examples)), log)
     done: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
-    done["texts_sha256"] = hashlib.sha256(
-        "\n".join(e.text for e in examples).encode()).hexdigest()
-    done["settings"] = {k: config[k] for k in ("layers", "frozen", "epochs", "cap", "seed")}
+    current = {"texts_sha256": texts_sha256(examples),
+               "settings": {k: config[k] for k in ("layers", "frozen", "epochs", "cap", "seed")}}
+    if any(done.get(key) != value for key, value in current.items()):
+        done = {}  # folds of other rows or settings: their row numbers mean other rows now
+    done |= current
     for family in families or list(FAMILIES):
         if family in done.get("folds", {}):
             continue
@@ -434,9 +436,17 @@ def fold_thresholds(examples: Sequence[Example], oof: dict[str, Any]) -> dict[st
     return out
 
 
+def texts_sha256(examples: Sequence[Example]) -> str:
+    """Which training rows a scores file was made for (its row numbers index them)."""
+    return hashlib.sha256("\n".join(e.text for e in examples).encode()).hexdigest()
+
+
 def calibrate(examples: Sequence[Example], oof: dict[str, Any]) -> float:
     """The shipped message threshold: out-of-family scores of all benign training messages
     (each scored by an encoder that never saw its family), `MESSAGE_FPR` above it."""
+    if oof.get("texts_sha256") != texts_sha256(examples):
+        raise ValueError("the out-of-family scores are for other training rows: run "
+                         "`python -m evals.detector.encoder loso` again")
     benign = [s for fold in oof["folds"].values()
               for i, s in zip(fold["rows"], fold["scores"], strict=True)
               if examples[i].label == 0 and examples[i].kind == "message"]

@@ -78,3 +78,17 @@ def test_encoder_thresholds_never_read_the_left_out_family(tmp_path, monkeypatch
     oof["texts_sha256"] = "0" * 64  # scores of other rows are never used
     path.write_text(json.dumps(oof))
     assert encoder_flags(examples, [False] * 5) is None
+
+
+def test_the_encoder_threshold_is_refused_from_scores_of_other_rows() -> None:
+    """Scores index training rows by number: read against other rows (the corpus changed
+    after the leave-out run), they would calibrate the shipped threshold on wrong labels."""
+    from evals.detector.encoder import calibrate, texts_sha256
+
+    rows = [Example(f"benign {i}", 0, "langkit", "message") for i in range(50)]
+    oof = {"texts_sha256": texts_sha256(rows),
+           "folds": {"langkit": {"rows": list(range(50)), "scores": [i / 50 for i in range(50)]}}}
+    assert 0.0 < calibrate(rows, oof) <= 1.0
+    changed = [*rows, Example("a new row", 1, "spikee-seeds", "message")]
+    with pytest.raises(ValueError, match="other training rows"):
+        calibrate(changed, oof)
