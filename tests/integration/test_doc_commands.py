@@ -33,6 +33,7 @@ import pytest
 import typer.main
 
 from agent.cli import app
+from tests.unit.project.test_runbook_and_guide import is_group
 
 ROOT = Path(__file__).resolve().parents[2]
 NEEDS = {
@@ -160,10 +161,10 @@ def _synopsis_problems(line: str) -> list[str]:
     command: click.Command = typer.main.get_command(app)
     ctx_words = ["signal-rag"]
     rest = tokens[1:]
-    while isinstance(command, click.Group) and rest and rest[0] in command.commands:
+    while is_group(command) and rest and rest[0] in command.commands:
         ctx_words.append(rest[0])
         command = command.commands[rest.pop(0)]
-    if isinstance(command, click.Group):
+    if is_group(command):
         return [f"{' '.join(ctx_words)}: {rest[0] if rest else '(nothing)'} is no subcommand"]
     options = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
     flags = {m for token in rest for m in re.findall(r"(?<![\w-])(--?[a-z][a-z0-9-]*)", token)}

@@ -332,11 +332,17 @@ def cli_invocations(text: str) -> list[str]:
     return found
 
 
+def is_group(command: object) -> bool:
+    """A command with subcommands, told by its `commands` mapping: Typer 0.2x vendors its own
+    copy of click, whose groups are not `click.Group`s."""
+    return isinstance(getattr(command, "commands", None), dict)
+
+
 def check_invocation(root: click.Command, rest: str) -> str | None:
     """None when `signal-rag <rest>` names existing subcommands and options, else why not."""
     tokens = shlex.split(rest)
     command, path = root, ["signal-rag"]
-    while isinstance(command, click.Group) and tokens and tokens[0] != "--help":
+    while is_group(command) and tokens and tokens[0] != "--help":
         word = tokens.pop(0)
         sub = command.commands.get(word)
         if sub is None:
