@@ -49,19 +49,28 @@ def write(path: Path, lines: list[str | bytes]) -> None:
             handle.write((line.encode() if isinstance(line, str) else line) + b"\n")
 
 
-GOOD = [
-    run({"user": "u1" * 32, "total_ms": 10.0}),
-    run({"user": "u1" * 32, "total_ms": 20.0}),
-    run({"user": "u2" * 32, "total_ms": 30.0, "route": "fallback:threat",
-         "guard_rules": ["ignore_previous"]}),
-    run({"user": "u3" * 32, "total_ms": 40.0, "route": "fallback:model_error",
-         "error": "AuthenticationError", "model": "gpt-4o-mini"}),
-    run({"user": "u3" * 32, "total_ms": 1000.0, "route": "fallback:output_blocked",
-         "guard_rules": ["output:canary"]}),
-    json.dumps({"ts": time.time() - 30, "event": "anomaly", "kind": "burst", "user": "u1",
-                "reason": "messages_in_window", "value": 8, "limit": 30}),
-]
-OLD = [run({"ts": time.time() - 3 * 86400, "user": "old" * 20, "route": "fallback:threat"})]
+# Built when a test runs, not at import: a slow run (CI, 2 cores) reaches a test more than
+# "30m" after collection, and events stamped at import would fall out of the window.
+def good() -> list[str]:
+    return [
+        run({"user": "u1" * 32, "total_ms": 10.0}),
+        run({"user": "u1" * 32, "total_ms": 20.0}),
+        run({"user": "u2" * 32, "total_ms": 30.0, "route": "fallback:threat",
+             "guard_rules": ["ignore_previous"]}),
+        run({"user": "u3" * 32, "total_ms": 40.0, "route": "fallback:model_error",
+             "error": "AuthenticationError", "model": "gpt-4o-mini"}),
+        run({"user": "u3" * 32, "total_ms": 1000.0, "route": "fallback:output_blocked",
+             "guard_rules": ["output:canary"]}),
+        json.dumps({"ts": time.time() - 30, "event": "anomaly", "kind": "burst", "user": "u1",
+                    "reason": "messages_in_window", "value": 8, "limit": 30}),
+    ]
+
+
+def old() -> list[str]:
+    return [run({"ts": time.time() - 3 * 86400, "user": "old" * 20,
+                 "route": "fallback:threat"})]
+
+
 MALFORMED: list[str | bytes] = [
     '{"ts": 1, "route": "answe',                 # a crash mid-write
     "not json at all",
@@ -70,16 +79,19 @@ MALFORMED: list[str | bytes] = [
     "{" * 100_000,                               # deep nesting
     "",                                          # blank lines are not malformed
 ]
-HOSTILE = [
-    run({"route": "answered\x1b[2J\x1b]0;owned\x07", "model": "m\r\nFAKE LINE",
-         "user": "evil\x1b[31m", "guard_rules": ["r\n" * 3], "total_ms": "NaN"}),
-    run({"total_ms": float("inf"), "ts": "yesterday"}),   # unusable ts: not counted
-    run({"total_ms": 1e308, "route": ["a", "list"], "user": 12345}),
-]
+
+
+def hostile() -> list[str]:
+    return [
+        run({"route": "answered\x1b[2J\x1b]0;owned\x07", "model": "m\r\nFAKE LINE",
+             "user": "evil\x1b[31m", "guard_rules": ["r\n" * 3], "total_ms": "NaN"}),
+        run({"total_ms": float("inf"), "ts": "yesterday"}),   # unusable ts: not counted
+        run({"total_ms": 1e308, "route": ["a", "list"], "user": 12345}),
+    ]
 
 
 def test_stats_counts_routes_errors_latency_blocked_users(env: Path):
-    write(env, [*OLD, *GOOD])
+    write(env, [*old(), *good()])
     result = runner.invoke(app, ["audit", "stats", "--since", "24h", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -98,7 +110,7 @@ def test_stats_counts_routes_errors_latency_blocked_users(env: Path):
 
 
 def test_stats_human_output(env: Path):
-    write(env, GOOD)
+    write(env, good())
     result = runner.invoke(app, ["audit", "stats", "--since", "30m"])
     assert result.exit_code == 0
     out = result.stdout
@@ -109,7 +121,7 @@ def test_stats_human_output(env: Path):
 
 
 def test_malformed_lines_are_counted_and_skipped(env: Path):
-    write(env, [*GOOD[:2], *MALFORMED, GOOD[2]])
+    write(env, [*good()[:2], *MALFORMED, good()[2]])
     result = runner.invoke(app, ["audit", "stats", "--json"])
     assert result.exit_code == 0
     data = json.loads(result.stdout)
@@ -119,13 +131,13 @@ def test_malformed_lines_are_counted_and_skipped(env: Path):
 
 
 def test_a_giant_line_is_skipped_without_breaking_the_next_ones(env: Path):
-    write(env, [GOOD[0], '{"x": "' + "A" * (3 << 20) + '"}', GOOD[1]])
+    write(env, [good()[0], '{"x": "' + "A" * (3 << 20) + '"}', good()[1]])
     data = json.loads(runner.invoke(app, ["audit", "stats", "--json"]).stdout)
     assert data["events"] == 2 and data["malformed_lines"] == 1
 
 
 def test_hostile_values_never_reach_the_terminal_raw(env: Path):
-    write(env, [*HOSTILE, GOOD[0]])
+    write(env, [*hostile(), good()[0]])
     for args in (["audit", "stats"], ["audit", "stats", "--json"], ["audit", "tail"],
                  ["audit", "tail", "--json"]):
         result = runner.invoke(app, args)
@@ -160,7 +172,7 @@ def test_tail_shows_the_run_id_that_graph_and_traces_take(env: Path):
 
 
 def test_tail_counts_malformed_lines_on_stderr(env: Path):
-    write(env, [GOOD[0], "garbage", GOOD[1]])
+    write(env, [good()[0], "garbage", good()[1]])
     result = runner.invoke(app, ["audit", "tail"])
     assert result.exit_code == 0
     assert len(result.stdout.splitlines()) == 2
@@ -170,11 +182,11 @@ def test_tail_counts_malformed_lines_on_stderr(env: Path):
 def test_missing_file_and_bad_since_are_usage_errors(env: Path, tmp_path: Path):
     result = runner.invoke(app, ["audit", "stats"])
     assert result.exit_code == 2 and "no audit log" in result.stderr
-    write(env, GOOD)
+    write(env, good())
     result = runner.invoke(app, ["audit", "stats", "--since", "yesterday"])
     assert result.exit_code == 2 and "30m" in result.stderr
     other = tmp_path / "backup.jsonl"
-    write(other, GOOD[:1])
+    write(other, good()[:1])
     data = json.loads(runner.invoke(app, ["audit", "stats", "--json", "--file",
                                           str(other)]).stdout)
     assert data["events"] == 1
@@ -224,7 +236,7 @@ def test_follow_yields_appended_lines_and_survives_truncation(tmp_path: Path):
 
 
 def test_compute_stats_ignores_events_without_a_time(env: Path):
-    write(env, [json.dumps({"event": "graph_run", "route": "answered"}), GOOD[0]])
+    write(env, [json.dumps({"event": "graph_run", "route": "answered"}), good()[0]])
     stats = compute_stats(env, 3600, time.time())
     assert stats.events == 1 and stats.malformed == 0
 
