@@ -151,7 +151,8 @@ class Assistant:
                  breaker: CircuitBreaker | None = None,
                  retry_policy: RetryPolicy | None = None,
                  checkpointer: BaseCheckpointSaver[Any] | None = None,
-                 alerts: Alerts | None = None, spans: OtelSpans | None = None) -> None:
+                 alerts: Alerts | None = None, spans: OtelSpans | None = None,
+                 hold_passage_checks: bool = False) -> None:
         self.settings = settings
         self.embedder = embedder or build_embedder(settings)
         self.chat_model = chat_model if chat_model is not None else build_chat_model(settings)
@@ -166,6 +167,8 @@ class Assistant:
             settings.breaker.failure_threshold, settings.breaker.window,
             settings.breaker.cooldown, on_change=_log_breaker)
         self.passage_checks: PassageChecks | None = None
+        self._hold_passage_checks = hold_passage_checks
+        self._held_fill: Callable[[], object] | None = None
         self._index: KnowledgeIndex | None = None
         self.use_index(index)
         self.checkpointer = checkpointer
@@ -180,14 +183,31 @@ class Assistant:
     def use_index(self, index: KnowledgeIndex | None) -> None:
         """Swap the index and start checking its chunks in a background thread (PERF-1):
         every passage check is then a lookup; the previous index's checks are reused for
-        unchanged chunks, and a chunk not reached yet is checked when it is retrieved."""
+        unchanged chunks, and a chunk not reached yet is checked when it is retrieved.
+
+        Built with `hold_passage_checks` (`serve`), the fill waits for
+        `start_passage_checks`: it is seconds of CPU under the GIL for a big index, and run
+        during start-up it slowed `serve` to ready by about a second (benchmarks/startup.py)."""
         self._index = index
+        self._held_fill = None
         if index is None:
             self.passage_checks = None
             return
         checks = PassageChecks(previous=self.passage_checks)
-        checks.fill_in_background(chunk.text for chunk in index.chunks)
+        texts = [chunk.text for chunk in index.chunks]
         self.passage_checks = checks
+        if self._hold_passage_checks:
+            self._held_fill = lambda: checks.fill_in_background(texts)
+        else:
+            checks.fill_in_background(texts)
+
+    def start_passage_checks(self) -> None:
+        """Start the passage-check fill held back since construction, and every later one
+        at once (`serve` calls it when its health server is up)."""
+        self._hold_passage_checks = False
+        held, self._held_fill = self._held_fill, None
+        if held is not None:
+            held()
 
     def knowledge(self) -> PassageSource | None:
         if self.index is None:

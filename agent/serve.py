@@ -8,6 +8,7 @@ work in flight, flushes the outbox and returns; the process exits 0 (RES-3).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import signal
@@ -73,6 +74,32 @@ def warm_guards(assistant: Assistant) -> None:
         log.error("output_guard_warm_up_failed", extra={"error": type(exc).__name__})
 
 
+READY_WAIT_S = 30.0
+"""How long the passage-check fill waits for the bot to be ready before it starts anyway."""
+
+
+async def start_passage_checks_when_ready(service: BotService, stop: asyncio.Event, *,
+                                          interval: float = 0.2,
+                                          timeout: float = READY_WAIT_S) -> None:
+    """Start the passage-check fill (guards/passages.py) once the bot is first ready, or
+    after `timeout`. The fill is a cache (a passage not checked yet is checked when it is
+    retrieved) and seconds of CPU under the GIL for a big index: run during start-up it
+    delayed the first `/readyz` 200 by a second or more (benchmarks/startup.py)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not stop.is_set() and loop.time() < deadline:
+        try:
+            checks = await service_readiness(service)
+        except Exception:  # noqa: BLE001, S110 - not ready; the health server reports why
+            pass
+        else:
+            if all(check.ok for check in checks.values()):
+                break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+    service.assistant.start_passage_checks()
+
+
 GRAPH_THREADS = 32
 """Threads for the graph's synchronous nodes. asyncio's default (cores + 4: six here) is
 too few: a node waiting for its query's turn in a shared embedding batch holds a thread,
@@ -88,6 +115,7 @@ def use_graph_threads(loop: asyncio.AbstractEventLoop, threads: int = GRAPH_THRE
 async def run(service: BotService, health: HealthServer | None = None) -> None:
     """Serve until SIGTERM/SIGINT; the health server lives exactly as long."""
     stop = asyncio.Event()
+    checking: asyncio.Task[None] | None = None
     loop = asyncio.get_running_loop()
     use_graph_threads(loop)
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -105,6 +133,7 @@ async def run(service: BotService, health: HealthServer | None = None) -> None:
         # reply that comes first waits for it inside the output guard, and a failed warm-up
         # fails each reply closed there (guards/output.py).
         loop.run_in_executor(None, warm_guards, service.assistant)
+        checking = asyncio.create_task(start_passage_checks_when_ready(service, stop))
         monitoring = None
         if service.monitors is not None:
             breaker = service.assistant.breaker
@@ -115,11 +144,14 @@ async def run(service: BotService, health: HealthServer | None = None) -> None:
             probing = asyncio.create_task(service.dependencies.run(stop))
         await service.run(stop)
         stop.set()
+        await checking
         if probing is not None:
             await probing
         if monitoring is not None:
             await monitoring  # queued alerts still go out before the transport closes
     finally:
+        if checking is not None and not checking.done():
+            checking.cancel()  # service.run failed: nothing left to start the fill for
         if health is not None:
             await health.stop()
         await service.transport.aclose()

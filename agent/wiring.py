@@ -104,13 +104,14 @@ def build_assistant(settings: Settings, *, embedder: Embedder | None = None,
                     retry_policy: RetryPolicy | None = None,
                     checkpointer: BaseCheckpointSaver[Any] | None = None,
                     alerts: Alerts | None = None, spans: OtelSpans | None = None,
-                    hash_user: Callable[[str], str] | None = None) -> Assistant:
+                    hash_user: Callable[[str], str] | None = None,
+                    hold_passage_checks: bool = False) -> Assistant:
     """The Assistant with its pepper and canary (created here when not configured)."""
     return Assistant(settings, hash_user=hash_user or user_hasher(settings),
                      canary=prompt_canary(settings), embedder=embedder,
                      chat_model=chat_model, audit=audit, index=index, breaker=breaker,
                      retry_policy=retry_policy, checkpointer=checkpointer, alerts=alerts,
-                     spans=spans)
+                     spans=spans, hold_passage_checks=hold_passage_checks)
 
 
 def assemble_service(
@@ -282,7 +283,8 @@ def build_service(settings: Settings, checkpointer: BaseCheckpointSaver[Any] | N
     assistant = build_assistant(
         settings, embedder=embedder, audit=audit, index=index, checkpointer=checkpointer,
         alerts=monitors.manager,  # failing guards and prompt leaks page too
-        spans=OtelSpans(tracer) if tracer is not None else None)
+        spans=OtelSpans(tracer) if tracer is not None else None,
+        hold_passage_checks=True)  # `run` starts them once the health server is up
     data = settings.data_dir
     store, users = Store(data / "inbox.sqlite3"), UserDirectory(data / "users.sqlite3")
     for aside in (store.damaged_aside, users.damaged_aside):

@@ -397,10 +397,12 @@ def index_load_run(index_dir: Path, *, cold: bool) -> dict[str, Any]:
 def load_index_main(index_dir: Path) -> None:
     """Child: time the imports, then `open_index` (verify sha256, FAISS, docstore, BM25)."""
     started = time.perf_counter()
-    import bm25s  # noqa: F401 - timed: open_index imports them on first use
-    import faiss  # noqa: F401
+    import faiss  # noqa: F401 - timed: open_index imports them on first use
 
     from knowledge.index import EmbeddingInfo, open_index
+    from knowledge.lexical import import_bm25s
+
+    import_bm25s()  # as open_index imports it: without scipy
 
     imported = time.perf_counter()
     manifest = json.loads((index_dir / "manifest.json").read_text(encoding="utf-8"))

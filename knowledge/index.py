@@ -24,6 +24,7 @@ import numpy as np
 from knowledge.chunking import Chunk
 from knowledge.documents import file_sha256
 from knowledge.embeddings import Vectors
+from knowledge.lexical import import_bm25s
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -142,9 +143,9 @@ def write_index(index_dir: Path, manifest: Manifest, chunks: Sequence[Chunk],
     `bm25_tokenize` turns texts into bm25s tokens (injected so retrieval and ingest share
     one tokenizer). The previous live copy, if it verifies, becomes the last-known-good one.
     """
-    import bm25s
     import faiss
 
+    bm25s = import_bm25s()
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.staging-", dir=index_dir.parent))
     try:
@@ -155,7 +156,7 @@ def write_index(index_dir: Path, manifest: Manifest, chunks: Sequence[Chunk],
         (staging / CHUNKS_FILE).write_text(
             json.dumps([asdict(chunk) for chunk in chunks], ensure_ascii=False), encoding="utf-8")
         if chunks:
-            sparse = bm25s.BM25()
+            sparse = bm25s.BM25(csc_backend="numpy")  # the same with or without scipy
             sparse.index(bm25_tokenize([_bm25_text(c) for c in chunks]), show_progress=False)
             sparse.save(str(staging / BM25_DIR))
         manifest.chunk_count = len(chunks)
@@ -238,8 +239,9 @@ def check_embedding(manifest: Manifest, expected: EmbeddingInfo) -> None:
 
 
 def _load_verified(index_dir: Path, expected: EmbeddingInfo | None) -> KnowledgeIndex:
-    import bm25s
     import faiss
+
+    bm25s = import_bm25s()
 
     manifest = verify_index(index_dir)
     if expected is not None:

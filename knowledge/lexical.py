@@ -6,14 +6,45 @@ tokenizer in one place makes that impossible to get wrong.
 
 from __future__ import annotations
 
+import importlib
 import re
+import sys
 from collections.abc import Sequence
 from functools import lru_cache
+from types import ModuleType
 from typing import Any
 
 # Words of two or more characters, and single digits ("exit code 3" must match "3").
 TOKEN_PATTERN = r"(?u)\b(?:\w\w+|\d)\b"  # noqa: S105 - a regex, not a secret
 _WORD = re.compile(TOKEN_PATTERN)
+
+
+def import_bm25s() -> ModuleType:
+    """bm25s, imported without scipy: the only way this package imports it.
+
+    bm25s imports `scipy.sparse` whenever scipy is installed (the eval and export extras
+    bring it), but uses it only to build its matrix with the "scipy" backend; the "numpy"
+    backend, which `write_index` asks for, builds the same scores. scipy would add about
+    14 MB and 0.1-0.25 s to `serve`, which keeps the training stack out
+    (tests/unit/project/test_runtime_imports.py). A `None` entry in `sys.modules` makes
+    that one import fail for the moment bm25s is imported; the previous entry is restored,
+    so other code still imports scipy as usual."""
+    loaded = sys.modules.get("bm25s")
+    if loaded is not None:
+        return loaded
+    modules: dict[str, ModuleType | None] = sys.modules  # type: ignore[assignment]
+    name = "scipy.sparse"
+    had = name in modules
+    previous = modules.get(name)
+    modules[name] = None  # the documented way to make an import raise ImportError
+    try:
+        bm25s = importlib.import_module("bm25s")
+    finally:
+        if had:
+            modules[name] = previous
+        else:
+            del modules[name]
+    return bm25s
 
 
 @lru_cache(maxsize=1)
@@ -33,9 +64,8 @@ QUESTION_WORDS = frozenset(_QUESTION_WORDS.split())
 
 @lru_cache(maxsize=1)
 def _stopwords() -> frozenset[str]:
-    from bm25s.stopwords import STOPWORDS_EN
-
-    return frozenset(STOPWORDS_EN) | QUESTION_WORDS
+    stopwords: frozenset[str] = frozenset(import_bm25s().stopwords.STOPWORDS_EN)
+    return stopwords | QUESTION_WORDS
 
 
 def terms(text: str) -> list[str]:
@@ -47,8 +77,7 @@ def terms(text: str) -> list[str]:
 
 def bm25_tokenize(texts: Sequence[str]) -> Any:
     """bm25s tokens for indexing, with the same stemmer and stop words as `terms`."""
-    import bm25s
-
+    bm25s = import_bm25s()
     return bm25s.tokenize(list(texts), lower=True, token_pattern=TOKEN_PATTERN,
                           stopwords=list(_stopwords()),
                           stemmer=_stemmer(), show_progress=False)

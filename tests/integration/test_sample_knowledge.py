@@ -68,3 +68,25 @@ async def test_every_chunk_is_checked_ahead_of_time(assistant: Assistant):
     assert assistant.passage_checks is None and assistant.context().passage_checks is None
     assistant.use_index(index)
     assert assistant.passage_checks is not checks and assistant.passage_checks is not None
+
+
+async def test_held_passage_checks_start_when_released(settings_for, local_embedder,
+                                                       sample_index):
+    """`serve` builds the Assistant with the fill held back until the bot is ready; the
+    checks are in the context from the start, empty, and a held fill follows a new index."""
+    held = build_assistant(settings_for(), embedder=local_embedder, index=sample_index,
+                           audit=MemoryAuditSink(), hold_passage_checks=True)
+    checks = held.passage_checks
+    assert checks is not None and not checks.done.is_set() and len(checks) == 0
+    answer = await held.ask("How long am I locked out after wrong passphrase attempts?")
+    assert "[1]" in answer.reply, "a passage not checked ahead is checked when retrieved"
+    assert not checks.done.is_set()
+    held.use_index(sample_index)  # a new index while held: its fill waits too
+    newer = held.passage_checks
+    assert newer is not None and newer is not checks and not newer.done.is_set()
+    held.start_passage_checks()
+    assert newer.done.wait(60) and len(newer) == len(sample_index.chunks)
+    assert not checks.done.is_set(), "the replaced index's fill never started"
+    held.use_index(sample_index)  # once released, a new index is checked at once
+    latest = held.passage_checks
+    assert latest is not None and latest.done.wait(60)

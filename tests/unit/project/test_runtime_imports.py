@@ -41,6 +41,26 @@ def test_runtime_modules_do_not_load_the_training_stack() -> None:
     assert not [m for m in loaded if m.startswith("evals.detector")]
 
 
+_BM25_PROBE = """
+import importlib.util, json, sys
+assert importlib.util.find_spec("scipy") is not None  # the dev extras: bm25s would import it
+from knowledge.lexical import import_bm25s
+bm25s = import_bm25s()
+blocked = "scipy.sparse" not in sys.modules and not bm25s.SCIPY_AVAILABLE
+import scipy.sparse  # still importable afterwards
+print(json.dumps([blocked, scipy.sparse.__name__]))
+"""
+
+
+def test_bm25s_is_imported_without_scipy() -> None:
+    """bm25s imports scipy when it is installed; `import_bm25s`, the package's only way in,
+    keeps it out of the process (and out of `serve`) without hiding it from anyone else."""
+    result = subprocess.run([sys.executable, "-c", _BM25_PROBE], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [True, "scipy.sparse"]
+
+
 def test_benchmarks_and_scripts_do_not_import_the_tests() -> None:
     """Tools take their fakes from agent/testing/; tests/ is not part of what ships."""
     root = Path(__file__).resolve().parents[3]
