@@ -67,7 +67,8 @@ def build_embedder(settings: Settings, *, max_retries: int = 2) -> Embedder:
     if cfg.provider == "local":
         # Concurrent questions share one forward pass (the model has no query prefix).
         return BatchingEmbedder(LocalEmbedder(cfg.model, batch_size=cfg.batch_size,
-                                              model_dir=cfg.model_dir, threads=cfg.threads))
+                                              model_dir=cfg.model_dir, threads=cfg.threads,
+                                              parallel_batches=cfg.parallel_batches))
     api_key = cfg.api_key.get_secret_value() if cfg.api_key else "not-needed"
     return OpenAIEmbedder(cfg.model, base_url=cfg.base_url, api_key=api_key,
                           timeout=settings.llm.timeout, batch_size=cfg.batch_size,

@@ -92,8 +92,14 @@ class EmbeddingSettings(BaseModel):
                                         "<model>` (where `make install` exports it)"})
     threads: int = Field(
         1, ge=0, le=256,
-        description="for `local`: ONNX Runtime threads per embedding call (0: one per "
-                    "core); one is fastest when other work shares the cores")
+        description="for `local`: ONNX Runtime threads per embedding call, a query or one "
+                    "batch of documents (0: one per core); one is fastest for a query and "
+                    "the cheapest in CPU per document")
+    parallel_batches: int = Field(
+        0, ge=0, le=256,
+        description="for `local`: batches of documents (ingest) embedded side by side, "
+                    "each on `THREADS` threads (0: the usable cores divided by `THREADS`, "
+                    "one if that is 0)")
     base_url: str | None = Field(None, description="embeddings endpoint for `openai`",
                                  json_schema_extra={DOC_DEFAULT: "`SIGNAL_RAG_LLM__BASE_URL`"})
     api_key: SecretStr | None = Field(None, description="for the embeddings endpoint",

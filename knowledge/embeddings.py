@@ -202,11 +202,15 @@ class LocalEmbedder:
     """An exported sentence-transformers model on ONNX Runtime, from local files only.
 
     Loaded on first use and then thread-safe (ONNX Runtime sessions may run concurrently).
-    `threads` is ONNX Runtime's intra-op thread count (0: one per physical core; one is
-    fastest when other work shares the cores, measured: benchmarks)."""
+    `threads` is ONNX Runtime's intra-op thread count per call (0: one per core); one is
+    fastest for a single query, and two cost 45% more CPU per document for the same
+    work (measured, docs/installation.md). Documents instead use the cores by running
+    `parallel_batches` batches side by side on the one session (0: one per usable core
+    divided by `threads`), at the CPU cost of one thread each."""
 
     def __init__(self, model: str = DEFAULT_LOCAL_MODEL, batch_size: int = 64, *,
-                 model_dir: Path | None = None, threads: int = 1) -> None:
+                 model_dir: Path | None = None, threads: int = 1,
+                 parallel_batches: int = 0) -> None:
         self._model_ref = model
         self._model_dir = model_dir if model_dir is not None else default_model_dir(model)
         # ONNX Runtime's memory arena keeps the largest batch's buffers for good (+500 MB
@@ -214,6 +218,7 @@ class LocalEmbedder:
         # a CPU (measured: 64 SciFact abstracts took as long in batches of 4, 16 or 64).
         self._batch_size = min(batch_size, MAX_ONNX_BATCH)
         self._threads = threads
+        self._workers = parallel_batches or default_parallel_batches(threads)
         self._lock = threading.Lock()
         self._loaded: _OnnxModel | None = None
 
@@ -243,13 +248,37 @@ class LocalEmbedder:
         # Longest first, as sentence-transformers does: batches of similar length pad least.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out = np.empty((len(texts), model.manifest.dimension), dtype=np.float32)
-        for start in range(0, len(order), self._batch_size):
-            rows = order[start:start + self._batch_size]
+        batches = [order[start:start + self._batch_size]
+                   for start in range(0, len(order), self._batch_size)]
+
+        def run(rows: list[int]) -> None:
             out[rows] = model.embed([texts[i] for i in rows])
+
+        if self._workers == 1 or len(batches) == 1:
+            for rows in batches:
+                run(rows)
+        else:  # ONNX Runtime releases the GIL: batches run side by side on one session
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(self._workers, len(batches)),
+                                    thread_name_prefix="embed") as pool:
+                list(pool.map(run, batches))
         return out
 
     def embed_query(self, text: str) -> Vectors:
         return self._load().embed([text])
+
+
+def default_parallel_batches(threads: int) -> int:
+    """Document batches run side by side: one per usable core (the CPUs this process may
+    run on), divided by each call's ONNX Runtime threads; one if those take every core."""
+    if threads == 0:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // threads)
 
 
 def import_onnxruntime() -> Any:

@@ -52,11 +52,13 @@ OPSET = 17
 ONNX_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 MIN_COSINE = 0.99999
-OPTIMISED_GRAPH = "optimised"
-PLAIN_GRAPH = "plain"
 MIN_COSINE_INT8 = 0.97
 """int8 weights move vectors on purpose (per-channel: cosine 0.977-0.995 on the probes
 against 0.87-0.97 per-tensor); docs/evals.md has what that does to retrieval."""
+OPTIMISED_GRAPH = "optimised"
+"""Fused by ONNX Runtime's transformer optimizer (BERT), weights stored as float16."""
+PLAIN_GRAPH = "plain"
+"""The traced graph as it is, float32: the fallback, and the graph int8 quantises."""
 PROBES = (
     "How long am I locked out after wrong passphrase attempts?",
     "What does exit code 3 mean?",
@@ -153,19 +155,12 @@ def _export_graph(st: Any, config: dict[str, Any], path: Path, form: str) -> dic
 def _fuse_bert(path: Path, *, heads: int, hidden: int) -> None:
     """ONNX Runtime's offline transformer optimizer, fp32: the BERT subgraphs become its
     fused CPU kernels (ONNX Runtime's own load-time optimiser does not match them)."""
-    import logging
-
     import_onnxruntime()
     from onnxruntime.transformers.optimizer import optimize_model
 
-    quiet = logging.getLogger("onnxruntime.transformers")  # per-fusion progress lines
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        optimised = optimize_model(str(path), model_type="bert", num_heads=heads,
-                                   hidden_size=hidden, opt_level=0, use_gpu=False)
-    finally:
-        quiet.setLevel(level)
+    # opt_level 0: its own Python fusions only, nothing ONNX Runtime would redo at load
+    optimised = optimize_model(str(path), model_type="bert", num_heads=heads,
+                               hidden_size=hidden, opt_level=0, use_gpu=False)
     optimised.save_model_to_file(str(path))
 
 

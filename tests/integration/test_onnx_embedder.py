@@ -7,7 +7,8 @@
   sentence-transformers made unimportable (importing one kills the process), so none of
   them needs the `export` extra.
 - `signal-rag model export` is reproducible: it writes the same bytes as the export
-  `make install` made into the default model directory.
+  `make install` made into the default model directory (the fused graph with float16
+  weights, whose vectors are the ones compared above).
 """
 
 from __future__ import annotations
@@ -201,6 +202,10 @@ def test_export_is_reproducible_and_matches_the_installed_model(tmp_path: Path) 
     assert fresh["files"] == installed["files"]
     assert fresh["model"] == "all-MiniLM-L6-v2" and fresh["pooling"] == "mean"
     assert fresh["max_seq_length"] == 256 and fresh["normalize"] is True
+    # fused by ONNX Runtime's transformer optimizer, weights stored as float16 (fp32 compute)
+    assert fresh["graph"] == {"attention": "eager", "fusion": "onnxruntime-transformers bert",
+                              "weights": "float16"}
+    assert (out / "model.onnx").stat().st_size < 50_000_000
     assert oct(out.stat().st_mode & 0o777) == "0o755"
     verified = subprocess.run([*CLI, "model", "verify", "--dir", str(out)],
                               capture_output=True, text=True, timeout=120, check=False)

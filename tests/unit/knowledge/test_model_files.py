@@ -205,3 +205,27 @@ def test_a_missing_extra_is_named_in_one_line_with_exit_2(
     line = one_error_line(result.stderr)
     assert f"'{extra}' extra" in line and f"signal-rag[{extra}]" in line
     assert not (clean_env / "m").exists(), "nothing is written"
+
+
+def test_parallel_batches_keep_every_vector_in_its_row() -> None:
+    """Document batches run side by side give the rows one batch at a time gives."""
+    from knowledge.embeddings import default_model_dir
+
+    if not (default_model_dir() / "manifest.json").is_file():
+        pytest.skip("no exported model in the default directory")
+    texts = [f"document number {i} " * (1 + i % 7) for i in range(40)]
+    one = LocalEmbedder(batch_size=4, parallel_batches=1).embed_documents(texts)
+    side_by_side = LocalEmbedder(batch_size=4, parallel_batches=3).embed_documents(texts)
+    assert np.allclose(one, side_by_side, atol=1e-6)
+
+
+def test_default_parallel_batches_divide_the_cores_by_the_threads(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from knowledge import embeddings
+
+    monkeypatch.setattr(embeddings.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3},
+                        raising=False)
+    assert embeddings.default_parallel_batches(1) == 4
+    assert embeddings.default_parallel_batches(2) == 2
+    assert embeddings.default_parallel_batches(8) == 1
+    assert embeddings.default_parallel_batches(0) == 1  # each call takes every core
