@@ -153,7 +153,9 @@ def test_kill_9_at_random_points_answers_every_message_once(tmp_path: Path,
 
     final = start_child(db_path, log_path, threads)
     try:
-        out, _ = final.communicate(timeout=10)
+        # A bound against a hung child, not a speed limit: ~3,000 fsyncs on a busy shared
+        # disk (~4 ms each) took more than the 10 s this was.
+        out, _ = final.communicate(timeout=120)
     finally:
         if final.poll() is None:
             final.kill()
