@@ -13,7 +13,10 @@ reported as a ratio, because these machines are shared and noisy:
   sample index (PERF-3).
 
 Usage: python -m benchmarks [--scifact DIR] [--scifact-docs N] [--questions N]
-       [--startup-runs N] [--only startup]
+       [--startup-runs N] [--only startup|bot]
+
+`--only bot` runs the bot throughput row alone (PERF-2; `--bot-runs N` repeats it and adds
+the median), e.g. `python -m benchmarks --only bot --embedders onnx --bot-runs 3`.
 """
 
 from __future__ import annotations
@@ -273,8 +276,11 @@ def main() -> None:
     parser.add_argument("--embedders", default="torch,onnx",
                         help="embedders to measure side by side (torch: the sentence-"
                              "transformers path before, onnx: the shipped one)")
-    parser.add_argument("--only", choices=("startup",),
-                        help="run only this section (writes benchmarks/results/startup.json)")
+    parser.add_argument("--only", choices=("startup", "bot"),
+                        help="run only this section (startup writes "
+                             "benchmarks/results/startup.json; bot prints its table)")
+    parser.add_argument("--bot-runs", type=int, default=1,
+                        help="with --only bot: runs per transport and embedder")
     args = parser.parse_args()
 
     from agent.observability.logs import configure_logging
@@ -286,6 +292,9 @@ def main() -> None:
         from benchmarks.startup import startup_section
 
         startup_section(max(1, args.startup_runs), args.scifact, args.startup_docs)
+        return
+    if args.only == "bot":
+        bot_section(args)
         return
     reference = SentenceTransformerEmbedder()  # torch: the baseline and the raw `encode`
     known = {"torch": reference, "onnx": LocalEmbedder()}
@@ -355,6 +364,34 @@ def main() -> None:
                "bot": bot_rows, "startup": startup, "targets": targets}
     (out / "latest.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(f"results: {out / 'latest.json'}")
+
+
+def bot_section(args: argparse.Namespace) -> None:
+    """The PERF-2 row alone: the sample index, the bot through the simulator, N runs."""
+    from benchmarks.bot import run_bot_benchmark
+    from knowledge.embeddings import LocalEmbedder, SentenceTransformerEmbedder
+    from knowledge.ingest import ingest
+
+    names = args.embedders.split(",")
+    onnx = LocalEmbedder()
+    embedders = [onnx if name == "onnx" else SentenceTransformerEmbedder() for name in names]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        sample_index = Path(tmp) / "samples-index"
+        ingest(SAMPLES, sample_index, onnx, provider="local")
+        for transport in args.bot_transports.split(","):
+            for embedder in embedders:
+                runs = [asyncio.run(run_bot_benchmark(sample_index, embedder,
+                                                      seconds=args.bot_seconds,
+                                                      transport=transport))
+                        for _ in range(max(1, args.bot_runs))]
+                rows.extend(runs)
+                if len(runs) > 1:  # a row with the same columns, only the median filled
+                    rows.append({**dict.fromkeys(runs[0], ""), "embedder": "median",
+                                 "transport": transport, "answers_per_s": statistics.median(
+                                     run["answers_per_s"] for run in runs)})
+    print_table("Bot throughput through the daemon simulator, instant model, 100 users "
+                "(PERF-2: >= 50 answers/s, 0 lost; issue 13: HTTP >= 80, TCP >= 100)", rows)
 
 
 def target_rows(ingest_rows: list[dict[str, Any]], query_rows: list[dict[str, Any]],

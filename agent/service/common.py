@@ -95,6 +95,10 @@ class Backoff:
         return min(self.cap, self.initial * 2.0 ** attempts)
 
 
+DB_THREADS = 8
+"""Threads of the SQLite pool: enough for a commit's worth of writes to gather behind it."""
+
+
 class Db:
     """Runs blocking SQLite calls off the event loop (each commit waits for an fsync) on a
     small dedicated pool while the service runs, so an fsync never stalls the loop."""
@@ -103,8 +107,11 @@ class Db:
         self._pool: ThreadPoolExecutor | None = None
 
     def open(self) -> None:
-        # Two workers: the inbox store and the user directory are separate files.
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="signal-rag-db")
+        # Several workers: inbox writes made while one commits wait in their own threads
+        # and go together in the next commit (agent/store.py, group commit), and the user
+        # directory (another file) does not wait behind them.
+        self._pool = ThreadPoolExecutor(max_workers=DB_THREADS,
+                                        thread_name_prefix="signal-rag-db")
 
     def close(self) -> None:
         pool, self._pool = self._pool, None

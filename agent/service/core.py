@@ -54,6 +54,10 @@ if TYPE_CHECKING:
     from agent.observability.metrics import BotMetrics
     from agent.observability.monitors import Monitors
 
+MAX_ADMITTING = 32
+"""Envelopes being written into the inbox at once (different senders; one sender's go one
+after the other): their writes share commits (agent/store.py, group commit). Beyond this
+the receive loop stops reading, so the daemon keeps the rest."""
 MAX_ATTEMPTS = 3
 """Claims of one message (start-ups included) before it gets the fallback reply instead."""
 GAVE_UP = "Sorry, I could not answer that message. Please try again later."
@@ -98,6 +102,11 @@ class BotService:
         """Reactions on answers (EV-4): counted, stored, linked to the answer's trace."""
         self._user_locks: dict[str, asyncio.Lock] = {}
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._admitting: set[asyncio.Task[None]] = set()
+        """Envelopes being handled (written into the inbox) by the receive loop."""
+        self._sender_queues: dict[str | None, tuple[asyncio.Lock, list[int]]] = {}
+        """Per sender: the lock its envelopes take in arrival order, and how many hold or
+        wait for it (the entry goes when none does)."""
         self.inbox = InboxWriter(store, db, on_stored=self._admitted,
                                  on_duplicate=self._duplicate,
                                  dependencies=self.dependencies, metrics=metrics)
@@ -127,6 +136,10 @@ class BotService:
         with contextlib.suppress(asyncio.CancelledError):
             await receiver
         stopped.cancel()
+        if self._admitting:  # envelopes already read: into the inbox (or held) first
+            _, admitting = await asyncio.wait(self._admitting, timeout=self._drain_timeout)
+            for task in admitting:  # waiting for room among held messages (disk full)
+                task.cancel()
         await self.inbox.drain()  # held messages: into the inbox if it takes them now
         self.retries.cancel()  # waiting retries stay in the inbox for the next start
         if self._in_flight:
@@ -157,12 +170,31 @@ class BotService:
     # ----------------------------------------------------------------- receiving
 
     async def _receive_loop(self) -> None:
+        """Each envelope is handled in a task of its own, so the inbox writes of different
+        senders share commits; one sender's envelopes are handled one after the other, in
+        arrival order (so their messages are stored, answered and replied to in order)."""
+        slots = asyncio.Semaphore(MAX_ADMITTING)
         async for envelope in self.transport.events():
-            try:
+            await slots.acquire()
+            task = asyncio.create_task(self._handle_in_order(envelope, slots))
+            self._admitting.add(task)
+            task.add_done_callback(self._admitting.discard)
+
+    async def _handle_in_order(self, envelope: Envelope, slots: asyncio.Semaphore) -> None:
+        sender = envelope.source_uuid
+        lock, users = self._sender_queues.setdefault(sender, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:  # asyncio's lock is FIFO: arrival order
                 await self.handle(envelope)
-            except Exception as exc:  # noqa: BLE001 - one bad message never stops the bot
-                log.error("envelope_failed", extra={"error": type(exc).__name__,
-                                                    "kind": envelope.kind.value})
+        except Exception as exc:  # noqa: BLE001 - one bad message never stops the bot
+            log.error("envelope_failed", extra={"error": type(exc).__name__,
+                                                "kind": envelope.kind.value})
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._sender_queues[sender]
+            slots.release()
 
     async def handle(self, envelope: Envelope) -> None:
         """Persist what needs an answer and schedule it; record feedback; ignore the rest."""

@@ -57,6 +57,7 @@ from agent.signal.errors import (
     SignalTimeoutError,
     error_from_failures,
 )
+from agent.signal.http_pool import DaemonHTTPTransport
 from agent.signal.reconnect import (
     Backoff,
     Clock,
@@ -352,10 +353,12 @@ class HttpTransport(_BaseTransport):
         # A small pool: httpx checks every pooled connection on each request, so a pool
         # grown to one connection per concurrent call costs more CPU than it saves; the
         # daemon answers in a few milliseconds, so few connections keep it busy.
+        # The pool's per-request check of idle connections is made cheap (http_pool.py).
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
-            limits=httpx.Limits(max_connections=MAX_HTTP_CONNECTIONS,
-                                max_keepalive_connections=MAX_HTTP_CONNECTIONS),
+            transport=DaemonHTTPTransport(httpx.Limits(
+                max_connections=MAX_HTTP_CONNECTIONS,
+                max_keepalive_connections=MAX_HTTP_CONNECTIONS)),
             trust_env=False)
         self._owns_client = client is None
 

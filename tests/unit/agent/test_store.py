@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -363,3 +367,113 @@ def test_an_error_that_is_not_damage_leaves_the_file_in_place(
     with pytest.raises(type(error)):
         open_or_set_aside(path, open_db)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["users.sqlite3"]
+
+
+# --- group commit: writes from several threads share one transaction --------------------
+
+
+def _queue_writes_while_locked(store: Store, writes: list[Any]) -> list[Any]:
+    """Run each of `writes` (no-argument calls) in a thread of its own while the test holds
+    the store's lock, so that all of them queue up; then release it: the first thread to
+    take the lock commits them all in one transaction. Returns each call's result or the
+    exception it raised."""
+    outcomes: list[Any] = [None] * len(writes)
+
+    def run(index: int) -> None:
+        try:
+            outcomes[index] = writes[index]()
+        except Exception as exc:
+            outcomes[index] = exc
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(writes))]
+    with store._lock:
+        for thread in threads:
+            thread.start()
+        while len(store._queued) < len(writes):  # every write waits for the lock
+            time.sleep(0.001)
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def _commits(store: Store) -> list[str]:
+    statements: list[str] = []
+    store._db.set_trace_callback(
+        lambda sql: statements.append(sql) if sql.strip().upper() == "COMMIT" else None)
+    return statements
+
+
+def test_writes_waiting_for_a_commit_share_the_next_one(store: Store) -> None:
+    first, second = accept(store, ts=1), accept(store, ts=2)
+    store.claim(first)
+    store.claim(second)
+    store.record_reply(first, [ReplyPart("one", recipient=ALICE)])
+    (item,) = store.due_outbox()
+    commits = _commits(store)
+    outcomes = _queue_writes_while_locked(store, [
+        lambda: store.admit(BOB, 3, BOB, {"text": "new"}),
+        lambda: store.record_reply(second, [ReplyPart("two", recipient=ALICE)]),
+        lambda: store.mark_sent(item.id, 99),
+        lambda: store.mark_sent(item.id, 100),  # no longer pending: False
+        lambda: store.accept(ALICE, 1, ALICE, {"text": "redelivered"}),  # known: False
+    ])
+    assert len(commits) == 1  # five writes, one transaction
+    admitted, replied, sent, sent_again, accepted = outcomes
+    assert admitted is not None and admitted.key == InboxKey(BOB, 3)
+    assert admitted.status == "processing"
+    assert (replied, sent, sent_again, accepted) == (True, True, False, False)
+    message = store.get(second)
+    assert message is not None and message.status == "answered"
+    assert store.counts().outbox == {"pending": 1, "sent": 1, "failed_permanent": 0}
+
+
+def test_a_failing_write_in_a_group_is_undone_alone(store: Store) -> None:
+    first, second = accept(store, ts=1), accept(store, ts=2)
+    store.claim(first)
+    store.claim(second)
+    outcomes = _queue_writes_while_locked(store, [
+        lambda: store.record_reply(first, [ReplyPart("ok", recipient=ALICE)]),
+        lambda: store.record_reply(second, [
+            ReplyPart("ok", recipient=ALICE),
+            ReplyPart(None, recipient=ALICE)]),  # type: ignore[arg-type]
+        lambda: store.admit(BOB, 3, BOB, {"text": "new"}),
+    ])
+    assert outcomes[0] is True and outcomes[2] is not None
+    assert isinstance(outcomes[1], sqlite3.IntegrityError)
+    failed = store.get(second)
+    assert failed is not None and failed.status == "processing" and failed.payload
+    answered = store.get(first)
+    assert answered is not None and answered.status == "answered"
+    assert store.counts().outbox["pending"] == 1  # the first reply's part only
+
+
+def test_a_group_that_cannot_commit_fails_every_caller_and_keeps_nothing(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = accept(store, ts=1)
+    store.claim(first)
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = sqlite3.SQLITE_FULL
+
+    @contextmanager
+    def commit_fails() -> Iterator[sqlite3.Connection]:
+        store._db.execute("BEGIN IMMEDIATE")
+        yield store._db
+        # What a full disk does at COMMIT (the WAL cannot grow): the transaction is lost.
+        store._db.execute("ROLLBACK")
+        raise full
+
+    monkeypatch.setattr(store, "_tx", commit_fails)
+    outcomes = _queue_writes_while_locked(store, [
+        lambda: store.record_reply(first, [ReplyPart("ok", recipient=ALICE)]),
+        lambda: store.admit(BOB, 3, BOB, {"text": "new"}),
+        lambda: store.accept(BOB, 4, BOB, {"text": "newer"}),
+    ])
+    assert all(isinstance(outcome, sqlite3.OperationalError) for outcome in outcomes)
+    assert {outcome.sqlite_errorcode for outcome in outcomes} == {sqlite3.SQLITE_FULL}
+    monkeypatch.undo()
+    message = store.get(first)
+    assert message is not None and message.status == "processing" and message.payload
+    assert store.get(InboxKey(BOB, 3)) is None and store.get(InboxKey(BOB, 4)) is None
+    assert store.counts().outbox["pending"] == 0
+    assert not store._db.in_transaction
+    assert store.mark_ignored(first)  # the store works on once the disk takes writes

@@ -137,3 +137,44 @@ async def test_a_write_the_full_disk_refuses_waits_for_it_without_spending_an_at
     assert [item.text for item in store.due_outbox(clock())] == ["Every 300 km [1]."]
     message = store.get(InboxKey(ALICE, 1))
     assert len(assistant.asked) == 2 and message is not None and message.attempts == 1
+
+
+async def test_the_receive_loop_writes_senders_side_by_side_and_each_in_order(
+        store: Store, users: UserDirectory, clock: Clock) -> None:
+    bob = "b0b0b0b0-0000-4000-8000-000000000002"
+    bot = service(FakeAssistant(), store, users, clock)
+    arrived = [envelope("a1", timestamp=1), envelope("b1", source_uuid=bob, timestamp=2),
+               envelope("a2", timestamp=3), envelope("b2", source_uuid=bob, timestamp=4),
+               envelope("a3", timestamp=5)]
+
+    async def events() -> Any:
+        for item in arrived:
+            yield item
+
+    started: list[str] = []
+    release = {item.text: asyncio.Event() for item in arrived}
+
+    async def handle(item: Envelope) -> None:
+        started.append(str(item.text))
+        await release[str(item.text)].wait()
+        if item.text == "a2":
+            raise RuntimeError("one bad envelope")  # logged; the rest go on
+
+    bot.transport.events = events  # type: ignore[method-assign]
+    bot.handle = handle  # type: ignore[method-assign, assignment]
+    receiving = asyncio.create_task(bot._receive_loop())
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert started == ["a1", "b1"], "one envelope per sender at a time, senders side by side"
+    release["b1"].set()
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert started == ["a1", "b1", "b2"], "alice's next waits for her first"
+    for text in ("a1", "a2", "b2", "a3"):
+        release[text].set()
+    await receiving
+    while bot._admitting:
+        await asyncio.wait(set(bot._admitting))
+        await asyncio.sleep(0)
+    assert started == ["a1", "b1", "b2", "a2", "a3"]
+    assert not bot._sender_queues, "no sender is remembered once its envelopes are done"
