@@ -285,7 +285,10 @@ class Store:
         try:
             yield self._db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # SQLite rolls some failures back itself (SQLITE_FULL, SQLITE_IOERR): a ROLLBACK
+            # then would fail and hide the original error, which callers classify.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
 
@@ -317,7 +320,12 @@ class Store:
                         db.execute("SAVEPOINT grouped_write")
                         try:
                             write.result = write.op(db)
-                        except Exception as exc:  # noqa: BLE001 - raised in its own caller
+                        except Exception as exc:  # raised in its own caller, or by the group
+                            if not db.in_transaction:
+                                # SQLite rolled the whole transaction back (disk full, I/O
+                                # error): the earlier writes are gone too, so the group
+                                # fails with this error, which every caller classifies.
+                                raise
                             db.execute("ROLLBACK TO grouped_write")
                             write.error = exc
                         db.execute("RELEASE grouped_write")
@@ -583,11 +591,16 @@ def open_or_set_aside(path: Path, open_db: Callable[[], sqlite3.Connection],
 
 
 def _copy_error(exc: BaseException) -> BaseException:
-    """A copy of `exc` for another caller (sqlite3 errors keep their error code)."""
+    """A copy of `exc` for another caller: sqlite3 errors keep their error code, and the
+    copy keeps the original's cause and context, which callers also classify."""
     try:
-        return copy.copy(exc)
+        duplicate = copy.copy(exc)
     except Exception:  # noqa: BLE001 - an exception that cannot be copied is shared
         return exc
+    duplicate.__cause__ = exc.__cause__
+    duplicate.__context__ = exc.__context__
+    duplicate.__suppress_context__ = exc.__suppress_context__
+    return duplicate
 
 
 def _error_class(name: str) -> str:

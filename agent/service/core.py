@@ -57,7 +57,8 @@ if TYPE_CHECKING:
 MAX_ADMITTING = 32
 """Envelopes being written into the inbox at once (different senders; one sender's go one
 after the other): their writes share commits (agent/store.py, group commit). Beyond this
-the receive loop stops reading, so the daemon keeps the rest."""
+the receive loop stops reading: over HTTP the daemon keeps the rest; over TCP or a UNIX
+socket they wait, already read, in the transport's queue."""
 MAX_ATTEMPTS = 3
 """Claims of one message (start-ups included) before it gets the fallback reply instead."""
 GAVE_UP = "Sorry, I could not answer that message. Please try again later."
@@ -175,12 +176,23 @@ class BotService:
         arrival order (so their messages are stored, answered and replied to in order)."""
         slots = asyncio.Semaphore(MAX_ADMITTING)
         async for envelope in self.transport.events():
-            await slots.acquire()
-            task = asyncio.create_task(self._handle_in_order(envelope, slots))
-            self._admitting.add(task)
-            task.add_done_callback(self._admitting.discard)
+            try:
+                await slots.acquire()
+            except asyncio.CancelledError:
+                # Stopping while every slot is taken: this envelope is already read (the
+                # daemon will not send it again), so it joins the others being admitted,
+                # which the stop waits for, instead of being dropped.
+                self._admit(envelope, slots, holds_slot=False)
+                raise
+            self._admit(envelope, slots, holds_slot=True)
 
-    async def _handle_in_order(self, envelope: Envelope, slots: asyncio.Semaphore) -> None:
+    def _admit(self, envelope: Envelope, slots: asyncio.Semaphore, *, holds_slot: bool) -> None:
+        task = asyncio.create_task(self._handle_in_order(envelope, slots, holds_slot))
+        self._admitting.add(task)
+        task.add_done_callback(self._admitting.discard)
+
+    async def _handle_in_order(self, envelope: Envelope, slots: asyncio.Semaphore,
+                               holds_slot: bool = True) -> None:
         sender = envelope.source_uuid
         lock, users = self._sender_queues.setdefault(sender, (asyncio.Lock(), [0]))
         users[0] += 1
@@ -194,7 +206,8 @@ class BotService:
             users[0] -= 1
             if not users[0]:
                 del self._sender_queues[sender]
-            slots.release()
+            if holds_slot:
+                slots.release()
 
     async def handle(self, envelope: Envelope) -> None:
         """Persist what needs an answer and schedule it; record feedback; ignore the rest."""

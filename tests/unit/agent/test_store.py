@@ -389,8 +389,12 @@ def _queue_writes_while_locked(store: Store, writes: list[Any]) -> list[Any]:
     with store._lock:
         for thread in threads:
             thread.start()
-        while len(store._queued) < len(writes):  # every write waits for the lock
+        for _ in range(100_000):  # every write waits for the lock (bounded: never hang)
+            if len(store._queued) == len(writes):
+                break
             time.sleep(0.001)
+        else:
+            raise AssertionError(f"only {len(store._queued)} of {len(writes)} writes queued")
     for thread in threads:
         thread.join()
     return outcomes
@@ -431,6 +435,7 @@ def test_a_failing_write_in_a_group_is_undone_alone(store: Store) -> None:
     first, second = accept(store, ts=1), accept(store, ts=2)
     store.claim(first)
     store.claim(second)
+    commits = _commits(store)
     outcomes = _queue_writes_while_locked(store, [
         lambda: store.record_reply(first, [ReplyPart("ok", recipient=ALICE)]),
         lambda: store.record_reply(second, [
@@ -438,6 +443,7 @@ def test_a_failing_write_in_a_group_is_undone_alone(store: Store) -> None:
             ReplyPart(None, recipient=ALICE)]),  # type: ignore[arg-type]
         lambda: store.admit(BOB, 3, BOB, {"text": "new"}),
     ])
+    assert len(commits) == 1  # one group: the savepoint undid the failing write alone
     assert outcomes[0] is True and outcomes[2] is not None
     assert isinstance(outcomes[1], sqlite3.IntegrityError)
     failed = store.get(second)
@@ -477,3 +483,26 @@ def test_a_group_that_cannot_commit_fails_every_caller_and_keeps_nothing(
     assert store.counts().outbox["pending"] == 0
     assert not store._db.in_transaction
     assert store.mark_ignored(first)  # the store works on once the disk takes writes
+
+
+def test_a_full_disk_in_the_middle_of_a_group_fails_every_caller_as_storage_refused(
+        store: Store) -> None:
+    """SQLite rolls the whole transaction back itself when the file cannot grow: every
+    caller of the group must get the disk-full error (which the inbox holds messages
+    for), not a failed ROLLBACK's error, and nothing of the group is kept."""
+    from agent.inbox import refused_write
+
+    (pages,) = store._db.execute("PRAGMA page_count").fetchone()
+    store._db.execute(f"PRAGMA max_page_count = {pages + 2}")
+    outcomes = _queue_writes_while_locked(store, [
+        lambda: store.admit(BOB, 1, BOB, {"text": "small"}),
+        lambda: store.admit(BOB, 2, BOB, {"text": "x" * 200_000}),  # cannot fit
+        lambda: store.admit(BOB, 3, BOB, {"text": "small too"}),
+    ])
+    assert all(isinstance(outcome, sqlite3.OperationalError) for outcome in outcomes), \
+        outcomes
+    assert [refused_write(outcome) for outcome in outcomes] == ["disk_full"] * 3
+    assert not store._db.in_transaction
+    assert all(store.get(InboxKey(BOB, ts)) is None for ts in (1, 2, 3))
+    store._db.execute("PRAGMA max_page_count = 1073741823")
+    assert store.admit(BOB, 1, BOB, {"text": "small"}) is not None  # held, then stored

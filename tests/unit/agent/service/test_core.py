@@ -5,7 +5,10 @@ poison message gets. Sleep and clock are injected."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
+
+import pytest
 
 from agent.addressing import BotIdentity
 from agent.assistant import Answer
@@ -178,3 +181,42 @@ async def test_the_receive_loop_writes_senders_side_by_side_and_each_in_order(
         await asyncio.sleep(0)
     assert started == ["a1", "b1", "b2", "a2", "a3"]
     assert not bot._sender_queues, "no sender is remembered once its envelopes are done"
+
+
+async def test_an_envelope_read_while_every_slot_is_taken_is_admitted_at_stop(
+        store: Store, users: UserDirectory, clock: Clock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopping while the receive loop waits for a slot must not drop the envelope it has
+    already read: the daemon will not send it again."""
+    monkeypatch.setattr("agent.service.core.MAX_ADMITTING", 1)
+    bot = service(FakeAssistant(), store, users, clock)
+    arrived = [envelope("first", timestamp=1), envelope("second", timestamp=2)]
+    never = asyncio.Event()
+
+    async def events() -> Any:
+        for item in arrived:
+            yield item
+        await never.wait()
+
+    handled: list[str] = []
+    release = asyncio.Event()
+
+    async def handle(item: Envelope) -> None:
+        await release.wait()
+        handled.append(str(item.text))
+
+    bot.transport.events = events  # type: ignore[method-assign]
+    bot.handle = handle  # type: ignore[method-assign, assignment]
+    receiving = asyncio.create_task(bot._receive_loop())
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert len(bot._admitting) == 1, "the second envelope waits for the only slot"
+    receiving.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await receiving
+    assert len(bot._admitting) == 2, "the read envelope joined the ones being admitted"
+    release.set()
+    while bot._admitting:
+        await asyncio.wait(set(bot._admitting))
+        await asyncio.sleep(0)
+    assert handled == ["first", "second"]
