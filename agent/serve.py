@@ -79,12 +79,13 @@ READY_WAIT_S = 30.0
 
 
 async def start_passage_checks_when_ready(service: BotService, stop: asyncio.Event, *,
-                                          interval: float = 0.2,
+                                          interval: float = 0.5,
                                           timeout: float = READY_WAIT_S) -> None:
     """Start the passage-check fill (guards/passages.py) once the bot is first ready, or
-    after `timeout`. The fill is a cache (a passage not checked yet is checked when it is
-    retrieved) and seconds of CPU under the GIL for a big index: run during start-up it
-    delayed the first `/readyz` 200 by a second or more (benchmarks/startup.py)."""
+    after `timeout`, unless it is stopping by then. The fill is a cache (a passage not
+    checked yet is checked when it is retrieved) and seconds of CPU under the GIL for a
+    big index: run during start-up it delayed the first `/readyz` 200 by a second or more
+    (benchmarks/startup.py)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not stop.is_set() and loop.time() < deadline:
@@ -97,7 +98,8 @@ async def start_passage_checks_when_ready(service: BotService, stop: asyncio.Eve
                 break
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
-    service.assistant.start_passage_checks()
+    if not stop.is_set():  # stopping: the fill would only compete with the drain
+        service.assistant.start_passage_checks()
 
 
 GRAPH_THREADS = 32

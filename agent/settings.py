@@ -98,8 +98,9 @@ class EmbeddingSettings(BaseModel):
     parallel_batches: int = Field(
         0, ge=0, le=256,
         description="for `local`: batches of documents (ingest) embedded side by side, "
-                    "each on `THREADS` threads (0: the usable cores divided by `THREADS`, "
-                    "one if that is 0)")
+                    "sharing the calls' `THREADS` (0: the usable cores divided by "
+                    "`THREADS`, at most 2, at least 1; each batch in flight keeps its "
+                    "buffers, so more costs memory)")
     base_url: str | None = Field(None, description="embeddings endpoint for `openai`",
                                  json_schema_extra={DOC_DEFAULT: "`SIGNAL_RAG_LLM__BASE_URL`"})
     api_key: SecretStr | None = Field(None, description="for the embeddings endpoint",

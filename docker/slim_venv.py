@@ -14,7 +14,8 @@ both steps with the two exceptions below:
 - every third-party `.py` is compiled to a `.pyc` beside it (the layout Python imports
   without the source) and the source is removed; each `__pycache__` goes too. A traceback
   through a third-party package then names the file and line but cannot print the line.
-  The packages named by `--keep-source` (ours) keep their source.
+  The packages named by `--keep-source` keep their source: ours, and any that read
+  their own (anyio does, to import lazily).
 
 Every step is checked: a file that does not compile keeps its source, and the runtime
 stage imports what the bot's commands import before the image is accepted.

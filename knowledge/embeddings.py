@@ -269,16 +269,23 @@ class LocalEmbedder:
         return self._load().embed([text])
 
 
+MAX_DEFAULT_PARALLEL_BATCHES = 2
+"""Each batch in flight keeps its buffers in ONNX Runtime's memory arena for good (a
+batch of long chunks: hundreds of MB), and the CPUs a process may run on are not its CPU
+quota in a container: more than two side by side is the operator's choice."""
+
+
 def default_parallel_batches(threads: int) -> int:
     """Document batches run side by side: one per usable core (the CPUs this process may
-    run on), divided by each call's ONNX Runtime threads; one if those take every core."""
+    run on), divided by each call's ONNX Runtime threads, at most two; one if those take
+    every core."""
     if threads == 0:
         return 1
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, cores // threads)
+    return max(1, min(MAX_DEFAULT_PARALLEL_BATCHES, cores // threads))
 
 
 def import_onnxruntime() -> Any:

@@ -99,27 +99,45 @@ def export_model(out: Path, model: str = DEFAULT_LOCAL_MODEL, *, int8: bool = Fa
         (staging / TOKENIZER_FILE).write_text(tokenizer, encoding="utf-8")
         # int8 keeps the graph its published figures were measured on (docs/evals.md).
         forms = [PLAIN_GRAPH] if int8 else [OPTIMISED_GRAPH, PLAIN_GRAPH]
+        fallback = None  # why an earlier form was not kept: the manifest records it
+        minimum = MIN_COSINE_INT8 if int8 else MIN_COSINE
         for form in forms:
-            graph = _export_graph(st, config, staging / ONNX_FILE, form)
-            if int8:
-                _quantise(staging / ONNX_FILE)
-                graph["weights"] = "int8"
-            manifest_data = _manifest(model, config, staging, graph, int8=int8)
-            manifest = ModelManifest.parse(manifest_data)
-            (staging / MODEL_MANIFEST).write_text(
-                json.dumps(manifest_data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-            cosine = _check(st, staging, manifest)
-            minimum = MIN_COSINE_INT8 if int8 else MIN_COSINE
+            try:
+                manifest, cosine = _export_form(st, model, config, staging, form=form,
+                                                fallback=fallback, int8=int8)
+            except Exception as exc:  # the next form is checked the same way
+                if form == forms[-1]:
+                    raise
+                fallback = f"{form}: {type(exc).__name__}"
+                continue
             if cosine >= minimum:
                 break
             if form == forms[-1]:
                 raise ExportError(f"the exported model's vectors differ from "
                                   f"sentence-transformers' (lowest cosine {cosine:.6f} < "
                                   f"{minimum})")
+            fallback = f"{form}: lowest cosine {cosine:.7f}"
         _replace(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+def _export_form(st: Any, model: str, config: dict[str, Any], staging: Path, *, form: str,
+                 fallback: str | None, int8: bool) -> tuple[ModelManifest, float]:
+    """Export `form` into `staging` with its manifest; returns it and the lowest cosine
+    against sentence-transformers on the probes."""
+    graph = _export_graph(st, config, staging / ONNX_FILE, form)
+    if fallback is not None:
+        graph["fallback"] = fallback
+    if int8:
+        _quantise(staging / ONNX_FILE)
+        graph["weights"] = "int8"
+    manifest_data = _manifest(model, config, staging, graph, int8=int8)
+    manifest = ModelManifest.parse(manifest_data)
+    (staging / MODEL_MANIFEST).write_text(
+        json.dumps(manifest_data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return manifest, _check(st, staging, manifest)
 
 
 def _manifest(model: str, config: dict[str, Any], staging: Path, graph: dict[str, str],
@@ -242,11 +260,17 @@ def _export_onnx(st: Any, inputs: Sequence[str], path: Path, *,
                  attention: str | None) -> None:
     """The transformer alone (token embeddings out); pooling runs in NumPy at run time.
     `attention`: the attention implementation to trace (None: the one it was loaded with)."""
-    import torch
-
     auto_model = st[0].auto_model.eval()
     loaded_with = getattr(auto_model.config, "_attn_implementation", None)
     _set_attention(auto_model, attention or loaded_with)
+    try:
+        _trace(st, auto_model, inputs, path)
+    finally:  # the model goes back as it was loaded, whatever happened
+        _set_attention(auto_model, loaded_with)
+
+
+def _trace(st: Any, auto_model: Any, inputs: Sequence[str], path: Path) -> None:
+    import torch
 
     class TokenEmbeddings(torch.nn.Module):
         def __init__(self) -> None:
@@ -269,7 +293,6 @@ def _export_onnx(st: Any, inputs: Sequence[str], path: Path, *,
                           output_names=["token_embeddings"],
                           dynamic_axes={**axes, "token_embeddings": {0: "batch", 1: "tokens"}},
                           opset_version=OPSET, dynamo=False, do_constant_folding=True)
-    _set_attention(auto_model, loaded_with)
 
 
 def _set_attention(auto_model: Any, attention: str | None) -> None:

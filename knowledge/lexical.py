@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import re
 import sys
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from types import ModuleType
@@ -28,23 +29,28 @@ def import_bm25s() -> ModuleType:
     14 MB and 0.1-0.25 s to `serve`, which keeps the training stack out
     (tests/unit/project/test_runtime_imports.py). A `None` entry in `sys.modules` makes
     that one import fail for the moment bm25s is imported; the previous entry is restored,
-    so other code still imports scipy as usual."""
-    loaded = sys.modules.get("bm25s")
-    if loaded is not None:
-        return loaded
-    modules: dict[str, ModuleType | None] = sys.modules  # type: ignore[assignment]
-    name = "scipy.sparse"
-    had = name in modules
-    previous = modules.get(name)
-    modules[name] = None  # the documented way to make an import raise ImportError
-    try:
-        bm25s = importlib.import_module("bm25s")
-    finally:
-        if had:
-            modules[name] = previous
-        else:
-            del modules[name]
-    return bm25s
+    so other code still imports scipy as usual. One thread at a time: a second one could
+    otherwise see a half-imported bm25s, or restore the `None` entry for good."""
+    with _BM25S_IMPORT:
+        loaded = sys.modules.get("bm25s")
+        if loaded is not None:
+            return loaded
+        modules: dict[str, ModuleType | None] = sys.modules  # type: ignore[assignment]
+        name = "scipy.sparse"
+        had = name in modules
+        previous = modules.get(name)
+        modules[name] = None  # the documented way to make an import raise ImportError
+        try:
+            bm25s = importlib.import_module("bm25s")
+        finally:
+            if had:
+                modules[name] = previous
+            else:
+                del modules[name]
+        return bm25s
+
+
+_BM25S_IMPORT = threading.Lock()
 
 
 @lru_cache(maxsize=1)

@@ -102,8 +102,13 @@ class DaemonHTTPTransport(httpx.AsyncHTTPTransport):
     """httpx's transport (no proxy, HTTP/1.1, no retries) over the pool described above."""
 
     def __init__(self, limits: httpx.Limits) -> None:
-        # Not super().__init__: it would build (and load certificates for) a pool that is
-        # replaced at once. httpx's transport uses nothing but `_pool`.
+        # httpx's own set-up first (whatever a later httpx adds), then its pool, a private
+        # attribute, replaced: checked, so a renamed one fails here with one clear error
+        # instead of at every request. (The replaced pool never opened a connection.)
+        super().__init__(limits=limits, http1=True, http2=False, retries=0)
+        if not isinstance(getattr(self, "_pool", None), httpcore.AsyncConnectionPool):
+            raise RuntimeError(f"httpx {httpx.__version__}: AsyncHTTPTransport keeps no "
+                               "`_pool`; agent/signal/http_pool.py needs updating")
         self._pool = httpcore.AsyncConnectionPool(
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,

@@ -42,7 +42,7 @@ async def test_the_fill_waits_for_the_first_ready(monkeypatch: pytest.MonkeyPatc
     assert asked == [0, 0, 0] and assistant.started == 1
 
 
-async def test_the_fill_starts_anyway_after_the_time_limit_or_on_stop(
+async def test_the_fill_starts_anyway_after_the_time_limit_but_not_on_stop(
         monkeypatch: pytest.MonkeyPatch) -> None:
     async def never_ready(_service: Any) -> dict[str, Check]:
         return {"signal_cli": Check(False, "unreachable")}
@@ -60,4 +60,4 @@ async def test_the_fill_starts_anyway_after_the_time_limit_or_on_stop(
     stop.set()
     assistant = _Assistant()
     await serve.start_passage_checks_when_ready(_service(assistant), stop)
-    assert assistant.started == 1
+    assert assistant.started == 0  # stopping: seconds of CPU would only slow the drain

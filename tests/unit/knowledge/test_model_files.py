@@ -219,13 +219,14 @@ def test_parallel_batches_keep_every_vector_in_its_row() -> None:
     assert np.allclose(one, side_by_side, atol=1e-6)
 
 
-def test_default_parallel_batches_divide_the_cores_by_the_threads(
+def test_default_parallel_batches_divide_the_cores_by_the_threads_at_most_two(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from knowledge import embeddings
 
     monkeypatch.setattr(embeddings.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3},
                         raising=False)
-    assert embeddings.default_parallel_batches(1) == 4
+    assert embeddings.default_parallel_batches(1) == 2  # not 4: memory (see there)
     assert embeddings.default_parallel_batches(2) == 2
+    assert embeddings.default_parallel_batches(3) == 1
     assert embeddings.default_parallel_batches(8) == 1
     assert embeddings.default_parallel_batches(0) == 1  # each call takes every core
