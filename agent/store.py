@@ -221,9 +221,11 @@ class Store:
         self._clock = clock
         self._lock = threading.Lock()
         """Held by whoever uses the connection: a group commit, a read, a maintenance call."""
-        self._queue_lock = threading.Lock()
+        self._queue = threading.Condition(threading.Lock())
         self._queued: list[_Write[Any]] = []
         """Writes waiting for the next group commit (see the module docstring)."""
+        self._leading = False
+        """A writer is committing a group: the others wait on `_queue`, not on `_lock`."""
         self._path = Path(path)
         self._path.parent.mkdir(parents=True, exist_ok=True)
         # Message content lives here: create the file owner-only. SQLite gives the -wal
@@ -296,13 +298,23 @@ class Store:
         """Run `op` in a write transaction, together with the writes other threads queue
         meanwhile (group commit); return its result once committed, or raise its error."""
         write = _Write(op)
-        with self._queue_lock:
+        with self._queue:
             self._queued.append(write)
-        with self._lock:
-            if not write.done:  # no commit took it along while we waited: lead one
-                with self._queue_lock:
-                    group, self._queued = self._queued, []
-                self._commit(group)
+            while self._leading and not write.done:  # woken when that group is committed
+                self._queue.wait()
+            lead = not write.done
+            if lead:
+                self._leading = True
+        if lead:  # no commit took it along: this caller commits everything queued
+            try:
+                with self._lock:
+                    with self._queue:
+                        group, self._queued = self._queued, []
+                    self._commit(group)
+            finally:
+                with self._queue:
+                    self._leading = False
+                    self._queue.notify_all()  # done writers return, one of the rest leads
         if write.error is not None:
             raise write.error
         return write.result  # type: ignore[return-value]  # set: `op` returned

@@ -431,6 +431,51 @@ def test_writes_waiting_for_a_commit_share_the_next_one(store: Store) -> None:
     assert store.counts().outbox == {"pending": 1, "sent": 1, "failed_permanent": 0}
 
 
+class _CountingLock:
+    """The store's connection lock, recording which threads took it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.takers: list[str] = []
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        taken = bool(self.inner.acquire(blocking, timeout))
+        if taken:
+            self.takers.append(threading.current_thread().name)
+        return taken
+
+    def release(self) -> None:
+        self.inner.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def test_writers_taken_along_by_a_group_commit_do_not_wait_for_the_connection(
+        store: Store) -> None:
+    """Only the writer that commits the group takes the connection lock; the others return
+    once their write is committed, instead of queueing for the lock behind the next commit
+    (or a read) only to find their work done."""
+    first = accept(store, ts=1)
+    store.claim(first)
+    counting = _CountingLock(store._lock)
+    store._lock = counting  # type: ignore[assignment]
+    outcomes = _queue_writes_while_locked(store, [
+        lambda: store.admit(BOB, 2, BOB, {"text": "a"}),
+        lambda: store.admit(BOB, 3, BOB, {"text": "b"}),
+        lambda: store.record_reply(first, [ReplyPart("ok", recipient=ALICE)]),
+        lambda: store.accept(BOB, 4, BOB, {"text": "c"}),
+    ])
+    assert outcomes[0] is not None and outcomes[1] is not None
+    assert outcomes[2:] == [True, True]
+    writers = [name for name in counting.takers if name != threading.current_thread().name]
+    assert len(writers) == 1, counting.takers
+    assert not store._leading and not store._queued
+
+
 def test_a_failing_write_in_a_group_is_undone_alone(store: Store) -> None:
     first, second = accept(store, ts=1), accept(store, ts=2)
     store.claim(first)
