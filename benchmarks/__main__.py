@@ -280,7 +280,7 @@ def main() -> None:
                         help="run only this section (startup writes "
                              "benchmarks/results/startup.json; bot prints its table)")
     parser.add_argument("--bot-runs", type=int, default=1,
-                        help="with --only bot: runs per transport and embedder")
+                        help="bot runs per transport and embedder (several add a median row)")
     args = parser.parse_args()
 
     from agent.observability.logs import configure_logging
@@ -317,13 +317,7 @@ def main() -> None:
             graph_rows.append(asyncio.run(bench_graph("samples", sample_index, embedder,
                                                       questions)))
         if args.bot_seconds > 0:
-            from benchmarks.bot import run_bot_benchmark
-
-            bot_rows = [asyncio.run(run_bot_benchmark(sample_index, embedder,
-                                                      seconds=args.bot_seconds,
-                                                      transport=transport))
-                        for transport in args.bot_transports.split(",")
-                        for embedder in embedders]
+            bot_rows = bench_bot(sample_index, embedders, args)
         scifact_queries: list[str] = []
         if (args.scifact / "corpus.jsonl").is_file():
             docs = Path(tmp) / "scifact-docs"
@@ -352,9 +346,7 @@ def main() -> None:
     print_table("Graph overhead per question minus the embedding call, instant model "
                 "(PERF-1: p95 ratio <= 1.5 vs no-op graph)", graph_rows)
     if bot_rows:
-        print_table("Bot throughput through the daemon simulator, instant model, 100 users "
-                    "(PERF-2: >= 50 answers/s, 0 lost; issue 13: HTTP >= 80, TCP >= 100)",
-                    bot_rows)
+        print_table(BOT_TITLE, bot_rows)
     targets = target_rows(ingest_rows, query_rows, graph_rows, bot_rows, startup)
     print_table("Issue 13 targets: torch path (before) beside the ONNX path, same run",
                 targets)
@@ -366,32 +358,44 @@ def main() -> None:
     print(f"results: {out / 'latest.json'}")
 
 
-def bot_section(args: argparse.Namespace) -> None:
-    """The PERF-2 row alone: the sample index, the bot through the simulator, N runs."""
+BOT_TITLE = ("Bot throughput through the daemon simulator, instant model, 100 users "
+             "(PERF-2: >= 50 answers/s, 0 lost; issue 13: HTTP >= 80, TCP >= 100)")
+
+
+def bench_bot(sample_index: Path, embedders: Sequence[Any],
+              args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The PERF-2 rows: the bot through the simulator, `--bot-runs` runs per transport and
+    embedder, plus a median row when there are several."""
     from benchmarks.bot import run_bot_benchmark
+
+    rows: list[dict[str, Any]] = []
+    for transport in args.bot_transports.split(","):
+        for embedder in embedders:
+            runs = [asyncio.run(run_bot_benchmark(sample_index, embedder,
+                                                  seconds=args.bot_seconds,
+                                                  transport=transport))
+                    for _ in range(max(1, args.bot_runs))]
+            rows.extend(runs)
+            if len(runs) > 1:  # a row with the same columns, only the median filled
+                rows.append({**dict.fromkeys(runs[0], ""), "embedder": "median",
+                             "transport": transport, "answers_per_s": statistics.median(
+                                 run["answers_per_s"] for run in runs)})
+    return rows
+
+
+def bot_section(args: argparse.Namespace) -> None:
+    """The PERF-2 row alone, on the sample index."""
     from knowledge.embeddings import LocalEmbedder, SentenceTransformerEmbedder
     from knowledge.ingest import ingest
 
-    names = args.embedders.split(",")
     onnx = LocalEmbedder()
-    embedders = [onnx if name == "onnx" else SentenceTransformerEmbedder() for name in names]
-    rows: list[dict[str, Any]] = []
+    embedders = [onnx if name == "onnx" else SentenceTransformerEmbedder()
+                 for name in args.embedders.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         sample_index = Path(tmp) / "samples-index"
         ingest(SAMPLES, sample_index, onnx, provider="local")
-        for transport in args.bot_transports.split(","):
-            for embedder in embedders:
-                runs = [asyncio.run(run_bot_benchmark(sample_index, embedder,
-                                                      seconds=args.bot_seconds,
-                                                      transport=transport))
-                        for _ in range(max(1, args.bot_runs))]
-                rows.extend(runs)
-                if len(runs) > 1:  # a row with the same columns, only the median filled
-                    rows.append({**dict.fromkeys(runs[0], ""), "embedder": "median",
-                                 "transport": transport, "answers_per_s": statistics.median(
-                                     run["answers_per_s"] for run in runs)})
-    print_table("Bot throughput through the daemon simulator, instant model, 100 users "
-                "(PERF-2: >= 50 answers/s, 0 lost; issue 13: HTTP >= 80, TCP >= 100)", rows)
+        rows = bench_bot(sample_index, embedders, args)
+    print_table(BOT_TITLE, rows)
 
 
 def target_rows(ingest_rows: list[dict[str, Any]], query_rows: list[dict[str, Any]],
