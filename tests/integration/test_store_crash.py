@@ -39,8 +39,14 @@ ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = 500
 SENDERS = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(4)]
 KILLS = 12
-MAX_KILL_DELAY_S = 0.25
-KILL_PHASE_BUDGET_S = 15.0  # then the final run; bounded by construction, not asserted
+# Each kill lands after the child has sent a random number of parts (0 = during start-up or
+# recovery), plus a random sub-millisecond-to-20 ms slack so it can hit any statement, not
+# only the one after a send. Counting progress rather than sleeping a random time keeps the
+# kills inside the work on a machine of any speed: 12 kills of at most 60 parts each stay
+# below the ~1,000 parts there are to send, so every kill lands.
+MAX_PARTS_BEFORE_KILL = 60
+MAX_KILL_SLACK_S = 0.02
+KILL_PHASE_BUDGET_S = 60.0  # then the final run; bounded by construction, not asserted
 
 
 def message(i: int) -> tuple[str, int]:
@@ -120,6 +126,17 @@ def start_child(db_path: Path, log_path: Path, threads: int) -> subprocess.Popen
     return proc
 
 
+def sent_lines(log_path: Path) -> int:
+    return log_path.read_bytes().count(b"\n") if log_path.exists() else 0
+
+
+def wait_for_sends(proc: subprocess.Popen[str], log_path: Path, parts: int) -> None:
+    """Return once the child has logged `parts` more sends, or has exited."""
+    target = sent_lines(log_path) + parts
+    while sent_lines(log_path) < target and proc.poll() is None:
+        time.sleep(0.001)
+
+
 @pytest.mark.parametrize("threads", [1, len(SENDERS)], ids=["one-thread", "group-commits"])
 def test_kill_9_at_random_points_answers_every_message_once(tmp_path: Path,
                                                              threads: int) -> None:
@@ -135,7 +152,8 @@ def test_kill_9_at_random_points_answers_every_message_once(tmp_path: Path,
             break
         proc = start_child(db_path, log_path, threads)
         try:
-            time.sleep(rng.uniform(0.0, MAX_KILL_DELAY_S))
+            wait_for_sends(proc, log_path, rng.randint(0, MAX_PARTS_BEFORE_KILL))
+            time.sleep(rng.uniform(0.0, MAX_KILL_SLACK_S))
             if proc.poll() is not None:  # finished before the kill: nothing left to crash
                 break
             os.kill(proc.pid, signal.SIGKILL)
