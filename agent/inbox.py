@@ -100,7 +100,11 @@ class InboxWriter:
         storage failure."""
         if not self._held:
             try:
-                return await self._write(incoming)
+                # Shielded: a stop that gives up on admission (the drain timeout) cancels
+                # this task, and a write still queued for a database thread would then
+                # never run, losing a message the daemon will not send again. The write
+                # goes on; the next start answers it (`claim_pending`).
+                return await asyncio.shield(self._write(incoming))
             except (sqlite3.Error, OSError) as exc:
                 if not self._refused(exc):
                     raise

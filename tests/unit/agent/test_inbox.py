@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.inbox import HELD, InboxWriter, Incoming, refused_write
-from agent.service.common import Db
+from agent.service.common import DB_THREADS, Db
 from agent.store import InboxMessage, Store
 
 
@@ -171,3 +172,33 @@ async def test_the_flusher_outlives_any_failure_and_frees_room(
     assert calls[:2] == [2, 3] and writer.held == 0
     errors = [r.message for r in caplog.records if r.levelname == "ERROR"]
     assert errors[:2] == ["held_message_failed", "inbox_flush_failed"]
+
+
+async def test_a_write_queued_when_the_stop_gives_up_still_lands(store: Store) -> None:
+    """The drain timeout cancels admissions still running; one whose write is queued
+    behind a busy database thread must still be written (the daemon has already let go of
+    the message), so the next start answers it."""
+    db = Db()
+    db.open()
+    busy, release = threading.Event(), threading.Event()
+
+    def occupy_every_thread() -> None:
+        busy.set()
+        release.wait()
+
+    try:
+        blockers = [asyncio.ensure_future(db(occupy_every_thread)) for _ in range(DB_THREADS)]
+        await asyncio.to_thread(busy.wait)
+        writer = InboxWriter(store, db, on_stored=lambda _message: None)
+        admission = asyncio.ensure_future(writer.admit(incoming(1)))
+        await asyncio.sleep(0)  # the write is queued for a thread
+        admission.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await admission
+        release.set()
+        await asyncio.gather(*blockers)
+    finally:
+        release.set()
+        db.close()  # waits for the queued write
+    assert [(m.key.msg_timestamp, m.status) for m in store.claim_pending()] \
+        == [(1, "processing")]
