@@ -83,9 +83,8 @@ SECTIONS: list[tuple[str, list[str | list[str]]]] = [
     (
         "4. Output guard",
         [
-            "Before anything is sent, the answer passes an output guard built from "
-            "guardrails-ai validators written for this project. The answer must not "
-            "contain:",
+            "Before anything is sent, the answer passes an output guard, a small set "
+            "of checks written for this project. The answer must not contain:",
             [
                 "the canary or any text of the system prompt;",
                 "secrets such as API keys or tokens;",
@@ -109,9 +108,9 @@ SECTIONS: list[tuple[str, list[str | list[str]]]] = [
         [
             "Secrets come only from environment variables or Docker secrets files. "
             "They are validated at start-up with clear errors and never logged. The "
-            "guardrails-ai library's remote metrics and call history are switched "
-            "off, and the bot connects to no host except the ones the operator "
-            "configured.",
+            "usage reports of ONNX Runtime, which runs the embedding model, are "
+            "switched off, and the bot connects to no host except the ones the "
+            "operator configured.",
         ],
     ),
     (
