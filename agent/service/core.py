@@ -46,7 +46,7 @@ from agent.service.outbox import OutboxSender
 from agent.service.responder import SILENCE, Reply, Responder
 from agent.service.retries import Retries
 from agent.signal import Envelope, EnvelopeKind, SignalTransport
-from agent.store import InboxMessage, ReplyPart, Store, StoreCounts
+from agent.store import InboxKey, InboxMessage, ReplyPart, Store, StoreCounts
 from agent.users import UserDirectory
 
 if TYPE_CHECKING:
@@ -102,6 +102,11 @@ class BotService:
                                                      tracer=self._tracer)
         """Reactions on answers (EV-4): counted, stored, linked to the answer's trace."""
         self._user_locks: dict[str, asyncio.Lock] = {}
+        self._unwritten: dict[InboxKey, Reply] = {}
+        """Replies made but refused by the data directory, kept for the message's next run:
+        the write is what failed, so only the write is tried again. Running the graph again
+        would call the model (and record the exchange) once per probe cycle while the disk
+        stays full, however long that is."""
         self._in_flight: set[asyncio.Task[None]] = set()
         self._admitting: set[asyncio.Task[None]] = set()
         """Envelopes being handled (written into the inbox) by the receive loop."""
@@ -280,8 +285,9 @@ class BotService:
                 raise DependencyDown([DATA_DIR])  # nothing it does could be written
             # A message that crashed the bot on every earlier attempt must not do it
             # forever: it gets a short apology instead (RES-2).
-            reply = Reply(GAVE_UP) if message.attempts > MAX_ATTEMPTS else \
-                Reply(UNAVAILABLE) if unavailable else await self._reply(message)
+            reply = self._unwritten.pop(message.key, None) or (
+                Reply(GAVE_UP) if message.attempts > MAX_ATTEMPTS else
+                Reply(UNAVAILABLE) if unavailable else await self._reply(message))
         except DependencyDown as down:
             span.set_attribute("signal_rag.route", "held")
             self.retries.until_up(message, down.names, self._rerun)
@@ -314,6 +320,7 @@ class BotService:
         except Exception as exc:
             if not self._held_for_storage(message, exc, span):
                 raise
+            self._unwritten[message.key] = reply
 
     def _held_for_storage(self, message: InboxMessage, exc: BaseException,
                           span: Span) -> bool:

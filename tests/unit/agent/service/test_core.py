@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -140,6 +141,59 @@ async def test_a_write_the_full_disk_refuses_waits_for_it_without_spending_an_at
     assert [item.text for item in store.due_outbox(clock())] == ["Every 300 km [1]."]
     message = store.get(InboxKey(ALICE, 1))
     assert len(assistant.asked) == 2 and message is not None and message.attempts == 1
+
+
+async def test_a_reply_the_full_disk_refuses_is_written_later_without_running_the_graph_again(
+        tmp_path: Path, users: UserDirectory, clock: Clock) -> None:
+    """The reply's own write fails with SQLITE_FULL while the probe still finds the data
+    directory writable (a small probe file fits, the reply does not): each retry tries
+    the write again, never the graph (the model would be called once per probe cycle for
+    as long as the disk stays full)."""
+    import sqlite3
+
+    from agent.observability.dependencies import DATA_DIR, Dependency, DependencyMonitor
+
+    class NearlyFull(Store):
+        refusals = 2
+
+        def record_reply(self, *args: Any, **kwargs: Any) -> bool:
+            if self.refusals:
+                self.refusals -= 1
+                full = sqlite3.OperationalError("database or disk is full")
+                full.sqlite_errorcode = sqlite3.SQLITE_FULL
+                raise full
+            return super().record_reply(*args, **kwargs)
+
+    async def probe() -> None:
+        return None
+
+    monitor = DependencyMonitor([Dependency(DATA_DIR, probe, "data_dir_unwritable")],
+                                clock=clock)
+    nearly_full = NearlyFull(tmp_path / "nearly-full.sqlite3", clock=clock)
+    assistant = FakeAssistant([Answer("Every 300 km [1].", []), Answer("again", [])])
+    users.activate(FakeAssistant.hash_user(ALICE))
+    bot = assemble_service(
+        transport=FakeTransport(),  # type: ignore[arg-type]
+        assistant=assistant,  # type: ignore[arg-type]
+        store=nearly_full, users=users, limiter=UserRateLimiter(),
+        lockout=ActivationLockout(), bot=BOT, access=AccessPolicy(passphrase="open sesame 42"),
+        clock=clock, typing_delay=0, dependencies=monitor)  # type: ignore[arg-type]
+    await bot._process(admitted(nearly_full, "q"))
+    for _ in range(2):  # the probe finds the directory writable; the write fails again
+        for _ in range(3000):  # a bound against a hang (30 s), not a speed limit
+            if monitor.down([DATA_DIR]):
+                break
+            await asyncio.sleep(0.01)
+        assert monitor.down([DATA_DIR]) == [DATA_DIR]
+        await asyncio.sleep(0)
+        monitor.report(DATA_DIR, True)
+    while bot.retries._waiting or bot._in_flight:
+        await asyncio.wait(bot.retries._waiting | bot._in_flight)
+        await asyncio.sleep(0)
+    assert nearly_full.refusals == 0 and bot.stats.held == 2
+    assert [item.text for item in nearly_full.due_outbox(clock())] == ["Every 300 km [1]."]
+    assert len(assistant.asked) == 1
+    nearly_full.close()
 
 
 async def test_the_receive_loop_writes_senders_side_by_side_and_each_in_order(
