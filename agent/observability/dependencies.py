@@ -367,9 +367,47 @@ def data_dir_probe(path: Path, *, min_free: int = PROBE_MIN_FREE,
             with contextlib.suppress(OSError):
                 probe.unlink()
 
+    in_flight: asyncio.Future[None] | None = None
+
     async def run() -> None:
-        await asyncio.to_thread(check)
+        # A file system that hangs (a dead network mount) never returns from the check.
+        # One check at a time, in a daemon thread of its own: later probes time out
+        # waiting for the same check instead of stranding a thread each, the shared
+        # thread pool (which the bot's own `asyncio.to_thread` calls need) keeps its
+        # threads, and a stuck check does not keep the process from exiting.
+        nonlocal in_flight
+        if in_flight is None or in_flight.done():
+            in_flight = in_daemon_thread(check, name="signal-rag-data-dir-probe")
+        await asyncio.shield(in_flight)
     return run
+
+
+def in_daemon_thread(call: Callable[[], None], *, name: str) -> asyncio.Future[None]:
+    """Run `call` in a new daemon thread; the future completes with its outcome (and nobody
+    is warned about an outcome no caller waited for)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+    future.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+    def settle(error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    def target() -> None:
+        error: BaseException | None = None
+        try:
+            call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return future
 
 
 class ReportingEmbedder(EmbedderWrapper):

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.observability.dependencies import (
+    DATA_DIR,
     EMBEDDINGS,
     MODEL,
     Dependency,
     DependencyMonitor,
+    data_dir_probe,
 )
 
 
@@ -150,3 +155,58 @@ def test_a_report_for_an_unmonitored_dependency_is_ignored(ok: bool) -> None:
     deps = DependencyMonitor([], None)
     deps.report(EMBEDDINGS, ok)
     assert deps.states() == {} and deps.down() == []
+
+
+class Usage:
+    """`shutil.disk_usage` for the data directory probe: blocks while `hung` is not set
+    (a dead network mount), counting how many checks started."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+        self.calls = 0
+        self.released = threading.Event()
+
+    def __call__(self, _path: Path) -> Any:
+        self.calls += 1
+        self.released.wait()
+        return type("Usage", (), {"free": self.free})()
+
+
+async def test_the_data_directory_probe_writes_and_reports_a_full_disk(tmp_path: Path) -> None:
+    usage = Usage(free=10**12)
+    usage.released.set()
+    deps = DependencyMonitor([Dependency(DATA_DIR, data_dir_probe(tmp_path, usage=usage),
+                                         "data_dir_unwritable")], clock=Clock())
+    assert await deps.probe(DATA_DIR) is True
+    assert list(tmp_path.iterdir()) == []  # the probe file is gone again
+    usage.free = 0
+    assert await deps.probe(DATA_DIR) is False
+    assert "disk_full" in deps.state(DATA_DIR).detail
+
+
+async def test_a_hung_data_directory_holds_one_thread_not_one_per_probe(
+        tmp_path: Path) -> None:
+    """Each probe of a hung file system times out, but they all wait for the one check
+    already running: no thread is stranded per probe, none from the shared pool."""
+    usage = Usage(free=10**12)
+    deps = DependencyMonitor([Dependency(DATA_DIR, data_dir_probe(tmp_path, usage=usage),
+                                         "data_dir_unwritable")],
+                             clock=Clock(), probe_timeout=0.01)
+    try:
+        for _ in range(5):
+            assert await deps.probe(DATA_DIR) is False
+            assert deps.state(DATA_DIR).detail == "unreachable: Timeout"
+        assert usage.calls == 1
+        probing = [t for t in threading.enumerate() if t.name == "signal-rag-data-dir-probe"]
+        assert len(probing) == 1 and probing[0].daemon
+        # The shared pool is free for everyone else meanwhile.
+        assert await asyncio.to_thread(lambda: "free") == "free"
+    finally:
+        usage.released.set()
+    for _ in range(3000):  # a bound against a hang (30 s), not a speed limit
+        if await deps.probe(DATA_DIR):
+            break
+        await asyncio.sleep(0.01)
+    # The hung check's own outcome counts once it comes; the next probe checks anew.
+    assert deps.state(DATA_DIR).up is True and usage.calls == 1
+    assert await deps.probe(DATA_DIR) is True and usage.calls == 2
