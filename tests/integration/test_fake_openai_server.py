@@ -185,7 +185,7 @@ def test_hang_triggers_client_timeout_quickly(server: FakeOpenAIServer) -> None:
             _chat(fast_client)
         elapsed = time.monotonic() - start
 
-    assert 0.4 <= elapsed < 1.5
+    assert 0.4 <= elapsed < 4.0  # the client's 0.5 s timeout, not the 5 s hang
     assert server.count(CHAT_PATH) == 1
 
 
