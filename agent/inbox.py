@@ -66,6 +66,13 @@ def refused_write(exc: BaseException) -> str | None:
     return reason
 
 
+def _report_abandoned(write: asyncio.Future[Any]) -> None:
+    """The outcome of a write whose admission was given up: only a failure is news (the
+    message is lost with it), logged by error type alone."""
+    if not write.cancelled() and write.exception() is not None:
+        log.error("admission_write_lost", extra={"error": type(write.exception()).__name__})
+
+
 class InboxWriter:
     """`admit` writes (and claims) a message or holds it; `drain` at shutdown."""
 
@@ -104,7 +111,12 @@ class InboxWriter:
                 # this task, and a write still queued for a database thread would then
                 # never run, losing a message the daemon will not send again. The write
                 # goes on; the next start answers it (`claim_pending`).
-                return await asyncio.shield(self._write(incoming))
+                write = asyncio.ensure_future(self._write(incoming))
+                try:
+                    return await asyncio.shield(write)
+                except asyncio.CancelledError:
+                    write.add_done_callback(_report_abandoned)
+                    raise
             except (sqlite3.Error, OSError) as exc:
                 if not self._refused(exc):
                     raise

@@ -350,8 +350,9 @@ class DataDirUnwritable(Exception):  # noqa: N818 - the reason shown in /readyz
 def data_dir_probe(path: Path, *, min_free: int = PROBE_MIN_FREE,
                    usage: Callable[[Path], Any] = shutil.disk_usage) -> Probe:
     """Writable when at least `min_free` bytes are free and a small file can be written,
-    synced and removed there (off the event loop). Raises DataDirUnwritable, whose
-    message (`disk_full`, `read_only` …) /readyz shows."""
+    synced and removed there (off the event loop, one check at a time: a probe made while
+    a check still runs waits for that one, so a hung file system shows as `Timeout`).
+    Raises DataDirUnwritable, whose message (`disk_full`, `read_only` …) /readyz shows."""
     def check() -> None:
         if int(usage(path).free) < min_free:
             raise DataDirUnwritable("disk_full")
@@ -376,7 +377,8 @@ def data_dir_probe(path: Path, *, min_free: int = PROBE_MIN_FREE,
         # thread pool (which the bot's own `asyncio.to_thread` calls need) keeps its
         # threads, and a stuck check does not keep the process from exiting.
         nonlocal in_flight
-        if in_flight is None or in_flight.done():
+        if in_flight is None or in_flight.done() \
+                or in_flight.get_loop() is not asyncio.get_running_loop():
             in_flight = in_daemon_thread(check, name="signal-rag-data-dir-probe")
         await asyncio.shield(in_flight)
     return run
@@ -398,13 +400,15 @@ def in_daemon_thread(call: Callable[[], None], *, name: str) -> asyncio.Future[N
             future.set_exception(error)
 
     def target() -> None:
-        error: BaseException | None = None
+        error: Exception | None = RuntimeError(f"{name} ended without an outcome")
         try:
             call()
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            error = None
+        except Exception as exc:  # noqa: BLE001 - handed to the awaiting coroutine
             error = exc
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(settle, error)
+        finally:  # settled whatever happens, so no probe waits for ever
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settle, error)
 
     threading.Thread(target=target, name=name, daemon=True).start()
     return future

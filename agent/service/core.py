@@ -144,7 +144,11 @@ class BotService:
         stopped.cancel()
         if self._admitting:  # envelopes already read: into the inbox (or held) first
             _, admitting = await asyncio.wait(self._admitting, timeout=self._drain_timeout)
-            for task in admitting:  # waiting for room among held messages (disk full)
+            # Still waiting: for room among held messages (disk full), which loses them,
+            # or for a database thread, whose write is shielded and still lands.
+            if admitting:
+                log.error("admission_abandoned", extra={"count": len(admitting)})
+            for task in admitting:
                 task.cancel()
         await self.inbox.drain()  # held messages: into the inbox if it takes them now
         self.retries.cancel()  # waiting retries stay in the inbox for the next start
@@ -283,9 +287,11 @@ class BotService:
         try:
             if self.dependencies is not None and self.dependencies.down([DATA_DIR]):
                 raise DependencyDown([DATA_DIR])  # nothing it does could be written
-            # A message that crashed the bot on every earlier attempt must not do it
+            # A reply made earlier whose write the data directory refused goes first. A
+            # message that crashed the bot on every earlier attempt must not do it
             # forever: it gets a short apology instead (RES-2).
-            reply = self._unwritten.pop(message.key, None) or (
+            kept = self._unwritten.pop(message.key, None)
+            reply = kept or (
                 Reply(GAVE_UP) if message.attempts > MAX_ATTEMPTS else
                 Reply(UNAVAILABLE) if unavailable else await self._reply(message))
         except DependencyDown as down:
@@ -308,7 +314,7 @@ class BotService:
             text = GAVE_UP
         if text == GAVE_UP:
             count(self.metrics, "failed", stage="gave_up")
-        elif unavailable:
+        elif unavailable and kept is None:
             count(self.metrics, "failed", stage="dependency_down")
         span.set_attribute("signal_rag.route", reply.route)
         try:

@@ -40,12 +40,13 @@ MESSAGES = 500
 SENDERS = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(4)]
 KILLS = 12
 # Each kill lands after the child has sent a random number of parts (0 = during start-up or
-# recovery), plus a random sub-millisecond-to-20 ms slack so it can hit any statement, not
-# only the one after a send. Counting progress rather than sleeping a random time keeps the
-# kills inside the work on a machine of any speed: 12 kills of at most 60 parts each stay
-# below the ~1,000 parts there are to send, so every kill lands.
+# recovery), plus a random slack of up to 20 ms so it can hit any statement, not only the
+# one after a send. Counting progress rather than sleeping a random time keeps the kills
+# inside the work whatever the machine's speed: 12 kills of at most 60 parts each (plus
+# what the slack lets through) stay well below the ~1,000 parts there are to send.
 MAX_PARTS_BEFORE_KILL = 60
 MAX_KILL_SLACK_S = 0.02
+PROGRESS_BOUND_S = 60.0  # a child that makes no progress for this long is hung
 KILL_PHASE_BUDGET_S = 60.0  # then the final run; bounded by construction, not asserted
 
 
@@ -130,11 +131,15 @@ def sent_lines(log_path: Path) -> int:
     return log_path.read_bytes().count(b"\n") if log_path.exists() else 0
 
 
-def wait_for_sends(proc: subprocess.Popen[str], log_path: Path, parts: int) -> None:
+def wait_for_sends(proc: subprocess.Popen[str], log_path: Path, parts: int,
+                   context: str) -> None:
     """Return once the child has logged `parts` more sends, or has exited."""
     target = sent_lines(log_path) + parts
+    deadline = time.monotonic() + PROGRESS_BOUND_S
     while sent_lines(log_path) < target and proc.poll() is None:
-        time.sleep(0.001)
+        if time.monotonic() > deadline:
+            pytest.fail(f"the child made no progress for {PROGRESS_BOUND_S:.0f} s {context}")
+        time.sleep(0.005)
 
 
 @pytest.mark.parametrize("threads", [1, len(SENDERS)], ids=["one-thread", "group-commits"])
@@ -152,7 +157,7 @@ def test_kill_9_at_random_points_answers_every_message_once(tmp_path: Path,
             break
         proc = start_child(db_path, log_path, threads)
         try:
-            wait_for_sends(proc, log_path, rng.randint(0, MAX_PARTS_BEFORE_KILL))
+            wait_for_sends(proc, log_path, rng.randint(0, MAX_PARTS_BEFORE_KILL), context)
             time.sleep(rng.uniform(0.0, MAX_KILL_SLACK_S))
             if proc.poll() is not None:  # finished before the kill: nothing left to crash
                 break

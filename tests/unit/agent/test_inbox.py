@@ -174,31 +174,50 @@ async def test_the_flusher_outlives_any_failure_and_frees_room(
     assert errors[:2] == ["held_message_failed", "inbox_flush_failed"]
 
 
-async def test_a_write_queued_when_the_stop_gives_up_still_lands(store: Store) -> None:
+@pytest.mark.parametrize("disk_full_then", [False, True], ids=["lands", "fails"])
+async def test_a_write_queued_when_the_stop_gives_up_still_runs(
+        store: Store, caplog: pytest.LogCaptureFixture, disk_full_then: bool) -> None:
     """The drain timeout cancels admissions still running; one whose write is queued
-    behind a busy database thread must still be written (the daemon has already let go of
-    the message), so the next start answers it."""
+    behind busy database threads must still be written (the daemon has already let go of
+    the message), so the next start answers it; if that write then fails, the loss is
+    logged (by error type only)."""
     db = Db()
     db.open()
     busy, release = threading.Event(), threading.Event()
+    disk = FullDisk(store)
+    disk.full = disk_full_then
 
-    def occupy_every_thread() -> None:
+    def occupy_a_thread() -> None:
         busy.set()
         release.wait()
 
     try:
-        blockers = [asyncio.ensure_future(db(occupy_every_thread)) for _ in range(DB_THREADS)]
+        blockers = [asyncio.ensure_future(db(occupy_a_thread)) for _ in range(DB_THREADS)]
         await asyncio.to_thread(busy.wait)
-        writer = InboxWriter(store, db, on_stored=lambda _message: None)
+        writer = InboxWriter(disk, db, on_stored=lambda _message: None)  # type: ignore[arg-type]
         admission = asyncio.ensure_future(writer.admit(incoming(1)))
-        await asyncio.sleep(0)  # the write is queued for a thread
+        assert db._pool is not None
+        for _ in range(3000):  # a bound against a hang (30 s), not a speed limit
+            if db._pool._work_queue.qsize():  # the write waits for a thread
+                break
+            await asyncio.sleep(0.01)
+        assert db._pool._work_queue.qsize() == 1
         admission.cancel()
         with pytest.raises(asyncio.CancelledError):
             await admission
         release.set()
         await asyncio.gather(*blockers)
+        await asyncio.to_thread(db.close)  # waits for the queued write
+        for _ in range(100):  # its outcome reaches the loop a few steps later
+            await asyncio.sleep(0)
     finally:
         release.set()
-        db.close()  # waits for the queued write
-    assert [(m.key.msg_timestamp, m.status) for m in store.claim_pending()] \
-        == [(1, "processing")]
+        db.close()
+    lost = [r for r in caplog.records if r.message == "admission_write_lost"]
+    if disk_full_then:
+        assert disk.refused == 1 and store.claim_pending() == []
+        assert [r.error for r in lost] == ["OperationalError"]  # type: ignore[attr-defined]
+    else:
+        assert [(m.key.msg_timestamp, m.status) for m in store.claim_pending()] \
+            == [(1, "processing")]
+        assert lost == []

@@ -164,10 +164,12 @@ class Usage:
     def __init__(self, free: int) -> None:
         self.free = free
         self.calls = 0
+        self.started = threading.Event()
         self.released = threading.Event()
 
     def __call__(self, _path: Path) -> Any:
         self.calls += 1
+        self.started.set()
         self.released.wait()
         return type("Usage", (), {"free": self.free})()
 
@@ -193,7 +195,9 @@ async def test_a_hung_data_directory_holds_one_thread_not_one_per_probe(
                                          "data_dir_unwritable")],
                              clock=Clock(), probe_timeout=0.01)
     try:
-        for _ in range(5):
+        assert await deps.probe(DATA_DIR) is False
+        assert await asyncio.to_thread(usage.started.wait, 30)  # a bound against a hang
+        for _ in range(4):
             assert await deps.probe(DATA_DIR) is False
             assert deps.state(DATA_DIR).detail == "unreachable: Timeout"
         assert usage.calls == 1
@@ -203,10 +207,9 @@ async def test_a_hung_data_directory_holds_one_thread_not_one_per_probe(
         assert await asyncio.to_thread(lambda: "free") == "free"
     finally:
         usage.released.set()
-    for _ in range(3000):  # a bound against a hang (30 s), not a speed limit
-        if await deps.probe(DATA_DIR):
-            break
-        await asyncio.sleep(0.01)
-    # The hung check's own outcome counts once it comes; the next probe checks anew.
-    assert deps.state(DATA_DIR).up is True and usage.calls == 1
-    assert await deps.probe(DATA_DIR) is True and usage.calls == 2
+    # Back: up again (the hung check's own outcome, or a fresh check if that one settled
+    # first); once settled, each probe checks anew.
+    deps.probe_timeout = 30.0  # a bound against a hang, not a speed limit
+    assert await deps.probe(DATA_DIR) is True
+    calls = usage.calls
+    assert await deps.probe(DATA_DIR) is True and usage.calls == calls + 1

@@ -172,12 +172,22 @@ async def test_a_reply_the_full_disk_refuses_is_written_later_without_running_th
     nearly_full = NearlyFull(tmp_path / "nearly-full.sqlite3", clock=clock)
     assistant = FakeAssistant([Answer("Every 300 km [1].", []), Answer("again", [])])
     users.activate(FakeAssistant.hash_user(ALICE))
+    try:
+        await write_later(nearly_full, assistant, users, monitor, clock)
+    finally:
+        nearly_full.close()
+
+
+async def write_later(nearly_full: Any, assistant: FakeAssistant, users: UserDirectory,
+                      monitor: Any, clock: Clock) -> None:
+    from agent.observability.dependencies import DATA_DIR
+
     bot = assemble_service(
         transport=FakeTransport(),  # type: ignore[arg-type]
         assistant=assistant,  # type: ignore[arg-type]
         store=nearly_full, users=users, limiter=UserRateLimiter(),
         lockout=ActivationLockout(), bot=BOT, access=AccessPolicy(passphrase="open sesame 42"),
-        clock=clock, typing_delay=0, dependencies=monitor)  # type: ignore[arg-type]
+        clock=clock, typing_delay=0, dependencies=monitor)
     await bot._process(admitted(nearly_full, "q"))
     for _ in range(2):  # the probe finds the directory writable; the write fails again
         for _ in range(3000):  # a bound against a hang (30 s), not a speed limit
@@ -193,7 +203,6 @@ async def test_a_reply_the_full_disk_refuses_is_written_later_without_running_th
     assert nearly_full.refusals == 0 and bot.stats.held == 2
     assert [item.text for item in nearly_full.due_outbox(clock())] == ["Every 300 km [1]."]
     assert len(assistant.asked) == 1
-    nearly_full.close()
 
 
 async def test_the_receive_loop_writes_senders_side_by_side_and_each_in_order(
