@@ -201,6 +201,8 @@ class RpcConnectionPool:
         conn: _Connection | None = None
         try:
             async with asyncio.timeout(self.timeout), self._slots:
+                if self._closed:  # closed while this request waited for a connection
+                    raise SignalNetworkError("transport is closed")
                 conn = self._take_idle(loop.time())
                 if conn is None:
                     conn = await self._connect(loop)

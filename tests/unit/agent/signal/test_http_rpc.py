@@ -145,7 +145,7 @@ async def test_a_connection_the_daemon_closed_while_idle_is_not_used_again() -> 
     async with serving(one_per_connection) as server:
         rpc = pool(server.port)
         assert (await rpc.post(b"{}", method="version"))[0] == 200
-        for _ in range(50):  # the close reaches the pool
+        for _ in range(500):  # the close reaches the pool
             if not rpc.connections:
                 break
             await asyncio.sleep(0.01)
@@ -254,9 +254,14 @@ async def test_no_reply_in_time_is_a_timeout_and_a_full_pool_is_unreachable() ->
             await rpc.post(b"{}", method="sendTyping")
         assert type(waited.value) is SignalNetworkError  # never sent: unreachable
         assert waited.value.method == "sendTyping"
-        rpc.close()  # fails the hung one
+        rpc.timeout = 60
+        waiting = asyncio.create_task(rpc.post(b"{}", method="sendReceipt"))
+        await asyncio.sleep(0.05)
+        rpc.close()  # fails the hung one, and the one waiting for its connection
         with pytest.raises(SignalNetworkError):
             await hung
+        with pytest.raises(SignalNetworkError, match="closed"):
+            await waiting
 
     async with serving(silent) as server:
         rpc = pool(server.port, timeout=0.2)
