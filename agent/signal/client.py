@@ -7,7 +7,8 @@ or keeps phone numbers and message text out of their logs.
 
 `create_transport(url)` picks the implementation from the URL:
 
-- `http://host:port`: `POST /api/v1/rpc` on one reused `httpx.AsyncClient`, incoming
+- `http://host:port`: `POST /api/v1/rpc` on a few kept-alive connections
+  (`agent/signal/http_rpc.py`; over https:// on one reused `httpx.AsyncClient`), incoming
   messages from the `GET /api/v1/events` server-sent-event stream (an open stream is the
   subscriber, also in manual receive mode). The daemon sends a `:` keep-alive every 15 s
   and, on 0.13.19, its response headers only with the first one.
@@ -57,7 +58,7 @@ from agent.signal.errors import (
     SignalTimeoutError,
     error_from_failures,
 )
-from agent.signal.http_pool import DaemonHTTPTransport
+from agent.signal.http_rpc import RpcConnectionPool
 from agent.signal.reconnect import (
     Backoff,
     Clock,
@@ -339,7 +340,10 @@ class _StreamEndedError(Exception):
 
 
 MAX_HTTP_CONNECTIONS = 8
-"""RPC connections plus the event stream's own."""
+"""httpx's pool: the event stream's connection (and requests over https://)."""
+MAX_RPC_CONNECTIONS = 8
+"""JSON-RPC connections to an http:// daemon: it answers in milliseconds, so a few keep
+it busy (sends go one per request, receipts and typing indicators batched)."""
 
 
 class HttpTransport(_BaseTransport):
@@ -350,17 +354,23 @@ class HttpTransport(_BaseTransport):
         super().__init__(**options)
         self.base_url = base_url.rstrip("/")
         # trust_env=False: never route the loopback daemon through an HTTP(S)_PROXY.
-        # A small pool: httpx checks every pooled connection on each request, so a pool
-        # grown to one connection per concurrent call costs more CPU than it saves; the
-        # daemon answers in a few milliseconds, so few connections keep it busy.
-        # The pool's per-request check of idle connections is made cheap (http_pool.py).
+        # httpx carries the event stream (and every request over https:// or through an
+        # injected client); JSON-RPC calls to an http:// daemon go through the leaner
+        # pool of http_rpc.py (PERF-2).
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
-            transport=DaemonHTTPTransport(httpx.Limits(
-                max_connections=MAX_HTTP_CONNECTIONS,
-                max_keepalive_connections=MAX_HTTP_CONNECTIONS)),
+            limits=httpx.Limits(max_connections=MAX_HTTP_CONNECTIONS,
+                                max_keepalive_connections=MAX_HTTP_CONNECTIONS),
             trust_env=False)
         self._owns_client = client is None
+        parts = urlsplit(self.base_url)
+        self._rpc: RpcConnectionPool | None = None
+        if client is None and parts.scheme.lower() == "http" and parts.hostname:
+            self._rpc = RpcConnectionPool(
+                parts.hostname, parts.port or 80, path=f"{parts.path}/api/v1/rpc",
+                host_header=parts.netloc.rpartition("@")[2],
+                max_connections=MAX_RPC_CONNECTIONS, timeout=self.timeout,
+                connect_timeout=self.connect_timeout, max_body_bytes=self.max_line_bytes)
 
     async def _call(self, method: str, params: dict[str, Any]) -> Any:
         request_id = next(self._ids)
@@ -379,6 +389,24 @@ class HttpTransport(_BaseTransport):
 
     async def _post(self, body: object, method: str) -> object:
         """POST a request or a batch; the decoded reply, or the mapped SignalError."""
+        if self._rpc is not None:
+            # As httpx encodes `json=`: UTF-8, compact, no NaN.
+            data = json.dumps(body, ensure_ascii=False, separators=(",", ":"),
+                              allow_nan=False).encode()
+            status, content = await self._rpc.post(data, method=method)
+        else:
+            status, content = await self._post_httpx(body, method)
+        if status in (502, 503, 504):
+            raise SignalNetworkError(f"HTTP {status}", method=method)
+        if status != 200:
+            raise SignalProtocolError(f"HTTP {status}", method=method)
+        try:
+            reply: object = decode_json(content)
+        except ValueError as exc:
+            raise SignalProtocolError("reply is not JSON", method=method) from exc
+        return reply
+
+    async def _post_httpx(self, body: object, method: str) -> tuple[int, bytes]:
         try:
             response = await self._client.post(
                 f"{self.base_url}/api/v1/rpc", json=body,
@@ -389,15 +417,7 @@ class HttpTransport(_BaseTransport):
             raise SignalTimeoutError("no reply in time", method=method) from exc
         except httpx.TransportError as exc:
             raise SignalNetworkError("daemon unreachable", method=method) from exc
-        if response.status_code in (502, 503, 504):
-            raise SignalNetworkError(f"HTTP {response.status_code}", method=method)
-        if response.status_code != 200:
-            raise SignalProtocolError(f"HTTP {response.status_code}", method=method)
-        try:
-            reply: object = decode_json(response.content)
-        except ValueError as exc:
-            raise SignalProtocolError("reply is not JSON", method=method) from exc
-        return reply
+        return response.status_code, response.content
 
     async def events(self) -> AsyncIterator[Envelope]:
         self._claim_events()
@@ -488,6 +508,8 @@ class HttpTransport(_BaseTransport):
         self._closed = True
         self._batcher.close()
         self._tracker.closed()
+        if self._rpc is not None:
+            self._rpc.close()
         if self._owns_client:
             await self._client.aclose()
 

@@ -293,3 +293,69 @@ def test_sse_events_written_as_the_daemon_writes_them_are_read_back(
     parsed = _parse(_cut(stream, cuts), 4096)
     expected = [SSEEvent(name, "\n".join(data)) for name, data in events]
     assert parsed == expected
+
+
+http_heads = st.sampled_from([
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n",
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\n",
+    b"HTTP/1.0 200 OK\r\n",
+    b"HTTP/1.1 502 Bad Gateway\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n",
+    b"HTTP/1.1 999 \r\n",
+    b"HTTP/9 200 OK\r\n",
+    b"",
+])
+
+
+@fuzz(0.5)
+@given(http_heads, st.sampled_from([None, 0, 3, 10_000]), reply_bodies, st.binary(max_size=40),
+       st.integers(1, 64))
+def test_http_transport_survives_any_reply_bytes_and_keeps_answering(
+    head: bytes, length: int | None, body: bytes, junk: bytes, cut: int,
+) -> None:
+    """Raw bytes for the reply to a JSON-RPC POST, cut into pieces, over a real socket to
+    the plain-HTTP pool: a result or our own error, and the next call still works."""
+    declared = b"" if length is None else b"Content-Length: %d\r\n" % (
+        len(body) if length == 0 else length)
+    raw = head + declared + b"\r\n" + body + junk
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head_bytes = await reader.readuntil(b"\r\n\r\n")
+        size = int(head_bytes.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        request = json.loads(await reader.readexactly(size))
+        if request["method"] == "listGroups":
+            for start in range(0, len(raw), cut):
+                writer.write(raw[start:start + cut])
+                await writer.drain()
+            writer.close()
+            return
+        reply = _line({"jsonrpc": "2.0", "id": request["id"], "result": "ok"})
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(reply) + reply)
+        await writer.drain()
+        writer.close()
+
+    async def run() -> tuple[str, Any]:
+        server = await asyncio.start_server(session, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport = HttpTransport(f"http://127.0.0.1:{port}", timeout=5)
+        failure = ""
+        try:
+            try:
+                await transport.call("listGroups")
+            except SignalError as exc:
+                failure = str(exc)
+            try:  # may go out on the connection the garbage came on, just closed
+                return failure, await transport.call("version")
+            except SignalError:
+                return failure, await transport.call("version")
+        finally:
+            await transport.aclose()
+            server.close()
+            await server.wait_closed()
+
+    with rendered_logs() as lines:
+        failure, after = asyncio.run(run())
+    assert not secrets_in(failure, [SECRET_TEXT])
+    assert after == "ok", "the transport is usable again after the garbage"
+    _no_leak(lines)

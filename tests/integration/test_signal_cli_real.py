@@ -478,6 +478,27 @@ async def test_our_client_calls_and_maps_errors(daemon: SignalCliDaemon, wire: s
         await transport.aclose()
 
 
+async def test_our_http_calls_keep_one_connection_alive_on_the_real_server(
+    daemon: SignalCliDaemon,
+) -> None:
+    """The daemon's HTTP server keeps our connection open between requests, so sequential
+    calls reuse it (agent/signal/http_rpc.py), and a connection it closes is replaced."""
+    transport = HttpTransport(daemon.http_url, timeout=10.0)
+    try:
+        for _ in range(5):
+            assert await transport.call("version") == {"version": SIGNAL_CLI_VERSION}
+        pool = transport._rpc  # its connection count, for this test
+        assert pool is not None
+        assert pool.connections == 1
+        for conn in list(pool._open):  # as if the daemon had closed it
+            conn.close()
+        await asyncio.sleep(0.05)
+        assert await transport.call("version") == {"version": SIGNAL_CLI_VERSION}
+        assert pool.connections == 1
+    finally:
+        await transport.aclose()
+
+
 @pytest.mark.parametrize("wire", ["http", "tcp"])
 async def test_our_client_with_an_unknown_account(daemon: SignalCliDaemon, wire: str) -> None:
     transport = create_transport(transport_url(daemon, wire), account="+15550000000",
