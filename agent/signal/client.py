@@ -58,7 +58,7 @@ from agent.signal.errors import (
     SignalTimeoutError,
     error_from_failures,
 )
-from agent.signal.http_rpc import RpcConnectionPool
+from agent.signal.http_rpc import RpcConnectionPool, pool_for_url
 from agent.signal.reconnect import (
     Backoff,
     Clock,
@@ -363,14 +363,10 @@ class HttpTransport(_BaseTransport):
                                 max_keepalive_connections=MAX_HTTP_CONNECTIONS),
             trust_env=False)
         self._owns_client = client is None
-        parts = urlsplit(self.base_url)
-        self._rpc: RpcConnectionPool | None = None
-        if client is None and parts.scheme.lower() == "http" and parts.hostname:
-            self._rpc = RpcConnectionPool(
-                parts.hostname, parts.port or 80, path=f"{parts.path}/api/v1/rpc",
-                host_header=parts.netloc.rpartition("@")[2],
-                max_connections=MAX_RPC_CONNECTIONS, timeout=self.timeout,
-                connect_timeout=self.connect_timeout, max_body_bytes=self.max_line_bytes)
+        self._rpc: RpcConnectionPool | None = None if client is not None else pool_for_url(
+            self.base_url, rpc_path="/api/v1/rpc", max_connections=MAX_RPC_CONNECTIONS,
+            timeout=self.timeout, connect_timeout=self.connect_timeout,
+            max_body_bytes=self.max_line_bytes)
 
     async def _call(self, method: str, params: dict[str, Any]) -> Any:
         request_id = next(self._ids)

@@ -16,16 +16,21 @@ of httpcore, so nothing new is installed): status line, headers, Content-Length 
 chunked bodies, malformed replies. Kept deliberately small: plain `http://` only (the
 daemon has no TLS; `https://` and an injected httpx client go through httpx), `POST` only,
 one request at a time per connection (no pipelining), at most `max_connections`
-connections, a reply body of at most `max_body_bytes`. The event stream
+connections, a reply body of at most `max_body_bytes` (the socket transport's line limit,
+4 MiB by default). A daemon URL with credentials, a query, a fragment or a host name
+that is not ASCII keeps going through httpx (`pool_for_url` returns None). The event stream
 (`GET /api/v1/events`) stays on httpx: one request per connection, nothing to gain.
 
 Failures are raised as the errors httpx's were mapped to before (`client.py`):
 no connection within the time (refused, connect timeout, every connection busy until the
 timeout) is SignalNetworkError "daemon unreachable"; a request that went out and got no
-complete reply in time is SignalTimeoutError; a connection reset or closed before the
-reply was complete, or a reply that is not HTTP/1.1, is SignalNetworkError; a body over
-the limit is SignalProtocolError. A failed request is never retried here (a `send` could
-otherwise reach its user twice): the caller decides, as before. A connection is reused
+complete reply within `timeout` of being written (a budget of its own, as httpx's read
+timeout was: time spent waiting for a connection does not shorten it, or a queued `send`
+could time out after it reached the daemon and be sent again) is SignalTimeoutError; a
+connection reset or closed before the reply was complete, or a reply that is not
+HTTP/1.1, is SignalNetworkError; a body over the limit is SignalProtocolError. A failed
+request is never retried here (a `send` could otherwise reach its user twice): the caller
+decides, as before. A connection is reused
 only when its last exchange ended cleanly and it has been idle for less than
 `keepalive_expiry` (the daemon's HTTP server closes idle connections after longer).
 """
@@ -35,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from urllib.parse import quote, urlsplit
 
 import h11
 
@@ -103,6 +109,9 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self._reply = asyncio.get_running_loop().create_future()
         self._status, self._chunks, self._size = 0, [], 0
+        if self.closed or self.transport.is_closing():  # closed before anything was written
+            self._fail(SignalNetworkError("daemon unreachable"), None)
+            return self._reply
         try:
             data = (self._h11.send(head) or b"") + (self._h11.send(h11.Data(data=body)) or b"")
             data += self._h11.send(h11.EndOfMessage()) or b""
@@ -127,6 +136,14 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()  # connection_lost follows
+        else:
+            self.closed = True
+
+    def abort(self) -> None:
+        """Close at once, dropping what is not sent yet: after a failure, a timeout or a
+        cancel (`close` would wait for a daemon that stopped reading)."""
+        if self.transport is not None:
+            self.transport.abort()  # connection_lost follows
         else:
             self.closed = True
 
@@ -162,7 +179,7 @@ class _Connection(asyncio.Protocol):
             error.__cause__ = cause
             reply.set_exception(error)
         if not self.closed:
-            self.close()
+            self.abort()
 
 
 class RpcConnectionPool:
@@ -200,7 +217,7 @@ class RpcConnectionPool:
         sent = False
         conn: _Connection | None = None
         try:
-            async with asyncio.timeout(self.timeout), self._slots:
+            async with asyncio.timeout(self.timeout) as budget, self._slots:
                 if self._closed:  # closed while this request waited for a connection
                     raise SignalNetworkError("transport is closed")
                 conn = self._take_idle(loop.time())
@@ -210,6 +227,7 @@ class RpcConnectionPool:
                                    headers=[*self._headers, ("Content-Length", str(len(body)))])
                 reply = conn.request(head, body)
                 sent = True
+                budget.reschedule(loop.time() + self.timeout)  # the reply's own budget
                 status, content = await reply
                 if not conn.finish(loop.time()):
                     conn.close()
@@ -229,7 +247,7 @@ class RpcConnectionPool:
             raise SignalNetworkError("daemon unreachable", method=method) from exc
         finally:
             if conn is not None:  # failed, timed out or cancelled half-way: not reusable
-                conn.close()
+                conn.abort()
 
     def _take_idle(self, now: float) -> _Connection | None:
         while self._idle:
@@ -241,9 +259,12 @@ class RpcConnectionPool:
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         async with asyncio.timeout(self.connect_timeout):  # its TimeoutError: unreachable
+            # Each of the host's addresses in turn, the next one 250 ms after the last
+            # (as anyio under httpx did): an address that drops packets is not the end.
             _, protocol = await loop.create_connection(
-                lambda: _Connection(self), self.host, self.port)
-        self._open.add(protocol)
+                lambda: _Connection(self), self.host, self.port, happy_eyeballs_delay=0.25)
+        if not protocol.closed:  # `request` fails at once on one already closed
+            self._open.add(protocol)
         return protocol
 
     def forget(self, conn: _Connection) -> None:
@@ -258,3 +279,26 @@ class RpcConnectionPool:
         for conn in list(self._open):
             conn.close()
         self._idle.clear()
+
+
+def pool_for_url(base_url: str, *, rpc_path: str, max_connections: int, timeout: float,
+                 connect_timeout: float, max_body_bytes: int) -> RpcConnectionPool | None:
+    """A pool for `rpc_path` under a plain `http://` daemon URL; None for a URL this module
+    does not handle as httpx would (`https://`, credentials, a query or fragment, a host
+    name that is not ASCII), which then stays on httpx."""
+    parts = urlsplit(base_url)
+    host = parts.hostname
+    if (parts.scheme.lower() != "http" or not host or not host.isascii()
+            or parts.username is not None or parts.password is not None
+            or parts.query or parts.fragment):
+        return None
+    port = 80 if parts.port is None else parts.port
+    host_header = (f"[{host}]" if ":" in host else host) + ("" if port == 80 else f":{port}")
+    path = quote(parts.path.rstrip("/") + rpc_path, safe="/%:@!$&'()*+,;=-._~")
+    try:  # refuse what h11 would refuse on every request, once, here
+        h11.Request(method="POST", target=path, headers=[("Host", host_header)])
+    except h11.LocalProtocolError:
+        return None
+    return RpcConnectionPool(host, port, path=path, host_header=host_header,
+                             max_connections=max_connections, timeout=timeout,
+                             connect_timeout=connect_timeout, max_body_bytes=max_body_bytes)

@@ -14,7 +14,7 @@ import pytest
 
 from agent.signal.client import HttpTransport
 from agent.signal.errors import SignalNetworkError, SignalProtocolError, SignalTimeoutError
-from agent.signal.http_rpc import RpcConnectionPool
+from agent.signal.http_rpc import RpcConnectionPool, pool_for_url
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK_BODY = b'{"jsonrpc":"2.0","id":1,"result":{"version":"0.13.19"}}'
@@ -264,7 +264,7 @@ async def test_no_reply_in_time_is_a_timeout_and_a_full_pool_is_unreachable() ->
             await waiting
 
     async with serving(silent) as server:
-        rpc = pool(server.port, timeout=0.2)
+        rpc = pool(server.port, timeout=1.0)
         with pytest.raises(SignalTimeoutError):
             await rpc.post(b"{}", method="send")
         await asyncio.sleep(0.01)
@@ -273,22 +273,87 @@ async def test_no_reply_in_time_is_a_timeout_and_a_full_pool_is_unreachable() ->
 
 
 async def test_a_cancelled_request_closes_its_connection() -> None:
-    closed = asyncio.Event()
+    """A request cancelled while its reply is on the way must not leave that reply to be
+    read as the next request's: the next one gets its own."""
+    received = asyncio.Event()
 
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        await reader.read()
-        closed.set()
+    async def slow_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (request := await read_request(reader)) is not None:
+            request_id = json.loads(request[1])["id"]
+            if request_id == 1:
+                received.set()
+                await asyncio.sleep(0.3)  # the client gives up meanwhile
+            writer.write(reply(json.dumps({"jsonrpc": "2.0", "id": request_id,
+                                           "result": {}}).encode()))
+            await writer.drain()
 
-    async with serving(silent) as server:
-        rpc = pool(server.port)
-        task = asyncio.create_task(rpc.post(b"{}", method="sendTyping"))
-        await asyncio.sleep(0.05)
+    async with serving(slow_first) as server:
+        rpc = pool(server.port, max_connections=1)
+        task = asyncio.create_task(rpc.post(b'{"id": 1}', method="sendTyping"))
+        await asyncio.wait_for(received.wait(), 30)  # a bound against a hang
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await asyncio.wait_for(closed.wait(), 5)
+        status, body = await rpc.post(b'{"id": 2}', method="send")
+        assert status == 200 and json.loads(body)["id"] == 2
+        assert server.connections == 2
         rpc.close()
+
+
+async def test_a_reply_gets_the_whole_timeout_after_its_request_was_written() -> None:
+    """Time spent waiting for the only connection does not shorten the next request's
+    wait for its reply: each reply here takes 2/3 of the timeout, so the second request
+    is answered after 4/3 of it in all, and must not time out (a `send` that timed out
+    after reaching the daemon would be sent again)."""
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (request := await read_request(reader)) is not None:
+            await asyncio.sleep(2.0)
+            writer.write(reply(json.dumps({"jsonrpc": "2.0", "id": json.loads(request[1])["id"],
+                                           "result": {}}).encode()))
+            await writer.drain()
+
+    async with serving(slow) as server:
+        rpc = pool(server.port, max_connections=1, timeout=3.0)
+        first = asyncio.create_task(rpc.post(b'{"id": 1}', method="send"))
+        second = asyncio.create_task(rpc.post(b'{"id": 2}', method="send"))
+        replies = await asyncio.gather(first, second)
+        assert [json.loads(body)["id"] for _, body in replies] == [1, 2]
+        rpc.close()
+
+
+async def test_an_idle_connection_past_its_expiry_is_replaced() -> None:
+    ref: list[Server] = []
+    async with serving(keep_alive(ref)) as server:
+        ref.append(server)
+        rpc = pool(server.port, keepalive_expiry=0.0)
+        for _ in range(2):
+            status, _ = await rpc.post(b'{"id": 1}', method="version")
+            assert status == 200
+        assert server.connections == 2
+        rpc.close()
+
+
+@pytest.mark.parametrize(("url", "target", "host"), [
+    ("http://127.0.0.1:8080", "/api/v1/rpc", "127.0.0.1:8080"),
+    ("http://Signal-CLI/", "/api/v1/rpc", "signal-cli"),
+    ("http://[::1]:8080/base", "/base/api/v1/rpc", "[::1]:8080"),
+    ("http://daemon:0/a b", "/a%20b/api/v1/rpc", "daemon:0"),
+])
+def test_a_plain_daemon_url_gets_a_pool_with_httpx_s_target_and_host(
+        url: str, target: str, host: str) -> None:
+    rpc = pool_for_url(url, rpc_path="/api/v1/rpc", max_connections=1, timeout=1.0,
+                       connect_timeout=1.0, max_body_bytes=1024)
+    assert rpc is not None and rpc.path == target
+    assert ("Host", host) in rpc._headers
+
+
+@pytest.mark.parametrize("url", [
+    "https://daemon:8080", "http://user:secret@daemon:8080", "http://daemon:8080/?q=1",
+    "http://daemon:8080/#top", "http://dämon:8080",
+])
+def test_a_url_the_pool_does_not_handle_as_httpx_would_stays_on_httpx(url: str) -> None:
+    assert pool_for_url(url, rpc_path="/api/v1/rpc", max_connections=1, timeout=1.0,
+                        connect_timeout=1.0, max_body_bytes=1024) is None
 
 
 async def test_unsolicited_bytes_on_an_idle_connection_drop_it() -> None:
