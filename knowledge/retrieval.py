@@ -23,7 +23,7 @@ import numpy as np
 from knowledge.chunking import Chunk
 from knowledge.embeddings import Embedder, Vectors
 from knowledge.index import KnowledgeIndex
-from knowledge.lexical import bm25_tokenize
+from knowledge.lexical import terms
 
 Mode = Literal["dense", "bm25", "hybrid"]
 Fusion = Literal["rrf", "convex"]
@@ -83,9 +83,10 @@ class Retriever:
 
     @staticmethod
     def _query_terms(query: str) -> list[str]:
-        tokens = bm25_tokenize([query])
-        vocab = {token_id: word for word, token_id in tokens.vocab.items()}
-        return list(dict.fromkeys(vocab[t] for t in tokens.ids[0]))
+        """The query's distinct BM25 terms in order: what `bm25_tokenize` makes of it (the
+        same pattern, stop words and stemmer, knowledge/lexical.py), without building
+        bm25s's vocabulary for one text (PERF-1)."""
+        return list(dict.fromkeys(terms(query)))
 
     def _term_hits(self, words: list[str]) -> Any:
         """How many distinct query terms each chunk contains, read off the BM25 matrix:

@@ -113,3 +113,19 @@ def test_a_query_searches_faiss_with_one_thread_and_restores_the_team(built_inde
         assert faiss.omp_get_max_threads() == 3
     finally:
         faiss.omp_set_num_threads(before)
+
+
+def test_query_terms_are_what_bm25_tokenize_makes_of_the_query():
+    """The BM25 query terms come from `lexical.terms`; they must stay the distinct terms
+    bm25s's tokenizer (the one the index was built with) gives, in the same order."""
+    from knowledge.lexical import bm25_tokenize
+
+    queries = ["How often should I oil the chain?", "What does exit code 3 mean?",
+               "Tomatoes, TOMATO plants and tomato-plant care in the GARDEN garden",
+               "0-dimensional biomaterials show inductive properties.", "the of and", "",
+               "Ünïcode wörds: naïve café résumé 42 x y z", "a b c 1 2 3 running runs ran"]
+    for query in queries:
+        tokens = bm25_tokenize([query])
+        vocab = {token_id: word for word, token_id in tokens.vocab.items()}
+        expected = list(dict.fromkeys(vocab[t] for t in tokens.ids[0]))
+        assert Retriever._query_terms(query) == expected, query
