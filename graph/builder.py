@@ -58,6 +58,11 @@ ROUTERS: Final[Mapping[NodeName, Callable[[GraphState], NodeName]]] = {
 """Where each node with a choice goes next (the routers' `Literal`s are node names)."""
 
 
+def _embeds_or_runs_the_encoder(state: GraphState, ctx: GraphContext) -> bool:
+    """The embedding head embeds the message; the fine-tuned encoder runs a model too."""
+    return ctx.query_vector is not None or ctx.encoder is not None
+
+
 def _embeds_the_question(state: GraphState, ctx: GraphContext) -> bool:
     """Retrieval embeds unless the threat check's embedding head already did (the
     knowledge base keeps that vector); a source that cannot say is assumed to embed."""
@@ -79,14 +84,14 @@ def _always(state: GraphState, ctx: GraphContext) -> bool:
 
 
 OFFLOAD: Final[Mapping[NodeName, Offload]] = {
-    "retrieve": _embeds_the_question, "output_guard": _guard_loading, "audit": _always}
-"""When a sync node's call would block the event loop, so it runs on LangGraph's thread
-pool instead: retrieval when it embeds the question (no embedding head embedded it), the
-output guard until its library has loaded (the first replies after start-up wait for it),
-and the audit write (a file append, which a full or stalled disk holds up). Every other
-call is computation of well under a millisecond and runs on the loop. `threat_check` is a
-coroutine that sends its model calls (the query embedding for the embedding head, the
-fine-tuned encoder when it is on) to the pool itself, and runs its rules meanwhile."""
+    "threat_check": _embeds_or_runs_the_encoder, "retrieve": _embeds_the_question,
+    "output_guard": _guard_loading, "audit": _always}
+"""When a node's call would block the event loop, so it runs on LangGraph's thread pool
+instead: the query embedding (once per message, by the threat check's embedding head or
+else by retrieval), the fine-tuned injection encoder when it is on, the output guard until
+its library has loaded (the first replies after start-up wait for it), and the audit
+write (a file append, which a full or stalled disk holds up). Every other call is
+computation of well under a millisecond and runs on the loop."""
 EDGES: Final[tuple[tuple[NodeName, NodeName], ...]] = (
     ("fallback", "output_guard"), ("output_guard", "audit"))
 """The fixed edges; the run starts at FIRST_NODE and ends after the last of NODES."""

@@ -232,8 +232,7 @@ async def test_only_calls_that_would_block_leave_the_event_loop(
     """PERF-1: the query embedding (by the threat check's head, so retrieval reuses its
     vector), the injection encoder when it is on, the output guard until its library has
     loaded and the audit write run on the thread pool; everything else, routers included,
-    runs on the loop. The threat check runs on the loop and sends its model calls (the
-    embedding, the encoder) to the pool."""
+    runs on the loop."""
     from graph.nodes import output_guard
 
     monkeypatch.setattr(output_guard, "_LOADED", threading.Event())  # as right after start
@@ -242,7 +241,7 @@ async def test_only_calls_that_would_block_leave_the_event_loop(
                                                 AIMessage("Still 1 hour [1].")]))
     graph = build_graph(retry_policy=FAST_RETRY)
     loop_thread = threading.get_ident()
-    for expected in ({"output_guard", "audit"}, {"audit"}):
+    for expected in ({"threat_check", "output_guard", "audit"}, {"threat_check", "audit"}):
         spans.threads.clear()
         knowledge = VectorKnowledge(GUIDE, FAQ)  # as the bot: one per message
         ctx = context(chat_model=model, spans=spans, knowledge=knowledge,
@@ -253,8 +252,6 @@ async def test_only_calls_that_would_block_leave_the_event_loop(
         assert {name for name, thread in spans.threads.items()
                 if thread != loop_thread} == expected, "the guard loaded on the first run"
         assert knowledge.embedded == ["locked out?"], "embedded once, by the head"
-        assert knowledge.threads and loop_thread not in knowledge.threads, \
-            "the embedding runs on the pool"
 
     no_head = context(knowledge=VectorKnowledge(GUIDE), spans=spans)
     spans.threads.clear()
@@ -262,11 +259,8 @@ async def test_only_calls_that_would_block_leave_the_event_loop(
     assert {name for name, thread in spans.threads.items() if thread != loop_thread} \
         == {"retrieve", "audit"}, "without the head, retrieval embeds"
 
-    encoder_threads: list[int] = []
-
     class PassingEncoder:
         def blocks(self, text: str) -> bool:
-            encoder_threads.append(threading.get_ident())
             return False
 
     with_encoder = context(knowledge=VectorKnowledge(GUIDE), spans=spans,
@@ -274,10 +268,8 @@ async def test_only_calls_that_would_block_leave_the_event_loop(
     spans.threads.clear()
     await graph.ainvoke({"question": "locked out?", "user": "u"}, context=with_encoder)
     assert {name for name, thread in spans.threads.items() if thread != loop_thread} \
-        == {"retrieve", "audit"}
-    assert encoder_threads and loop_thread not in encoder_threads, \
-        "the encoder runs a model: off the loop"
-    assert set(OFFLOAD) == {"retrieve", "output_guard", "audit"}
+        == {"threat_check", "retrieve", "audit"}, "the encoder runs a model: off the loop"
+    assert set(OFFLOAD) == {"threat_check", "retrieve", "output_guard", "audit"}
     for source in ROUTERS:
         [branch] = build_graph().builder.branches[source].values()
         assert inspect.iscoroutinefunction(branch.path.afunc)  # type: ignore[attr-defined]
@@ -290,14 +282,11 @@ class VectorKnowledge(FixedKnowledge):
     def __init__(self, *texts: tuple[str, str]) -> None:
         super().__init__(*texts)
         self.embedded: list[str] = []
-        self.threads: list[int] = []
-        """The thread of every embedding."""
         self._last: str | None = None
 
     def query_vector(self, question: str) -> None:
         if question != self._last:
             self.embedded.append(question)
-            self.threads.append(threading.get_ident())
             self._last = question
 
     def has_vector(self, question: str) -> bool:

@@ -163,25 +163,25 @@ def test_the_default_loader_fails_closed_and_is_cached(tmp_path: Path):
 
 # the message check ---------------------------------------------------------------------
 
-async def test_the_message_check_blocks_what_the_encoder_flags(tmp_path: Path):
+def test_the_message_check_blocks_what_the_encoder_flags(tmp_path: Path):
     from graph.nodes.threat_check import threat_check
     from tests.unit.graph.graph_helpers import context, runtime
 
     encoder = EncoderClassifier.load(_write(tmp_path / "m"))
     ctx = context(encoder=lambda: encoder)
-    blocked = await threat_check({"text": "bad"}, runtime(ctx))
+    blocked = threat_check({"text": "bad"}, runtime(ctx))
     assert blocked["fallback_reason"] == "threat" and blocked["guard_rules"] == ["encoder"]
-    assert (await threat_check({"text": "good"}, runtime(ctx)))["fallback_reason"] is None
+    assert threat_check({"text": "good"}, runtime(ctx))["fallback_reason"] is None
 
 
-async def test_the_message_check_refuses_when_the_encoder_is_missing(tmp_path: Path):
+def test_the_message_check_refuses_when_the_encoder_is_missing(tmp_path: Path):
     from graph.nodes.threat_check import threat_check
     from tests.unit.graph.graph_helpers import context, runtime
 
     def load() -> EncoderClassifier:
         return EncoderClassifier.load(tmp_path / "absent")
 
-    update = await threat_check({"text": "good"}, runtime(context(encoder=load)))
+    update = threat_check({"text": "good"}, runtime(context(encoder=load)))
     assert update["fallback_reason"] == "guard_error"
     assert update["error"] == "DetectorUnavailableError"
 
