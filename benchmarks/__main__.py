@@ -13,10 +13,15 @@ reported as a ratio, because these machines are shared and noisy:
   sample index (PERF-3).
 
 Usage: python -m benchmarks [--scifact DIR] [--scifact-docs N] [--questions N]
-       [--startup-runs N] [--only startup|bot]
+       [--startup-runs N] [--only startup|bot|graph]
 
 `--only bot` runs the bot throughput row alone (PERF-2; `--bot-runs N` repeats it and adds
 the median), e.g. `python -m benchmarks --only bot --embedders onnx --bot-runs 3`.
+`--only graph` runs the graph overhead rows alone (PERF-1): on SciFact[:--scifact-docs] as
+the full run does, and on the `--startup-docs` (5,000) document index of the start-up
+benchmark (built once into data/bench-cache), with `--questions` SciFact queries and
+`--graph-runs N` runs per index (several add a median row), e.g.
+`python -m benchmarks --only graph --embedders onnx --graph-runs 3`.
 """
 
 from __future__ import annotations
@@ -276,9 +281,13 @@ def main() -> None:
     parser.add_argument("--embedders", default="torch,onnx",
                         help="embedders to measure side by side (torch: the sentence-"
                              "transformers path before, onnx: the shipped one)")
-    parser.add_argument("--only", choices=("startup", "bot"),
+    parser.add_argument("--only", choices=("startup", "bot", "graph"),
                         help="run only this section (startup writes "
-                             "benchmarks/results/startup.json; bot prints its table)")
+                             "benchmarks/results/startup.json; bot and graph print their "
+                             "table)")
+    parser.add_argument("--graph-runs", type=int, default=1,
+                        help="graph overhead runs per index and embedder with --only graph "
+                             "(several add a median row)")
     parser.add_argument("--bot-runs", type=int, default=1,
                         help="bot runs per transport and embedder (several add a median row)")
     args = parser.parse_args()
@@ -288,13 +297,8 @@ def main() -> None:
     from knowledge.ingest import ingest
 
     configure_logging("WARNING")
-    if args.only == "startup":
-        from benchmarks.startup import startup_section
-
-        startup_section(max(1, args.startup_runs), args.scifact, args.startup_docs)
-        return
-    if args.only == "bot":
-        bot_section(args)
+    if args.only:
+        {"startup": startup_only, "bot": bot_section, "graph": graph_section}[args.only](args)
         return
     reference = SentenceTransformerEmbedder()  # torch: the baseline and the raw `encode`
     known = {"torch": reference, "onnx": LocalEmbedder()}
@@ -343,8 +347,7 @@ def main() -> None:
                 "1/1.10; issue 13: onnx >= 1.5)", ingest_rows)
     print_table("Query embedding, one at a time (issue 13: p50 <= 6 ms, p95 <= 12 ms)",
                 query_rows)
-    print_table("Graph overhead per question minus the embedding call, instant model "
-                "(PERF-1: p95 ratio <= 1.5 vs no-op graph)", graph_rows)
+    print_table(GRAPH_TITLE, graph_rows)
     if bot_rows:
         print_table(BOT_TITLE, bot_rows)
     targets = target_rows(ingest_rows, query_rows, graph_rows, bot_rows, startup)
@@ -358,6 +361,8 @@ def main() -> None:
     print(f"results: {out / 'latest.json'}")
 
 
+GRAPH_TITLE = ("Graph overhead per question minus the embedding call, instant model "
+               "(PERF-1: p95 ratio <= 1.5 vs no-op graph)")
 BOT_TITLE = ("Bot throughput through the daemon simulator, instant model, 100 users "
              "(PERF-2: >= 50 answers/s, 0 lost; issue 13: HTTP >= 80, TCP >= 100)")
 
@@ -383,6 +388,12 @@ def bench_bot(sample_index: Path, embedders: Sequence[Any],
     return rows
 
 
+def startup_only(args: argparse.Namespace) -> None:
+    from benchmarks.startup import startup_section
+
+    startup_section(max(1, args.startup_runs), args.scifact, args.startup_docs)
+
+
 def bot_section(args: argparse.Namespace) -> None:
     """The PERF-2 row alone, on the sample index."""
     from knowledge.embeddings import LocalEmbedder, SentenceTransformerEmbedder
@@ -396,6 +407,45 @@ def bot_section(args: argparse.Namespace) -> None:
         ingest(SAMPLES, sample_index, onnx, provider="local")
         rows = bench_bot(sample_index, embedders, args)
     print_table(BOT_TITLE, rows)
+
+
+def graph_section(args: argparse.Namespace) -> None:
+    """The PERF-1 rows alone: the graph on SciFact[:--scifact-docs] (as in the full run) and
+    on the start-up benchmark's 5,000-document index, `--graph-runs` runs each."""
+    from benchmarks.startup import cached_index, scifact_corpus
+    from knowledge.embeddings import LocalEmbedder, SentenceTransformerEmbedder
+    from knowledge.ingest import ingest
+
+    if not (args.scifact / "corpus.jsonl").is_file():
+        raise SystemExit(f"SciFact not found at {args.scifact}: the graph rows need it")
+    onnx = LocalEmbedder()
+    embedders = [onnx if name == "onnx" else SentenceTransformerEmbedder()
+                 for name in args.embedders.split(",")]
+    for embedder in embedders:
+        _ = embedder.dimension  # load once, outside every measurement
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        docs = Path(tmp) / "scifact-docs"
+        queries = write_scifact_docs(args.scifact, args.scifact_docs, docs)[:args.questions]
+        small = Path(tmp) / "scifact-index"
+        ingest(docs, small, onnx, provider="local")
+        large, _ = cached_index(scifact_corpus(args.scifact, args.startup_docs,
+                                               Path(tmp) / "startup-docs"), onnx)
+        for label, index_dir in ((f"scifact[:{args.scifact_docs}]", small),
+                                 (f"scifact[:{args.startup_docs}]", large)):
+            for embedder in embedders:
+                runs = [asyncio.run(bench_graph(label, index_dir, embedder, queries))
+                        for _ in range(max(1, args.graph_runs))]
+                rows.extend(runs)
+                if len(runs) > 1:
+                    rows.append({**dict.fromkeys(runs[0], ""), "index": label,
+                                 "embedder": "median", **{key: statistics.median(
+                                     run[key] for run in runs) for key in GRAPH_MEDIANS}})
+    print_table(GRAPH_TITLE, rows)
+
+
+GRAPH_MEDIANS = ("overhead_p50_ms", "overhead_p95_ms", "noop_p95_ms", "ratio_p95_vs_noop",
+                 "noop_on_loop_p95_ms", "ratio_p95_vs_noop_on_loop")
 
 
 def target_rows(ingest_rows: list[dict[str, Any]], query_rows: list[dict[str, Any]],

@@ -136,6 +136,13 @@ def allowed_urls(texts: Iterable[str]) -> frozenset[str]:
     return frozenset(found)
 
 
+def allowed_urls_for(reply: str, texts: Iterable[str]) -> frozenset[str]:
+    """`allowed_urls(texts)` as `reply` needs it: empty when the reply has no URL, which
+    then has nothing to compare (PERF-1: the passages are not scanned for most replies).
+    Only `known_urls` reads the allowed set."""
+    return allowed_urls(texts) if _URL.search(reply) else frozenset()
+
+
 def foreign_urls(text: str, allowed: frozenset[str]) -> int:
     """How many URLs in `text` are not among `allowed` (http and https count as one)."""
     return sum(1 for url in urls_in(text) if url not in allowed)

@@ -50,9 +50,16 @@ def _visible(char: str) -> bool:
     return char in _KEEP_CONTROLS or unicodedata.category(char) not in _INVISIBLE
 
 
+_ASCII_INVISIBLE = re.compile(r"[^\n\t\x20-\x7e]")
+"""In ASCII text, the only invisible characters are the C0 controls and DEL (Cc) other than
+newline and tab."""
+
+
 def _strip_invisible(text: str) -> tuple[str, int]:
     """Drop invisible characters; keep a zero-width joiner only inside an emoji sequence
     (between two pictographs), where it joins glyphs and cannot split a word."""
+    if text.isascii() and not _ASCII_INVISIBLE.search(text):
+        return text, 0  # most messages and passages: nothing to look up per character
     kept: list[str] = []
     removed = 0
     last = len(text) - 1

@@ -13,6 +13,8 @@ not know instead of guessing.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,7 +23,7 @@ import numpy as np
 from knowledge.chunking import Chunk
 from knowledge.embeddings import Embedder, Vectors
 from knowledge.index import KnowledgeIndex
-from knowledge.lexical import bm25_tokenize
+from knowledge.lexical import terms
 
 Mode = Literal["dense", "bm25", "hybrid"]
 Fusion = Literal["rrf", "convex"]
@@ -66,7 +68,9 @@ class Retriever:
     def _dense(self, query_vector: Vectors, limit: int) -> list[int]:
         if self.index.dense.ntotal == 0:
             return []
-        _, ids = self.index.dense.search(query_vector, min(limit, self.index.dense.ntotal))
+        with _one_thread():
+            _, ids = self.index.dense.search(query_vector,
+                                             min(limit, self.index.dense.ntotal))
         return [int(i) for i in ids[0] if i >= 0]
 
     def _bm25_scores(self, words: list[str]) -> Any:
@@ -79,24 +83,25 @@ class Retriever:
 
     @staticmethod
     def _query_terms(query: str) -> list[str]:
-        tokens = bm25_tokenize([query])
-        vocab = {token_id: word for word, token_id in tokens.vocab.items()}
-        return list(dict.fromkeys(vocab[t] for t in tokens.ids[0]))
+        """The query's distinct BM25 terms in order: what `bm25_tokenize` makes of it (the
+        same pattern, stop words and stemmer, knowledge/lexical.py), without building
+        bm25s's vocabulary for one text (PERF-1)."""
+        return list(dict.fromkeys(terms(query)))
 
-    def _term_hits(self, words: list[str]) -> dict[int, int]:
-        """How many distinct query terms each chunk contains, read off the BM25 matrix."""
+    def _term_hits(self, words: list[str]) -> Any:
+        """How many distinct query terms each chunk contains, read off the BM25 matrix:
+        an array indexed by row, or None when no term is in the index. Counted in NumPy:
+        a common term's posting list holds thousands of rows on a large index."""
         sparse = self.index.sparse
-        hits: dict[int, int] = {}
         if sparse is None:
-            return hits
+            return None
         indices, indptr = sparse.scores["indices"], sparse.scores["indptr"]
-        for word in words:
-            token = sparse.vocab_dict.get(word)
-            if token is None:
-                continue
-            for row in indices[indptr[token]:indptr[token + 1]]:
-                hits[int(row)] = hits.get(int(row), 0) + 1
-        return hits
+        tokens = [token for token in (sparse.vocab_dict.get(word) for word in words)
+                  if token is not None]
+        if not tokens:
+            return None
+        rows = np.concatenate([indices[indptr[t]:indptr[t + 1]] for t in tokens])
+        return np.bincount(rows, minlength=len(self.index.chunks))
 
     @staticmethod
     def _sparse(scores: Any, limit: int) -> list[int]:
@@ -158,7 +163,8 @@ class Retriever:
         results: list[ScoredChunk] = []
         for row, score in ranked:
             similarity = float(self.index.dense.reconstruct(row) @ vector[0])
-            coverage = hits.get(row, 0) / len(words) if words else 0.0
+            coverage = (int(hits[row]) if hits is not None else 0) / len(words) \
+                if words else 0.0
             relevant = similarity >= self.min_similarity or (
                 self.min_coverage > 0 and coverage >= self.min_coverage)
             if not relevant:
@@ -167,6 +173,25 @@ class Retriever:
             if len(results) == k:
                 break
         return results
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """faiss's OpenMP team down to the calling thread for one query's search (PERF-1).
+
+    For a single query faiss still starts a team of one thread per core, and every search
+    then waits for all of them to be scheduled and spin down: on 2 busy cores a search of
+    a 5,000-document index took 6-20 ms instead of the 1 ms it takes alone. The OpenMP
+    thread count is per calling thread (its `nthreads-var`), so this changes no other
+    thread, and it is restored, so a batch search on this thread keeps its team."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 class KnowledgeBase:

@@ -21,7 +21,7 @@ from graph.nodes.alerting import guard_failed, raise_alert
 from graph.nodes.fallback import MESSAGES, UNAVAILABLE
 from graph.prompts import system_prompt
 from graph.state import Exchange, GraphState
-from guards.output import CANARY, SYSTEM_PROMPT, OutputPolicy, allowed_urls, check_output
+from guards.output import CANARY, SYSTEM_PROMPT, OutputPolicy, allowed_urls_for, check_output
 
 _LOADED = threading.Event()
 """Set once the output guard has answered in this process (its library is loaded)."""
@@ -36,12 +36,13 @@ def output_guard_loaded() -> bool:
 def output_guard(state: GraphState, runtime: Runtime[GraphContext]) -> GraphState:
     ctx = runtime.context
     passages = state.get("passages") or []
-    sources = [p["source"] for p in passages] + [p["text"] for p in passages]
-    policy = OutputPolicy(canary=ctx.canary, system_prompt=system_prompt(ctx.canary),
-                          allowed_urls=allowed_urls(sources), max_chars=ctx.max_reply_chars)
-
+    reply = state.get("reply", "")
     try:
-        verdict = check_output(state.get("reply", ""), policy)
+        sources = [p["source"] for p in passages] + [p["text"] for p in passages]
+        policy = OutputPolicy(canary=ctx.canary, system_prompt=system_prompt(ctx.canary),
+                              allowed_urls=allowed_urls_for(reply, sources),
+                              max_chars=ctx.max_reply_chars)
+        verdict = check_output(reply, policy)
         _LOADED.set()
     except Exception as exc:  # noqa: BLE001 - fail closed: an unchecked reply is never sent
         guard_failed(ctx, "output_guard", exc)

@@ -166,6 +166,7 @@ def _broken(*_: object, **__: object) -> None:
     ("guards.passages.clean_passage", "passage_check"),
     ("graph.nodes.retrieve.clean_passage", "passage_check"),  # the title
     ("graph.nodes.output_guard.check_output", "output_guard"),
+    ("graph.nodes.output_guard.allowed_urls_for", "output_guard"),  # building the policy
 ])
 async def test_a_failing_guard_gives_unavailable_and_alerts(
         monkeypatch: pytest.MonkeyPatch, target: str, guard: str):

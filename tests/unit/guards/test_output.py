@@ -9,11 +9,13 @@ from guards import output
 from guards.output import (
     OutputPolicy,
     allowed_urls,
+    allowed_urls_for,
     check_output,
     find_secrets,
     foreign_urls,
     leaks_canary,
     leaks_system_prompt,
+    urls_in,
 )
 
 CANARY = "SRC-0123456789abcdef01234567"
@@ -126,3 +128,16 @@ def test_threads_share_the_checks_and_get_right_verdicts():
     assert [v.passed for v in verdicts] == [True, False] * 16
     assert all(v.reasons == ("canary",) for v in verdicts[1::2])
 
+
+
+@pytest.mark.parametrize("reply", [
+    "No link here [1].", "Read https://docs.example.com/guide [1].",
+    "Download https://evil.example.net/fix.sh now", "Visit evil-site.com/login",
+    "Edit user-guide.md and setup.py.", "www.docs.example.com/guide", ""])
+def test_the_allowed_set_a_reply_needs_gives_the_same_verdict(reply: str):
+    """PERF-1: the passages are scanned for URLs only when the reply has one; the verdict
+    is the one the full allowed set gives."""
+    texts = ["See https://docs.example.com/guide.", "guide.md"]
+    lazy = allowed_urls_for(reply, texts)
+    assert check_output(reply, policy(lazy)) == check_output(reply, policy(allowed_urls(texts)))
+    assert lazy == (allowed_urls(texts) if urls_in(reply) else frozenset())

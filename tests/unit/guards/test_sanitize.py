@@ -108,3 +108,23 @@ def test_sanitize_never_raises_and_is_idempotent(text: str, limit: int):
 def test_passage_cleaning_is_idempotent(text: str):
     cleaned, _ = clean_passage(text)
     assert clean_passage(cleaned) == (cleaned, False)
+
+
+ASCII = st.text(st.characters(max_codepoint=127, exclude_categories=()), max_size=200)
+
+
+@given(st.one_of(ASCII, TEXTS))
+def test_the_ascii_fast_path_strips_what_the_character_walk_strips(text: str):
+    """PERF-1: ASCII text without controls skips the per-character walk; the result is
+    the walk's, for ASCII (controls included) and any other text."""
+    from guards import sanitize as module
+
+    def walk(value: str) -> tuple[str, int]:
+        kept = [c for c in value if module._visible(c)]
+        return "".join(kept), len(value) - len(kept)
+
+    if text.isascii():  # no joiner in ASCII: the walk is the plain visibility rule
+        assert module._strip_invisible(text) == walk(text)
+    # A non-ASCII first character forces the walk over the same text.
+    slow, removed = module._strip_invisible("\u00e9" + text)
+    assert (slow[1:], removed) == module._strip_invisible(text)

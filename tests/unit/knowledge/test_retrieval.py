@@ -65,3 +65,67 @@ def test_the_threat_check_and_the_search_share_one_query_embedding(built_index: 
     assert calls == [question]
     kb.search("sourdough starter fermentation", 2)  # another question is embedded anew
     assert calls == [question, "sourdough starter fermentation"]
+
+
+def test_term_hits_count_the_distinct_query_terms_of_each_chunk(built_index: Path):
+    """The vectorised count equals a plain walk over the BM25 posting lists."""
+    retriever = Retriever(open_index(built_index, TEST_MODEL))
+    sparse = retriever.index.sparse
+    indices, indptr = sparse.scores["indices"], sparse.scores["indptr"]
+    words = retriever._query_terms("compost soil for tomato plants and the bike chain")
+    expected: dict[int, int] = {}
+    for word in words:
+        token = sparse.vocab_dict.get(word)
+        for row in [] if token is None else indices[indptr[token]:indptr[token + 1]]:
+            expected[int(row)] = expected.get(int(row), 0) + 1
+    hits = retriever._term_hits(words)
+    assert expected
+    assert {row: int(n) for row, n in enumerate(hits) if n} == expected
+    assert retriever._term_hits(["zzzunknownzzz"]) is None
+
+
+def test_a_query_searches_faiss_with_one_thread_and_restores_the_team(built_index: Path):
+    """PERF-1: one query's dense search runs on the calling thread only (a team of one
+    per core waits for every core); the thread's OpenMP setting is put back after."""
+    import faiss
+
+    retriever = Retriever(open_index(built_index, TEST_MODEL), mode="dense")
+    inner = retriever.index.dense
+    seen: list[int] = []
+
+    class Recording:
+        ntotal = inner.ntotal
+
+        def search(self, vector, k):  # type: ignore[no-untyped-def]
+            seen.append(faiss.omp_get_max_threads())
+            return inner.search(vector, k)
+
+        def reconstruct(self, row):  # type: ignore[no-untyped-def]
+            return inner.reconstruct(row)
+
+    retriever.index.dense = Recording()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(3)
+    try:
+        query = "compost soil"
+        assert retriever.search(query, HashingEmbedder().embed_query(query), 2)
+        assert seen == [1]
+        assert faiss.omp_get_max_threads() == 3
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def test_query_terms_are_what_bm25_tokenize_makes_of_the_query():
+    """The BM25 query terms come from `lexical.terms`; they must stay the distinct terms
+    bm25s's tokenizer (the one the index was built with) gives, in the same order."""
+    from knowledge.lexical import bm25_tokenize
+
+    queries = ["How often should I oil the chain?", "What does exit code 3 mean?",
+               "Tomatoes, TOMATO plants and tomato-plant care in the GARDEN garden",
+               "0-dimensional biomaterials show inductive properties.", "the of and", "",
+               "Ünïcode wörds: naïve café résumé 42 x y z", "a b c 1 2 3 running runs ran"]
+    for query in queries:
+        tokens = bm25_tokenize([query])
+        vocab = {token_id: word for word, token_id in tokens.vocab.items()}
+        expected = list(dict.fromkeys(vocab[t] for t in tokens.ids[0]))
+        assert Retriever._query_terms(query) == expected, query

@@ -105,6 +105,42 @@ def test_threat_check_fails_closed(monkeypatch: pytest.MonkeyPatch):
     assert threat_check({"text": "hi"}, runtime())["fallback_reason"] == "guard_error"
 
 
+def _vector_of(text: str) -> list[float]:
+    from guards.semantic import default_head
+
+    return [0.0] * len(default_head().weights)
+
+
+def test_threat_check_with_a_broken_head_fails_closed(monkeypatch: pytest.MonkeyPatch):
+    from guards.learned import DetectorUnavailableError
+
+    def unavailable() -> None:
+        raise DetectorUnavailableError("damaged weights")
+
+    monkeypatch.setattr("graph.nodes.threat_check.default_head", unavailable)
+    update = threat_check({"text": "How do I activate?"},
+                          runtime(context(query_vector=_vector_of)))
+    assert update == {"fallback_reason": "guard_error", "error": "DetectorUnavailableError"}
+
+
+def test_threat_check_leaves_a_failing_embedder_to_retrieve():
+    def failing(text: str) -> list[float]:
+        raise OSError("model server down")
+
+    update = threat_check({"text": "How do I activate?"},
+                          runtime(context(query_vector=failing)))
+    assert update["fallback_reason"] is None
+
+
+def test_threat_check_with_a_failing_encoder_fails_closed():
+    class Broken:
+        def blocks(self, text: str) -> bool:
+            raise RuntimeError("encoder bug")
+
+    update = threat_check({"text": "How do I activate?"}, runtime(context(encoder=Broken)))
+    assert update == {"fallback_reason": "guard_error", "error": "RuntimeError"}
+
+
 # retrieve -----------------------------------------------------------------------------
 
 def test_retrieve_returns_passages_as_plain_data():
