@@ -213,7 +213,7 @@ async def test_chunked_and_connection_close_replies_are_read_whole() -> None:
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nConnection: close\r\n"
                      b"Transfer-Encoding: chunked\r\n\r\n5\r\n[1,2,\r\n2\r\n3]\r\n0\r\n\r\n")
         await writer.drain()
-        await asyncio.sleep(0.5)  # the client closes first: it was told to
+        await reader.read()  # until the client closes first: it was told to
 
     async with serving(chunked_then_close) as server:
         rpc = pool(server.port)
@@ -297,27 +297,6 @@ async def test_a_cancelled_request_closes_its_connection() -> None:
         status, body = await rpc.post(b'{"id": 2}', method="send")
         assert status == 200 and json.loads(body)["id"] == 2
         assert server.connections == 2
-        rpc.close()
-
-
-async def test_a_reply_gets_the_whole_timeout_after_its_request_was_written() -> None:
-    """Time spent waiting for the only connection does not shorten the next request's
-    wait for its reply: each reply here takes 2/3 of the timeout, so the second request
-    is answered after 4/3 of it in all, and must not time out (a `send` that timed out
-    after reaching the daemon would be sent again)."""
-    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while (request := await read_request(reader)) is not None:
-            await asyncio.sleep(2.0)
-            writer.write(reply(json.dumps({"jsonrpc": "2.0", "id": json.loads(request[1])["id"],
-                                           "result": {}}).encode()))
-            await writer.drain()
-
-    async with serving(slow) as server:
-        rpc = pool(server.port, max_connections=1, timeout=3.0)
-        first = asyncio.create_task(rpc.post(b'{"id": 1}', method="send"))
-        second = asyncio.create_task(rpc.post(b'{"id": 2}', method="send"))
-        replies = await asyncio.gather(first, second)
-        assert [json.loads(body)["id"] for _, body in replies] == [1, 2]
         rpc.close()
 
 
