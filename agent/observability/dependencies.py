@@ -23,6 +23,7 @@ check library would bring its own server and scheduler.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import logging
@@ -385,32 +386,25 @@ def data_dir_probe(path: Path, *, min_free: int = PROBE_MIN_FREE,
 
 
 def in_daemon_thread(call: Callable[[], None], *, name: str) -> asyncio.Future[None]:
-    """Run `call` in a new daemon thread; the future completes with its outcome (and nobody
-    is warned about an outcome no caller waited for)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[None] = loop.create_future()
-    future.add_done_callback(lambda done: done.cancelled() or done.exception())
-
-    def settle(error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
+    """Run `call` in a new daemon thread; the future (asyncio's wrap of a
+    `concurrent.futures.Future`, which carries the outcome across threads and copes with a
+    closed loop) completes with its outcome, and nobody is warned about an outcome no
+    caller waited for."""
+    outcome: concurrent.futures.Future[None] = concurrent.futures.Future()
 
     def target() -> None:
-        error: Exception | None = RuntimeError(f"{name} ended without an outcome")
         try:
             call()
-            error = None
+            outcome.set_result(None)
         except Exception as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-            error = exc
+            outcome.set_exception(exc)
         finally:  # settled whatever happens, so no probe waits for ever
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(settle, error)
+            if not outcome.done():
+                outcome.set_exception(RuntimeError(f"{name} ended without an outcome"))
 
     threading.Thread(target=target, name=name, daemon=True).start()
+    future = asyncio.wrap_future(outcome)
+    future.add_done_callback(lambda done: done.cancelled() or done.exception())
     return future
 
 
