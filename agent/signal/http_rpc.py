@@ -133,19 +133,15 @@ class _Connection(asyncio.Protocol):
             return True
         return False
 
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()  # connection_lost follows
-        else:
+    def close(self, *, abort: bool = False) -> None:
+        """`abort`: at once, dropping what is not sent yet, after a failure, a timeout or a
+        cancel (a plain close would wait for a daemon that stopped reading)."""
+        if self.transport is None:
             self.closed = True
-
-    def abort(self) -> None:
-        """Close at once, dropping what is not sent yet: after a failure, a timeout or a
-        cancel (`close` would wait for a daemon that stopped reading)."""
-        if self.transport is not None:
+        elif abort:
             self.transport.abort()  # connection_lost follows
         else:
-            self.closed = True
+            self.transport.close()  # connection_lost follows
 
     # ----- reply parsing
 
@@ -179,7 +175,7 @@ class _Connection(asyncio.Protocol):
             error.__cause__ = cause
             reply.set_exception(error)
         if not self.closed:
-            self.abort()
+            self.close(abort=True)
 
 
 class RpcConnectionPool:
@@ -247,7 +243,7 @@ class RpcConnectionPool:
             raise SignalNetworkError("daemon unreachable", method=method) from exc
         finally:
             if conn is not None:  # failed, timed out or cancelled half-way: not reusable
-                conn.abort()
+                conn.close(abort=True)
 
     def _take_idle(self, now: float) -> _Connection | None:
         while self._idle:
