@@ -124,15 +124,18 @@ def cache_key(corpus: Corpus, model: str) -> str:
 
 
 def cached_index(corpus: Corpus, embedder: Any) -> tuple[Path, dict[str, Any]]:
-    """The corpus's index from data/bench-cache, built (with `ingest`) only when missing."""
-    from knowledge.index import KnowledgeIndexError, verify_index
+    """The corpus's index from data/bench-cache, built (with `ingest`) only when missing;
+    a cached index whose dense part is of an older kind is rewritten from its vectors."""
+    from knowledge.index import KnowledgeIndexError, dense_index_is_current, open_index
     from knowledge.ingest import ingest
 
     index_dir = CACHE_DIR / cache_key(corpus, embedder.model_name) / "index"
     try:
-        manifest = verify_index(index_dir)
-        if len(manifest.documents) == corpus.documents:
-            return index_dir, {"cached": True, "build_s": 0.0, "chunks": manifest.chunk_count}
+        cached = open_index(index_dir)
+        if len(cached.manifest.documents) == corpus.documents and \
+                dense_index_is_current(cached.dense):
+            return index_dir, {"cached": True, "build_s": 0.0,
+                               "chunks": cached.manifest.chunk_count}
     except KnowledgeIndexError:
         pass
     print(f"building the {corpus.label} index into {index_dir.parent} "
@@ -146,8 +149,7 @@ def cached_index(corpus: Corpus, embedder: Any) -> tuple[Path, dict[str, Any]]:
             last[0] = time.perf_counter()
             print(f"  embedded {done}/{total} chunks", flush=True)
 
-    report = ingest(corpus.docs, index_dir, embedder, provider="local", rebuild=True,
-                    progress=progress)
+    report = ingest(corpus.docs, index_dir, embedder, provider="local", progress=progress)
     if report.errors:
         raise RuntimeError(f"{len(report.errors)} documents of {corpus.label} failed to load")
     return index_dir, {"cached": False, "build_s": time.perf_counter() - started,

@@ -22,6 +22,7 @@ from knowledge.index import (
     KnowledgeIndexError,
     Manifest,
     check_embedding,
+    dense_index_is_current,
     open_index,
     write_index,
 )
@@ -116,7 +117,8 @@ def ingest(root: Path, index_dir: Path, embedder: Embedder, *, provider: str,
                            progress=progress, report=report)
     all_chunks = plan.kept_chunks + plan.new_chunks
     report.chunks_total = len(all_chunks)
-    changed = report.added or report.changed or report.removed or not same_chunking
+    changed = report.added or report.changed or report.removed or not same_chunking \
+        or (previous is not None and not dense_index_is_current(previous.dense))
     if changed:
         manifest = Manifest(embedding=expected, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
                             chunk_count=len(all_chunks), documents=plan.documents,

@@ -22,7 +22,7 @@ import numpy as np
 
 from knowledge.chunking import Chunk
 from knowledge.embeddings import Embedder, Vectors
-from knowledge.index import KnowledgeIndex
+from knowledge.index import KnowledgeIndex, nearest
 from knowledge.lexical import terms
 
 Mode = Literal["dense", "bm25", "hybrid"]
@@ -66,12 +66,8 @@ class Retriever:
         self.rrf_k = rrf_k
 
     def _dense(self, query_vector: Vectors, limit: int) -> list[int]:
-        if self.index.dense.ntotal == 0:
-            return []
         with _one_thread():
-            _, ids = self.index.dense.search(query_vector,
-                                             min(limit, self.index.dense.ntotal))
-        return [int(i) for i in ids[0] if i >= 0]
+            return nearest(self.index.dense, query_vector, limit)
 
     def _bm25_scores(self, words: list[str]) -> Any:
         """BM25 score of every chunk for the query's terms (None when nothing can match)."""

@@ -96,9 +96,9 @@ def test_a_query_searches_faiss_with_one_thread_and_restores_the_team(built_inde
     class Recording:
         ntotal = inner.ntotal
 
-        def search(self, vector, k):  # type: ignore[no-untyped-def]
+        def search(self, vector, k, params=None):  # type: ignore[no-untyped-def]
             seen.append(faiss.omp_get_max_threads())
-            return inner.search(vector, k)
+            return inner.search(vector, k, params=params)
 
         def reconstruct(self, row):  # type: ignore[no-untyped-def]
             return inner.reconstruct(row)
