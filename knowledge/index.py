@@ -218,7 +218,8 @@ def dense_index_is_current(dense: Any) -> bool:
     ingest from its stored vectors (nothing is embedded again)."""
     import faiss
 
-    return isinstance(dense, faiss.IndexHNSWFlat) == (dense.ntotal > EXACT_SEARCH_LIMIT)
+    graph: bool = isinstance(dense, faiss.IndexHNSWFlat)
+    return graph == (int(dense.ntotal) > EXACT_SEARCH_LIMIT)
 
 
 def nearest(dense: Any, vector: Vectors, limit: int) -> list[int]:
