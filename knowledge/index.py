@@ -37,7 +37,7 @@ EXACT_SEARCH_LIMIT = 10_000
 above it, a graph index (`IndexHNSWFlat`). The scan is memory-bound: on 2 cores it takes
 about 0.1 ms per 1,000 chunks and, at 14,393 chunks (SciFact[:5000]), 1.5 ms that also
 evicts the caches the rest of the search runs from; HNSW takes 0.3 ms there with 99.5% of
-the exact top 10 and 98.7% of the exact top 50 (docs/evals.md has the nDCG@10)."""
+the exact top 10 and 98.7% of the exact top 50 (nDCG@10 in docs/evals.md)."""
 HNSW_NEIGHBOURS = 32
 """Links per vector (faiss's M); 16 gave the same speed and a slightly lower recall."""
 HNSW_EF_CONSTRUCTION = 64
@@ -216,10 +216,7 @@ def dense_index_is_current(dense: Any) -> bool:
     """Whether `dense` is the kind `write_index` writes now for its size: an index written
     before the HNSW switch, or one that grew past the limit, is rewritten by the next
     ingest from its stored vectors (nothing is embedded again)."""
-    import faiss
-
-    graph: bool = isinstance(dense, faiss.IndexHNSWFlat)
-    return graph == (int(dense.ntotal) > EXACT_SEARCH_LIMIT)
+    return type(dense) is type(_dense_index(int(dense.d), int(dense.ntotal)))
 
 
 def nearest(dense: Any, vector: Vectors, limit: int) -> list[int]:
