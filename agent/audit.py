@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,8 @@ from typing import Any
 from pydantic import SecretStr
 
 PEPPER_FILE = ".audit-pepper"
+
+log = logging.getLogger(__name__)
 
 
 class UserHasher:
@@ -52,27 +58,132 @@ def load_or_create_pepper(data_dir: Path, configured: SecretStr | str | None) ->
 
 
 class JsonLinesAuditSink:
-    """Appends one JSON object per event; thread-safe; never receives message text."""
+    """Appends one JSON object per event to a file, from a writer thread of its own; never
+    receives message text.
 
-    def __init__(self, path: Path) -> None:
+    Why a thread of its own: `emit` is called on the event loop (the graph's `audit` node
+    runs there: the hop to LangGraph's thread pool cost more than the write, PERF-1), and
+    an append can stall on a full or hung disk. The writer takes that wait; the loop and
+    the pool never do. Events wait in order in a bounded queue (`max_pending`; beyond it an
+    event is dropped and counted in `dropped`). A write that fails is tried again every
+    `retry_interval` seconds, resuming after the last whole line that reached the disk, so
+    a disk that comes back loses nothing and duplicates nothing. The writer stops after
+    `idle_seconds` without work and the next `emit` starts it again. `flush` waits for what
+    was emitted; every sink is flushed at interpreter exit and when `serve` stops
+    (`flush_audit_files`)."""
+
+    def __init__(self, path: Path, *, max_pending: int = 10_000, retry_interval: float = 1.0,
+                 idle_seconds: float = 5.0) -> None:
         self.path = path
-        self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._torn = _ends_mid_line(path)
         """A crash or a full disk cut the last line short: the next event starts a new line
         instead of being glued to it and lost (found by the fault campaign)."""
+        self._max_pending = max_pending
+        self._retry_interval = retry_interval
+        self._idle_seconds = idle_seconds
+        self._pending: deque[str] = deque()
+        self._changed = threading.Condition()
+        self._writer: threading.Thread | None = None
+        self.dropped = 0
+        """Events refused because `max_pending` were waiting for the disk."""
 
     def emit(self, event: Mapping[str, Any]) -> None:
         line = json.dumps({"ts": round(time.time(), 3), **event}, separators=(",", ":"),
                           ensure_ascii=True)
-        with self._lock:
+        with self._changed:
+            if len(self._pending) >= self._max_pending:
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 1000 == 0:
+                    log.error("audit_events_dropped", extra={"dropped": self.dropped,
+                                                             "pending": len(self._pending)})
+                return
+            self._pending.append(line)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_pending, daemon=True,
+                                                name="audit-writer")
+                self._writer.start()
+                _WRITING.add(self)
+            self._changed.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event emitted so far is on disk (or `timeout` s passed);
+        whether it is."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._pending, timeout)
+
+    @property
+    def pending(self) -> int:
+        """Events emitted and not yet on disk."""
+        with self._changed:
+            return len(self._pending)
+
+    def _write_pending(self) -> None:
+        failing = False
+        while True:
+            if failing:
+                time.sleep(self._retry_interval)
+            with self._changed:
+                if not self._changed.wait_for(lambda: self._pending, self._idle_seconds):
+                    self._writer = None
+                    _WRITING.discard(self)
+                    return
+                batch = list(self._pending)
+            written, error = self._append(batch)
+            if error is not None and not failing:
+                log.error("audit_write_failed", extra={"error": type(error).__name__,
+                                                       "pending": len(batch) - written})
+            elif error is None and failing:
+                log.warning("audit_write_recovered")
+            failing = error is not None
+            with self._changed:  # after the report: a flush that returns has seen it
+                for _ in range(written):
+                    self._pending.popleft()
+                self._changed.notify_all()
+
+    def _append(self, lines: list[str]) -> tuple[int, OSError | None]:
+        """Append `lines` (ASCII) in one write: how many reached the disk whole, and the
+        error that stopped the rest. A line cut short leaves the file torn."""
+        data = (("\n" if self._torn else "") + "".join(line + "\n" for line in lines)).encode()
+        done = 0
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
             try:
-                with self.path.open("a", encoding="utf-8") as handle:
-                    handle.write(("\n" if self._torn else "") + line + "\n")
-            except OSError:
-                self._torn = True  # part of the line may be on disk
-                raise
-            self._torn = False
+                while done < len(data):
+                    done += os.write(fd, data[done:])
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            whole, boundary = 0, 1 if self._torn else 0
+            for line in lines:
+                if boundary + len(line) + 1 > done:
+                    break
+                boundary += len(line) + 1
+                whole += 1
+            self._torn = done > boundary or (self._torn and done == 0)
+            return whole, exc
+        self._torn = False
+        return len(lines), None
+
+
+_WRITING: weakref.WeakSet[JsonLinesAuditSink] = weakref.WeakSet()
+"""File sinks whose writer thread is running."""
+
+
+def flush_audit_files(timeout: float = 5.0) -> int:
+    """Wait (up to `timeout` s in all) for every file sink's events to reach the disk; how
+    many events are still waiting (logged: a stalled disk keeps them)."""
+    deadline = time.monotonic() + timeout
+    left = 0
+    for sink in list(_WRITING):
+        sink.flush(max(0.0, deadline - time.monotonic()))
+        left += sink.pending
+    if left:
+        log.error("audit_events_unwritten", extra={"pending": left})
+    return left
+
+
+atexit.register(flush_audit_files)
 
 
 def _ends_mid_line(path: Path) -> bool:

@@ -19,6 +19,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from opentelemetry.sdk.trace import TracerProvider
 
 from agent.assistant import Assistant
+from agent.audit import flush_audit_files
 from agent.health import HealthServer
 from agent.observability.metrics import BotMetrics
 from agent.observability.readiness import service_readiness
@@ -159,4 +160,5 @@ async def run(service: BotService, health: HealthServer | None = None) -> None:
         await service.transport.aclose()
         service.store.close()
         service.users.close()
+        await asyncio.to_thread(flush_audit_files)  # the last runs' events reach the disk
         log.info("serve_stopped")

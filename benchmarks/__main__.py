@@ -200,7 +200,7 @@ def instant_chat_model(reply: str) -> Any:
 
 async def bench_graph(name: str, index_dir: Path, embedder: Any,
                       questions: list[str]) -> dict[str, Any]:
-    from agent.audit import MemoryAuditSink
+    from agent.audit import JsonLinesAuditSink
     from graph.builder import build_graph
     from graph.context import GraphContext
     from guards.passages import PassageChecks
@@ -216,8 +216,10 @@ async def bench_graph(name: str, index_dir: Path, embedder: Any,
     knowledge = KnowledgeBase(index, timed, min_similarity=-1.0)
     # As the bot runs it (Assistant.context): the threat check's embedding head embeds
     # the message, and retrieval reuses that vector.
+    audit_dir = tempfile.TemporaryDirectory()  # the audit trail as `serve` writes it
+    audit = JsonLinesAuditSink(Path(audit_dir.name) / "audit.jsonl")
     ctx = GraphContext(knowledge=knowledge, passage_checks=checks,
-                       query_vector=knowledge.query_vector, audit=MemoryAuditSink(),
+                       query_vector=knowledge.query_vector, audit=audit,
                        chat_model=instant_chat_model("Instant answer [1]."),
                        model_name="instant")
     graph, noop, floor = build_graph(), noop_graph(), noop_graph(on_loop=True)
@@ -238,6 +240,10 @@ async def bench_graph(name: str, index_dir: Path, embedder: Any,
             started = time.perf_counter()
             await baseline.ainvoke({"question": question})
             times.append(time.perf_counter() - started)
+    assert audit.flush(timeout=60), "the audit trail reached the disk"
+    runs = len(questions) + min(5, len(questions))  # with the warm-up
+    assert len(audit.path.read_text().splitlines()) == runs, "one audit line per run"
+    audit_dir.cleanup()
     overhead = [(t - e) * 1000 for t, e in zip(totals, embeds, strict=True)]
     noop_ms = [n * 1000 for n in noops]
     floor_ms = [n * 1000 for n in floors]

@@ -36,7 +36,7 @@ async def run_bot_benchmark(index_dir: Path, embedder: Any, *, seconds: float,
                             users: int = 100, transport: str = "http",
                             typing_delay: float = 0.5) -> dict[str, Any]:
     from agent.addressing import BotIdentity
-    from agent.audit import MemoryAuditSink
+    from agent.audit import JsonLinesAuditSink
     from agent.ratelimit import ActivationLockout, UserRateLimiter
     from agent.serve import use_graph_threads
     from agent.service import AccessPolicy
@@ -67,8 +67,9 @@ async def run_bot_benchmark(index_dir: Path, embedder: Any, *, seconds: float,
             instant = instant_chat_model("Instant [1].")
             # As `serve` builds it: concurrent questions share the local model's passes.
             served = BatchingEmbedder(embedder)
-            assistant = build_assistant(settings, embedder=served, index=index,
-                                  chat_model=instant, audit=MemoryAuditSink())
+            assistant = build_assistant(  # the audit trail as `serve` writes it
+                settings, embedder=served, index=index, chat_model=instant,
+                audit=JsonLinesAuditSink(Path(tmp) / "audit.jsonl"))
             store = Store(Path(tmp) / "inbox.sqlite3")
             directory = UserDirectory(Path(tmp) / "users.sqlite3")
             for uuid in user_ids(users):

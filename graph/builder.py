@@ -79,19 +79,15 @@ def _never(state: GraphState, ctx: GraphContext) -> bool:
     return False
 
 
-def _always(state: GraphState, ctx: GraphContext) -> bool:
-    return True
-
-
 OFFLOAD: Final[Mapping[NodeName, Offload]] = {
     "threat_check": _embeds_or_runs_the_encoder, "retrieve": _embeds_the_question,
-    "output_guard": _guard_loading, "audit": _always}
+    "output_guard": _guard_loading}
 """When a node's call would block the event loop, so it runs on LangGraph's thread pool
 instead: the query embedding (once per message, by the threat check's embedding head or
-else by retrieval), the fine-tuned injection encoder when it is on, the output guard until
-its library has loaded (the first replies after start-up wait for it), and the audit
-write (a file append, which a full or stalled disk holds up). Every other call is
-computation of well under a millisecond and runs on the loop."""
+else by retrieval), the fine-tuned injection encoder when it is on, and the output guard
+until its library has loaded (the first replies after start-up wait for it). Every other
+call is computation of well under a millisecond and runs on the loop; the audit sink only
+queues the event (`graph.context.AuditSink`)."""
 EDGES: Final[tuple[tuple[NodeName, NodeName], ...]] = (
     ("fallback", "output_guard"), ("output_guard", "audit"))
 """The fixed edges; the run starts at FIRST_NODE and ends after the last of NODES."""

@@ -47,7 +47,9 @@ class Breaker(Protocol):
 
 
 class AuditSink(Protocol):
-    """Receives one content-free event per run."""
+    """Receives one content-free event per run. `emit` is called on the event loop, so it
+    must not wait for a disk or a network (the file sink queues the line for a writer
+    thread of its own: `agent.audit.JsonLinesAuditSink`)."""
 
     def emit(self, event: RunEvent) -> None: ...
 

@@ -1,8 +1,9 @@
 """Node `audit`: one content-free event per run (OBS-2): user key, route, verdicts, latencies.
 
-The event's shape is `graph.contract.RunEvent`. An audit sink failure never costs the user
-the reply; it is reported on the event stream of the process (the application's logging)
-instead.
+The event's shape is `graph.contract.RunEvent`. The node runs on the event loop: the sink
+only queues the event (the file sink's writer thread takes the disk's wait). An audit sink
+failure never costs the user the reply; it is reported on the event stream of the process
+(the application's logging) instead.
 
 `run_id` is the run's id from its config (LangGraph's own `run_id`): the bot passes its
 trace id there, the LangGraph API its run id, so one id finds a run in the audit trail and

@@ -67,10 +67,12 @@ async def test_traffic_and_one_run_from_a_real_audit_trail(
     assert provider is not None
     tracer = tracer_of(provider)
     audit_file = tmp_path / "audit.jsonl"
+    sink = JsonLinesAuditSink(audit_file)
     assistant = build_assistant(settings_for(), embedder=local_embedder, index=sample_index,
-                                audit=JsonLinesAuditSink(audit_file), spans=OtelSpans(tracer))
+                                audit=sink, spans=OtelSpans(tracer))
     await answer_all(sim, assistant, tmp_path, tracer)
     provider.shutdown()
+    assert sink.flush(timeout=30)
 
     events = [json.loads(line) for line in audit_file.read_text().splitlines()]
     runs = [e for e in events if e.get("event") == "graph_run"]

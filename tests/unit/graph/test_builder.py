@@ -230,9 +230,9 @@ class ThreadSpans(NoSpans):
 async def test_only_calls_that_would_block_leave_the_event_loop(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """PERF-1: the query embedding (by the threat check's head, so retrieval reuses its
-    vector), the injection encoder when it is on, the output guard until its library has
-    loaded and the audit write run on the thread pool; everything else, routers included,
-    runs on the loop."""
+    vector), the injection encoder when it is on and the output guard until its library has
+    loaded run on the thread pool; everything else, routers and the audit node (its file
+    sink queues the line for a writer thread) included, runs on the loop."""
     from graph.nodes import output_guard
 
     monkeypatch.setattr(output_guard, "_LOADED", threading.Event())  # as right after start
@@ -241,7 +241,7 @@ async def test_only_calls_that_would_block_leave_the_event_loop(
                                                 AIMessage("Still 1 hour [1].")]))
     graph = build_graph(retry_policy=FAST_RETRY)
     loop_thread = threading.get_ident()
-    for expected in ({"threat_check", "output_guard", "audit"}, {"threat_check", "audit"}):
+    for expected in ({"threat_check", "output_guard"}, {"threat_check"}):
         spans.threads.clear()
         knowledge = VectorKnowledge(GUIDE, FAQ)  # as the bot: one per message
         ctx = context(chat_model=model, spans=spans, knowledge=knowledge,
@@ -257,7 +257,7 @@ async def test_only_calls_that_would_block_leave_the_event_loop(
     spans.threads.clear()
     await graph.ainvoke({"question": "locked out?", "user": "u"}, context=no_head)
     assert {name for name, thread in spans.threads.items() if thread != loop_thread} \
-        == {"retrieve", "audit"}, "without the head, retrieval embeds"
+        == {"retrieve"}, "without the head, retrieval embeds"
 
     class PassingEncoder:
         def blocks(self, text: str) -> bool:
@@ -268,8 +268,8 @@ async def test_only_calls_that_would_block_leave_the_event_loop(
     spans.threads.clear()
     await graph.ainvoke({"question": "locked out?", "user": "u"}, context=with_encoder)
     assert {name for name, thread in spans.threads.items() if thread != loop_thread} \
-        == {"threat_check", "retrieve", "audit"}, "the encoder runs a model: off the loop"
-    assert set(OFFLOAD) == {"threat_check", "retrieve", "output_guard", "audit"}
+        == {"threat_check", "retrieve"}, "the encoder runs a model: off the loop"
+    assert set(OFFLOAD) == {"threat_check", "retrieve", "output_guard"}
     for source in ROUTERS:
         [branch] = build_graph().builder.branches[source].values()
         assert inspect.iscoroutinefunction(branch.path.afunc)  # type: ignore[attr-defined]

@@ -100,6 +100,7 @@ async def test_the_audit_lines_on_disk_are_the_ones_written_before_the_contract(
     for question in ("locked\u200b out?", "x" * 3000):
         await graph.ainvoke({"question": question, "user": "u", "chat_kind": "dm"},
                             context=ctx)
+    assert sink.flush(timeout=30)
     lines = (tmp_path / "audit.jsonl").read_text(encoding="utf-8").splitlines()
     assert [re.sub(r'^\{"ts":[0-9.]+,', "{", line) for line in lines] == [
         ANSWERED_LINE.removesuffix("}") + ',"run_id":null}',
