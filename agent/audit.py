@@ -92,19 +92,21 @@ class JsonLinesAuditSink:
         line = json.dumps({"ts": round(time.time(), 3), **event}, separators=(",", ":"),
                           ensure_ascii=True)
         with self._changed:
+            dropped = 0
             if len(self._pending) >= self._max_pending:
                 self.dropped += 1
-                if self.dropped == 1 or self.dropped % 1000 == 0:
-                    log.error("audit_events_dropped", extra={"dropped": self.dropped,
-                                                             "pending": len(self._pending)})
-                return
-            self._pending.append(line)
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_pending, daemon=True,
-                                                name="audit-writer")
-                self._writer.start()
-                _WRITING.add(self)
-            self._changed.notify_all()
+                dropped = self.dropped
+            else:
+                self._pending.append(line)
+                if self._writer is None:
+                    self._writer = threading.Thread(target=self._write_pending, daemon=True,
+                                                    name="audit-writer")
+                    self._writer.start()
+                    _WRITING.add(self)
+                self._changed.notify_all()
+        if dropped % 1000 == 1:  # the first drop, then one in 1,000; outside the lock
+            log.error("audit_events_dropped", extra={"dropped": dropped,
+                                                     "pending": self._max_pending})
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every event emitted so far is on disk (or `timeout` s passed);
@@ -129,7 +131,10 @@ class JsonLinesAuditSink:
                     _WRITING.discard(self)
                     return
                 batch = list(self._pending)
-            written, error = self._append(batch)
+            try:
+                written, error = self._append(batch)
+            except Exception as exc:  # noqa: BLE001 - the events must not wait for a writer that died
+                written, error = 0, exc
             if error is not None and not failing:
                 log.error("audit_write_failed", extra={"error": type(error).__name__,
                                                        "pending": len(batch) - written})
@@ -141,7 +146,7 @@ class JsonLinesAuditSink:
                     self._pending.popleft()
                 self._changed.notify_all()
 
-    def _append(self, lines: list[str]) -> tuple[int, OSError | None]:
+    def _append(self, lines: list[str]) -> tuple[int, Exception | None]:
         """Append `lines` (ASCII) in one write: how many reached the disk whole, and the
         error that stopped the rest. A line cut short leaves the file torn."""
         data = (("\n" if self._torn else "") + "".join(line + "\n" for line in lines)).encode()

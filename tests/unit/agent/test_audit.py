@@ -129,3 +129,21 @@ def test_events_still_queued_at_exit_reach_the_disk(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=120,
                    cwd=Path(__file__).resolve().parents[3])
     assert [json.loads(line)["n"] for line in _lines(path)] == list(range(500))
+
+
+def test_a_writer_that_hits_a_bug_keeps_the_events_and_tries_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "audit.jsonl"
+    sink = JsonLinesAuditSink(path, retry_interval=0)
+    calls: list[int] = []
+
+    def buggy_once(fd: int, data: bytes) -> int:
+        calls.append(len(data))
+        if len(calls) == 1:
+            raise ValueError("not an OSError")
+        return os.write(fd, data)
+
+    _disk(monkeypatch, buggy_once)
+    sink.emit({"route": "r0"})
+    assert sink.flush(timeout=30)
+    assert [json.loads(line)["route"] for line in _lines(path)] == ["r0"] and len(calls) == 2
