@@ -83,6 +83,9 @@ async def test_the_named_graph_answers_with_a_citation_from_the_sample_documents
     short = await graph.ainvoke({"question": "x" * 50, "user": "studio"},
                                 context={"max_input_chars": 10})
     assert short["fallback_reason"] == "too_long"
+    from agent.audit import flush_audit_files
+
+    assert flush_audit_files(timeout=30) == 0  # the writer thread appends a moment later
     events = [json.loads(line) for line in (clean_env / "audit.jsonl").read_text().splitlines()]
     assert events[0]["run_id"] == run.hex and events[0]["model"] == "extractive"
     assert events[1]["route"] == "fallback:too_long"
