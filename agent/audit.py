@@ -159,13 +159,9 @@ class JsonLinesAuditSink:
             finally:
                 os.close(fd)
         except OSError as exc:
-            whole, boundary = 0, 1 if self._torn else 0
-            for line in lines:
-                if boundary + len(line) + 1 > done:
-                    break
-                boundary += len(line) + 1
-                whole += 1
-            self._torn = done > boundary or (self._torn and done == 0)
+            whole = data.count(b"\n", 1 if self._torn else 0, done)  # each line ends in one
+            if done:
+                self._torn = data[done - 1] != ord("\n")
             return whole, exc
         self._torn = False
         return len(lines), None
