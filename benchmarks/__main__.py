@@ -305,6 +305,10 @@ def main() -> None:
     from knowledge.ingest import ingest
 
     configure_logging("WARNING")
+    from benchmarks.machine import describe, summary
+
+    machine = describe()  # before anything loads the machine
+    print(summary(machine))
     if args.only:
         {"startup": startup_only, "bot": bot_section, "graph": graph_section}[args.only](args)
         return
@@ -371,7 +375,7 @@ def main() -> None:
                 targets)
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
-    results = {"ingest": ingest_rows, "query": query_rows, "graph": graph_rows,
+    results = {"machine": machine, "ingest": ingest_rows, "query": query_rows, "graph": graph_rows,
                "bot": bot_rows, "startup": startup, "targets": targets}
     (out / "latest.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(f"results: {out / 'latest.json'}")

@@ -627,7 +627,10 @@ def print_startup(results: dict[str, Any]) -> None:
 def startup_section(runs: int, scifact: Path = DEFAULT_SCIFACT,
                     documents: int = 5000) -> dict[str, Any]:
     """Run, print the tables, write benchmarks/results/startup.json; return the results."""
-    results = run_startup_benchmark(runs, scifact, documents)
+    from benchmarks.machine import describe
+
+    machine = describe()
+    results = {"machine": machine, **run_startup_benchmark(runs, scifact, documents)}
     print_startup(results)
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)

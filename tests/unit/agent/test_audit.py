@@ -147,3 +147,45 @@ def test_a_writer_that_hits_a_bug_keeps_the_events_and_tries_again(
     sink.emit({"route": "r0"})
     assert sink.flush(timeout=30)
     assert [json.loads(line)["route"] for line in _lines(path)] == ["r0"] and len(calls) == 2
+
+
+async def test_serve_flushes_the_audit_writer_before_it_stops(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve` returns only once the last runs' events are on disk: its own flush, not the
+    exit hook, opens the gated disk here, so without that flush the file would be empty."""
+    from types import SimpleNamespace
+
+    from agent import serve
+
+    path = tmp_path / "audit.jsonl"
+    sink = JsonLinesAuditSink(path)
+    gate = threading.Event()
+
+    def gated(fd: int, data: bytes) -> int:
+        assert gate.wait(timeout=30), "nothing flushed the audit writer"
+        return os.write(fd, data)
+
+    def flush_opens_the_gate(timeout: float = 10.0) -> int:
+        gate.set()
+        return flush_audit_files(timeout)
+
+    async def handle_then_stop(_stop: object) -> None:
+        for route in ("r0", "r1"):
+            sink.emit({"route": route})
+
+    async def no_fill(_service: object, _stop: object) -> None:
+        return None
+
+    async def closed() -> None:
+        return None
+
+    _disk(monkeypatch, gated)
+    monkeypatch.setattr(serve, "flush_audit_files", flush_opens_the_gate)
+    monkeypatch.setattr(serve, "start_passage_checks_when_ready", no_fill)
+    service = SimpleNamespace(
+        assistant=SimpleNamespace(warm_guards=lambda: None), run=handle_then_stop,
+        transport=SimpleNamespace(aclose=closed), store=SimpleNamespace(close=lambda: None),
+        users=SimpleNamespace(close=lambda: None), monitors=None, dependencies=None)
+    await serve.run(service)  # type: ignore[arg-type]
+    assert [json.loads(line)["route"] for line in _lines(path)] == ["r0", "r1"]
+    assert sink.pending == 0
