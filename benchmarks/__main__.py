@@ -307,7 +307,7 @@ def main() -> None:
     configure_logging("WARNING")
     from benchmarks.machine import describe, summary
 
-    machine = describe()  # before anything loads the machine
+    machine = describe()  # before the benchmarks load the machine
     print(summary(machine))
     if args.only:
         {"startup": startup_only, "bot": bot_section, "graph": graph_section}[args.only](args)

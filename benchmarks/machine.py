@@ -2,8 +2,9 @@
 
 Figures from different runs are only comparable on the same kind of machine at the same
 speed, and these machines change under us: the same code measured a query embedding at
-4.5 ms one day and 13.8 ms another, and ONNX Runtime's document throughput against
-PyTorch's moved from 1.9x to 0.9x between hosts. So every run records the CPU, the
+4.5 ms one day and 13.8 ms the next, and ONNX Runtime's document throughput against
+PyTorch's went from 1.9x to 0.9x between those two runs (single-threaded, the two were
+at parity on the second machine's AVX-512 CPU). So every run records the CPU, the
 instruction sets the embedding libraries choose their kernels by, the load, the library
 versions, and one calibration figure (a fixed pure-Python loop) that says how fast this
 interpreter runs here right now. Standard library only.
